@@ -1,0 +1,5 @@
+import sys
+
+from flamboyance.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""crawl: getting web pages. An HTTP crawler (robots.txt, politeness, size and SSRF guards)
+that writes WARC, readers for WARC archives such as Common Crawl over any fsspec URL, and a
+deterministic synthetic sample website for the demo and tests. Knows nothing of tensors."""
