@@ -85,7 +85,7 @@ class Document:
             if isinstance(node, TextNode):
                 texts.append(node.text)
                 images.append(None)
-                metadata.append(None)
+                metadata.append({"kind": node.kind})
             elif isinstance(node, ImageNode):
                 texts.append(None)
                 images.append(node.url)
@@ -118,7 +118,7 @@ class Document:
                 nodes.append(_video_from(videos[vi]))
                 vi += 1
             if text is not None:
-                nodes.append(TextNode(text=text))
+                nodes.append(TextNode(text=text, kind=(meta or {}).get("kind", "paragraph")))
             elif image is not None:
                 meta = meta or {}
                 nodes.append(ImageNode(url=image, alt=meta.get("alt", ""), caption=meta.get("caption", ""),

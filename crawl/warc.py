@@ -1,0 +1,692 @@
+"""Reading and writing WARC files (ISO 28500, WARC/1.0 and 1.1).
+
+`read_warc` yields the HTML responses of a WARC, gzipped (one gzip member per record, the
+Common Crawl convention) or not, over any fsspec URL. Bad input never stops the read: each
+skipped record is counted by reason and reading goes on. A corrupt or truncated gzip member is
+skipped by scanning for the next gzip member that decompresses to a WARC record.
+
+`WarcWriter` writes request/response records, one gzip member each, so crawled pages and
+Common Crawl pages take the same path downstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import datetime as dt
+import gzip
+import hashlib
+import io
+import tempfile
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import fsspec
+
+__all__ = [
+    "HTML_TYPES",
+    "PageRecord",
+    "WarcWriter",
+    "decode_http_body",
+    "parse_http_head",
+    "read_warc",
+]
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+_CHUNK = 1 << 16
+_MAX_HEAD_BYTES = 64 << 10  # WARC or HTTP header block
+_MAX_HEADERS = 200
+# A gzip member decompresses into a spooled buffer: in memory up to this size, on disk beyond.
+_SPOOL_MEMORY = 8 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageRecord:
+    """One HTML page as fetched: a WARC response record with its HTTP message parsed.
+
+    `body` is the entity body with transfer- and content-encoding removed. `warc_offset` is the
+    byte offset of the record's gzip member (or of the record, for uncompressed WARCs) in
+    `warc_filename`, so a pipeline can point back into the archive.
+    """
+
+    url: str
+    fetch_time: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    body: bytes = b""
+    warc_filename: str = ""
+    warc_offset: int = 0
+
+
+class _Skip(Exception):
+    """A record that is skipped; `reason` is the Counter key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP message helpers (shared with the crawler)
+
+
+def parse_http_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """Parse an HTTP/1.x response head (status line + headers, without the blank line).
+
+    Returns (status, headers) with lower-case header names; repeated headers are joined with
+    ", ". Raises ValueError naming the problem when the head is not an HTTP response.
+    """
+    lines = head.split(b"\n")
+    status_line = lines[0].rstrip(b"\r").decode("latin-1")
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP status line: {status_line[:80]!r}")
+    headers: dict[str, str] = {}
+    if len(lines) - 1 > _MAX_HEADERS:
+        raise ValueError(f"more than {_MAX_HEADERS} HTTP headers")
+    last = None
+    for raw in lines[1:]:
+        line = raw.rstrip(b"\r").decode("latin-1")
+        if not line:
+            continue
+        if line[0] in " \t" and last is not None:  # obsolete line folding
+            headers[last] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue  # tolerate junk lines like real-world crawlers do
+        name = name.strip().lower()
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        last = name
+    return int(parts[1]), headers
+
+
+def mime_type(content_type: str | None) -> str:
+    """`text/html; charset=UTF-8` -> `text/html`."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _dechunk(data: bytes, max_bytes: int) -> bytes:
+    out = bytearray()
+    pos = 0
+    while True:
+        eol = data.find(b"\n", pos)
+        if eol < 0:
+            raise _Skip("bad_chunked_encoding")
+        size_text = data[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _Skip("bad_chunked_encoding") from None
+        pos = eol + 1
+        if size == 0:
+            return bytes(out)
+        if pos + size > len(data):
+            raise _Skip("bad_chunked_encoding")
+        out += data[pos : pos + size]
+        if len(out) > max_bytes:
+            raise _Skip("body_too_large")
+        pos += size
+        if data[pos : pos + 2] == b"\r\n":
+            pos += 2
+        elif data[pos : pos + 1] == b"\n":
+            pos += 1
+
+
+def _inflate(data: bytes, wbits: int, max_bytes: int) -> bytes:
+    decoder = zlib.decompressobj(wbits)
+    out = decoder.decompress(data, max_bytes + 1)
+    if len(out) > max_bytes:
+        raise _Skip("body_too_large")
+    return out
+
+
+def decode_http_body(body: bytes, headers: dict[str, str], *, max_bytes: int) -> bytes:
+    """Remove transfer-encoding (chunked) and content-encoding (gzip, deflate) from a body.
+
+    Raises ValueError with a reason (`bad_chunked_encoding`, `bad_content_encoding`,
+    `unsupported_content_encoding`, `body_too_large`) when it cannot.
+    """
+    try:
+        return _decode_http_body(body, headers, max_bytes=max_bytes)
+    except _Skip as exc:
+        raise ValueError(exc.reason) from None
+
+
+def _decode_http_body(body: bytes, headers: dict[str, str], *, max_bytes: int) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        # Common Crawl stores bodies de-chunked but keeps the header; only de-chunk real chunks.
+        if _looks_chunked(body):
+            body = _dechunk(body, max_bytes)
+    encodings = [e.strip().lower() for e in headers.get("content-encoding", "").split(",") if e.strip()]
+    for encoding in reversed(encodings):
+        if encoding in ("identity", "none"):
+            continue
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise _Skip("unsupported_content_encoding")
+        try:
+            if encoding == "deflate":
+                try:
+                    body = _inflate(body, zlib.MAX_WBITS, max_bytes)  # zlib-wrapped, per RFC
+                except zlib.error:
+                    body = _inflate(body, -zlib.MAX_WBITS, max_bytes)  # raw, as some servers send
+            else:
+                body = _inflate(body, 16 + zlib.MAX_WBITS, max_bytes)
+        except zlib.error:
+            # Stored already decoded (Common Crawl does this for some records)?
+            if not body[:2] == b"\x1f\x8b" and encoding != "deflate":
+                continue
+            raise _Skip("bad_content_encoding") from None
+    if len(body) > max_bytes:
+        raise _Skip("body_too_large")
+    return body
+
+
+def _looks_chunked(body: bytes) -> bool:
+    eol = body.find(b"\n", 0, 100)
+    if eol <= 0:
+        return False
+    size_text = body[:eol].split(b";", 1)[0].strip()
+    try:
+        int(size_text, 16)
+    except ValueError:
+        return False
+    return bool(size_text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Source:
+    """A forward reader over a raw byte stream that remembers its absolute position."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._f = fileobj
+        self._buf = b""
+        self._buf_start = 0  # absolute offset of _buf[0]
+        self.pos = 0
+
+    def _fill(self, need: int) -> None:
+        while self._buf_start + len(self._buf) < self.pos + need:
+            data = self._f.read(max(_CHUNK, need))
+            if not data:
+                return
+            # drop consumed bytes before appending so the buffer stays bounded
+            drop = self.pos - self._buf_start
+            if drop > 0:
+                self._buf = self._buf[drop:]
+                self._buf_start = self.pos
+            self._buf += data
+
+    def peek(self, n: int) -> bytes:
+        self._fill(n)
+        start = self.pos - self._buf_start
+        return self._buf[start : start + n]
+
+    def read(self, n: int) -> bytes:
+        out = self.peek(n)
+        self.pos += len(out)
+        return out
+
+    def readline(self, limit: int) -> bytes:
+        """Read up to and including the next newline, at most `limit` bytes."""
+        while True:
+            start = self.pos - self._buf_start
+            eol = self._buf.find(b"\n", start, start + limit)
+            if eol >= 0:
+                return self.read(eol - start + 1)
+            have = len(self._buf) - start
+            if have >= limit:
+                return self.read(limit)
+            end_before = self._buf_start + len(self._buf)
+            self._fill(have + _CHUNK)
+            if self._buf_start + len(self._buf) == end_before:  # end of input
+                return self.read(have)
+
+    def seek(self, pos: int) -> None:
+        """Move to an absolute position; within the buffer it is free, otherwise a real seek."""
+        if self._buf_start <= pos <= self._buf_start + len(self._buf):
+            self.pos = pos
+            return
+        self._f.seek(pos)
+        self._buf, self._buf_start, self.pos = b"", pos, pos
+
+    def find(self, needle: bytes, start: int) -> int:
+        """Absolute offset of the next `needle` at or after `start`, or -1 at end of input."""
+        self.seek(start)
+        while True:
+            rel = self.pos - self._buf_start
+            hit = self._buf.find(needle, rel)
+            if hit >= 0:
+                return self._buf_start + hit
+            # keep the last len(needle)-1 bytes in case the needle spans two reads
+            keep_from = max(rel, len(self._buf) - len(needle) + 1)
+            self.pos = self._buf_start + keep_from
+            before_end = self._buf_start + len(self._buf)
+            self._fill(len(self._buf) - keep_from + _CHUNK)
+            if self._buf_start + len(self._buf) == before_end:
+                return -1
+
+
+class _MemberError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, int]:
+    """Decompress the gzip member at `start` into a spooled buffer (CRC checked by zlib).
+
+    Returns (buffer positioned at 0, member end offset). Output beyond `limit` bytes is
+    decompressed (to find the member's end) but not kept; the buffer is then marked by its
+    size exceeding `limit`.
+    """
+    source.seek(start)
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
+    kept = 0
+    consumed = 0
+    try:
+        while not decoder.eof:
+            data = decoder.unconsumed_tail or source.read(_CHUNK)
+            if not data:
+                raise _MemberError("truncated_gzip")
+            if not decoder.unconsumed_tail:
+                consumed += len(data)
+            chunk = decoder.decompress(data, _CHUNK * 4)
+            if kept <= limit:
+                out.write(chunk[: limit + 1 - kept])
+                kept += len(chunk)
+    except zlib.error:
+        out.close()
+        raise _MemberError("corrupt_gzip") from None
+    except _MemberError:
+        out.close()
+        raise
+    end = start + consumed - len(decoder.unused_data)
+    out.seek(0)
+    return out, end
+
+
+@contextlib.contextmanager
+def _open_raw(path_or_url: str) -> Iterator[BinaryIO]:
+    # compression=None: we read the gzip members ourselves to know their offsets.
+    try:
+        handle = fsspec.open(path_or_url, "rb", compression=None).open()
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"cannot open WARC {path_or_url!r}: {exc}") from exc
+    with handle:
+        if handle.seekable():
+            yield handle
+            return
+        # Resynchronising after a corrupt member seeks back; spool unseekable streams.
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) as spool:
+            while chunk := handle.read(_CHUNK * 16):
+                spool.write(chunk)
+            spool.seek(0)
+            yield spool
+
+
+def read_warc(
+    path_or_url: str,
+    *,
+    skipped: collections.Counter | None = None,
+    max_body_bytes: int = 5 * 2**20,
+    only_ok: bool = True,
+) -> Iterator[PageRecord]:
+    """Yield the HTML response records of a WARC file as `PageRecord`s.
+
+    `path_or_url` is any fsspec URL (local path, `s3://`, `http://`, ...), gzipped per record
+    (`.warc.gz`, detected by its magic bytes) or plain. Records that are not returned are
+    counted into `skipped[reason]`: `not_response`, `warc_truncated`, `not_html`,
+    `http_status` (non-2xx, when `only_ok`), `body_too_large` (over `max_body_bytes`),
+    `corrupt_gzip`, `truncated_gzip`, `invalid_record`, `truncated_record`, `bad_http`,
+    `bad_chunked_encoding`, `bad_content_encoding`, `unsupported_content_encoding`.
+    """
+    skipped = collections.Counter() if skipped is None else skipped
+    name = path_or_url.rstrip("/").rsplit("/", 1)[-1]
+    with _open_raw(path_or_url) as raw:
+        source = _Source(raw)
+        if source.peek(3) == GZIP_MAGIC:
+            yield from _read_gzipped(source, name, skipped, max_body_bytes, only_ok)
+        else:
+            yield from _read_records(source, 0, name, skipped, max_body_bytes, only_ok, per_member=False)
+
+
+def _read_gzipped(source, name, skipped, max_body_bytes, only_ok) -> Iterator[PageRecord]:
+    # A member whose decompressed size exceeds this can only hold an oversize record.
+    limit = max_body_bytes + 4 * _MAX_HEAD_BYTES
+    pos = 0
+    while source.peek(1):
+        if source.peek(3) != GZIP_MAGIC:
+            if not source.peek(4096).strip(b"\r\n\t \x00"):
+                return  # trailing padding
+            skipped["corrupt_gzip"] += 1  # bytes between members that are not a member
+            pos = _resync(source, pos + 1, limit)
+            if pos < 0:
+                return
+        try:
+            member, end = _inflate_member(source, pos, limit)
+        except _MemberError as exc:
+            skipped[exc.reason] += 1
+            pos = _resync(source, pos + 1, limit)
+            if pos < 0:
+                return
+            continue
+        with member:
+            member_source = _Source(member)
+            yield from _read_records(
+                member_source, pos, name, skipped, max_body_bytes, only_ok, per_member=True
+            )
+        pos = end
+        source.seek(pos)
+
+
+def _resync(source: _Source, start: int, limit: int) -> int:
+    """Offset of the next gzip member at or after `start` that holds a WARC record, or -1."""
+    while True:
+        candidate = source.find(GZIP_MAGIC, start)
+        if candidate < 0:
+            return -1
+        try:
+            member, _ = _inflate_member(source, candidate, limit)
+        except _MemberError:
+            start = candidate + 1
+            continue
+        with member:
+            if member.read(5) == b"WARC/":
+                source.seek(candidate)
+                return candidate
+        start = candidate + 1
+
+
+def _read_head(source: _Source) -> bytes | None:
+    """Read header lines up to the blank line; None at clean end of input."""
+    lines = []
+    total = 0
+    while True:
+        line = source.readline(_MAX_HEAD_BYTES)
+        if not line:
+            if not lines:
+                return None
+            raise _Skip("truncated_record")
+        if not lines and not line.strip():
+            continue  # blank lines between records
+        if not line.strip():
+            return b"".join(lines)
+        lines.append(line)
+        total += len(line)
+        if total > _MAX_HEAD_BYTES or len(lines) > _MAX_HEADERS:
+            raise _Skip("invalid_record")
+
+
+def _parse_warc_head(head: bytes) -> dict[str, str]:
+    lines = head.split(b"\n")
+    if not lines[0].startswith(b"WARC/"):
+        raise _Skip("invalid_record")
+    headers: dict[str, str] = {}
+    for raw in lines[1:]:
+        name, sep, value = raw.decode("utf-8", "replace").partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _read_records(
+    source: _Source,
+    base_offset: int,
+    name: str,
+    skipped: collections.Counter,
+    max_body_bytes: int,
+    only_ok: bool,
+    *,
+    per_member: bool,
+) -> Iterator[PageRecord]:
+    while True:
+        record_start = source.pos
+        try:
+            head = _read_head(source)
+        except _Skip as exc:
+            skipped[exc.reason] += 1
+            if per_member:
+                return
+            if not _resync_plain(source):
+                return
+            continue
+        if head is None:
+            return
+        offset = base_offset if per_member else record_start
+        try:
+            warc = _parse_warc_head(head)
+            length = int(warc.get("content-length", ""))
+            if length < 0:
+                raise ValueError(length)
+        except (_Skip, ValueError):
+            skipped["invalid_record"] += 1
+            if per_member or not _resync_plain(source):
+                return
+            continue
+        block_start = source.pos
+        try:
+            record = _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok)
+        except _Skip as exc:
+            skipped[exc.reason] += 1
+            record = None
+        # Skip whatever the parser did not consume, in bounded steps.
+        remaining = block_start + length - source.pos
+        while remaining > 0:
+            got = len(source.read(min(remaining, _CHUNK)))
+            if not got:
+                if record is not None:
+                    skipped["truncated_record"] += 1
+                    record = None
+                break
+            remaining -= got
+        if record is not None:
+            yield record
+        if source.pos < block_start + length:
+            return  # input ended inside this record
+
+
+def _resync_plain(source: _Source) -> bool:
+    """Skip to the next line starting a WARC record in an uncompressed file."""
+    hit = source.find(b"\nWARC/1.", source.pos)
+    if hit < 0:
+        return False
+    source.seek(hit + 1)
+    return True
+
+
+def _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok) -> PageRecord | None:
+    if warc.get("warc-type", "").lower() != "response":
+        raise _Skip("not_response")
+    if warc.get("warc-truncated"):
+        raise _Skip("warc_truncated")
+    url = warc.get("warc-target-uri", "").strip("<>")
+    if not url.lower().startswith(("http://", "https://")):
+        raise _Skip("not_http")
+    http_head = source.readline(_MAX_HEAD_BYTES)
+    if not http_head.startswith(b"HTTP/"):
+        raise _Skip("bad_http")
+    lines = [http_head]
+    used = len(http_head)
+    while True:
+        line = source.readline(_MAX_HEAD_BYTES)
+        used += len(line)
+        if not line or used > min(length, _MAX_HEAD_BYTES):
+            raise _Skip("bad_http")
+        if not line.strip():
+            break
+        lines.append(line)
+    try:
+        status, headers = parse_http_head(b"".join(lines))
+    except ValueError:
+        raise _Skip("bad_http") from None
+    if only_ok and not 200 <= status < 300:
+        raise _Skip("http_status")
+    content_type = mime_type(headers.get("content-type")) or mime_type(
+        warc.get("warc-identified-payload-type")
+    )
+    if content_type not in HTML_TYPES:
+        raise _Skip("not_html")
+    body_length = length - used
+    if body_length > max_body_bytes:
+        raise _Skip("body_too_large")
+    body = source.read(body_length)
+    if len(body) < body_length:
+        raise _Skip("truncated_record")
+    body = _decode_http_body(body, headers, max_bytes=max_body_bytes)
+    return PageRecord(
+        url=url,
+        fetch_time=warc.get("warc-date", ""),
+        status=status,
+        headers=headers,
+        content_type=content_type,
+        body=body,
+        warc_filename=name,
+        warc_offset=offset,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def warc_date(when: dt.datetime | None = None) -> str:
+    """WARC-Date: UTC ISO-8601 with microseconds (WARC/1.1 allows sub-second precision)."""
+    when = when or dt.datetime.now(dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sha1_digest(data: bytes) -> str:
+    """`sha1:BASE32` as in WARC-Payload-Digest / WARC-Block-Digest."""
+    return "sha1:" + base64.b32encode(hashlib.sha1(data).digest()).decode("ascii")
+
+
+def _record_id() -> str:
+    return f"<urn:uuid:{uuid.uuid4()}>"
+
+
+class WarcWriter:
+    """Appends WARC/1.1 records to a binary file object, one gzip member per record.
+
+    `tell()` before a write is the offset of that record's member. Deterministic output is
+    possible by passing fixed `record_id`s and dates.
+    """
+
+    def __init__(self, fileobj: BinaryIO, *, software: str = "flamboyance/0.1") -> None:
+        self._f = fileobj
+        self.software = software
+        self.warcinfo_id: str | None = None
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def write_record(
+        self,
+        warc_type: str,
+        block: bytes,
+        *,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        record_id: str | None = None,
+        date: str | None = None,
+    ) -> tuple[str, int]:
+        """Write one record as its own gzip member; returns (record id, member offset)."""
+        record_id = record_id or _record_id()
+        fields = {
+            "WARC-Type": warc_type,
+            "WARC-Record-ID": record_id,
+            "WARC-Date": date or warc_date(),
+        }
+        if self.warcinfo_id and warc_type != "warcinfo":
+            fields["WARC-Warcinfo-ID"] = self.warcinfo_id
+        fields.update(headers or {})
+        fields["Content-Type"] = content_type
+        fields["WARC-Block-Digest"] = sha1_digest(block)
+        fields["Content-Length"] = str(len(block))
+        head = "WARC/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
+        raw = head.encode("utf-8") + block + b"\r\n\r\n"
+        offset = self._f.tell()
+        # mtime=0 keeps members byte-identical for identical records
+        self._f.write(gzip.compress(raw, compresslevel=6, mtime=0))
+        return record_id, offset
+
+    def write_warcinfo(self, info: dict[str, str], *, date: str | None = None, record_id=None) -> str:
+        """Write the leading warcinfo record; later records point at it."""
+        block = "".join(f"{k}: {v}\r\n" for k, v in {"software": self.software, **info}.items())
+        rid, _ = self.write_record(
+            "warcinfo",
+            block.encode("utf-8"),
+            content_type="application/warc-fields",
+            date=date,
+            record_id=record_id,
+        )
+        self.warcinfo_id = rid
+        return rid
+
+    def write_exchange(
+        self,
+        *,
+        url: str,
+        request: bytes,
+        response: bytes,
+        payload: bytes | None,
+        ip_address: str | None = None,
+        date: str | None = None,
+        truncated: str | None = None,
+        request_id: str | None = None,
+        response_id: str | None = None,
+    ) -> int:
+        """Write a response record and its request record; returns the response's offset.
+
+        `response` is the raw HTTP response (head + body as transferred); `payload` the entity
+        body with transfer-encoding removed (for WARC-Payload-Digest), None if unknown.
+        """
+        date = date or warc_date()
+        response_id = response_id or _record_id()
+        common = {"WARC-Target-URI": url}
+        if ip_address:
+            common["WARC-IP-Address"] = ip_address
+        extra = dict(common)
+        if payload is not None:
+            extra["WARC-Payload-Digest"] = sha1_digest(payload)
+        if truncated:
+            extra["WARC-Truncated"] = truncated
+        _, offset = self.write_record(
+            "response",
+            response,
+            content_type="application/http;msgtype=response",
+            headers=extra,
+            record_id=response_id,
+            date=date,
+        )
+        self.write_record(
+            "request",
+            request,
+            content_type="application/http;msgtype=request",
+            headers={**common, "WARC-Concurrent-To": response_id},
+            record_id=request_id,
+            date=date,
+        )
+        return offset
+
+
+def build_response_bytes(status: int, reason: str, headers: dict[str, str], body: bytes) -> bytes:
+    """Serialise an HTTP/1.1 response (used for synthetic WARCs)."""
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def warc_bytes_io() -> io.BytesIO:
+    """An in-memory target for `WarcWriter` (handy in tests)."""
+    return io.BytesIO()

@@ -1,0 +1,367 @@
+"""Building blocks shared by the three jobs: keys, counters, dead letters, inputs, shard writing.
+
+Everything here is runner-agnostic: inputs and outputs are fsspec URLs opened inside DoFns,
+DoFns carry only picklable configuration, and no step relies on process-global state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import posixpath
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import fsspec
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+from flamboyance.shards import writer as shard_writer
+
+LOG = logging.getLogger("flamboyance.pipelines")
+
+DEAD_LETTER = "dead_letter"
+"""Tag of the dead-letter output of every DoFn that can meet a bad record."""
+
+STATS_NAME = "etl_stats.json"
+"""Counters of a run, written beside the shards."""
+
+DEAD_LETTER_DIR = "dead_letter"
+"""Folder (beside the shards) holding the dead-letter JSONL files."""
+
+
+# --- keys and hashing -------------------------------------------------------------------------
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of `text` that is the same in every process and on every run (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def make_key(*parts: str | int | None) -> str:
+    """A sample key from identifying parts: 24 hex digits (no dots, valid for webdataset)."""
+    joined = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:24]
+
+
+def num_shards_for(count: int, samples_per_shard: int) -> int:
+    """How many shards `count` samples fill at `samples_per_shard` each (at least one)."""
+    return max(1, math.ceil(count / samples_per_shard))
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard a key belongs to: a stable hash of the key modulo the shard count."""
+    return stable_hash(key) % num_shards
+
+
+def join_url(root: str, *names: str) -> str:
+    """`root/name/...` for any fsspec URL (no os.path: the root may be gs://, s3://, ...)."""
+    return posixpath.join(root.rstrip("/"), *names)
+
+
+# --- counters, progress, dead letters ---------------------------------------------------------
+
+def count(namespace: str, name: str, value: int = 1) -> None:
+    """Increment the Beam counter `namespace:name`."""
+    if value:
+        Metrics.counter(namespace, name).inc(value)
+
+
+def count_all(namespace: str, prefix: str, counter: Counter) -> None:
+    """Mirror a collections.Counter of reasons into Beam counters `prefix.<reason>`."""
+    for reason, value in counter.items():
+        count(namespace, f"{prefix}.{reason}", value)
+
+
+class Progress:
+    """Logs how many elements a stage has handled in this worker, at most every `every_s` seconds."""
+
+    def __init__(self, *, namespace: str, stage: str, every_s: float = 10.0) -> None:
+        self.namespace, self.stage, self.every_s = namespace, stage, every_s
+        self.seen = 0
+        self.last = time.monotonic()
+
+    def tick(self, n: int = 1) -> None:
+        self.seen += n
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            LOG.info("%s/%s: %d elements so far in this worker", self.namespace, self.stage, self.seen)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """A record that could not be processed: the stage, a short reason, what it was, and details."""
+
+    stage: str
+    reason: str
+    ref: str
+    """URL, WARC location or key identifying the bad record."""
+    detail: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"stage": self.stage, "reason": self.reason, "ref": self.ref, "detail": self.detail},
+                          sort_keys=True, ensure_ascii=False)
+
+
+def dead_letter(namespace: str, stage: str, reason: str, ref: str, detail: str = "") -> TaggedOutput:
+    """Count `namespace:<stage>.<reason>` and return the tagged dead-letter output for it."""
+    count(namespace, f"{stage}.{reason}")
+    return TaggedOutput(DEAD_LETTER, DeadLetter(stage=stage, reason=reason, ref=ref, detail=detail[:1000]))
+
+
+class _WriteDeadLetterFile(beam.DoFn):
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def process(self, element: tuple[str, Iterable[DeadLetter]]) -> Iterator[str]:
+        stage, letters = element
+        lines = sorted(letter.to_json() for letter in letters)
+        fs, root = fsspec.core.url_to_fs(join_url(self.output, DEAD_LETTER_DIR))
+        fs.makedirs(root, exist_ok=True)
+        path = posixpath.join(root, f"{stage}.jsonl")
+        tmp = posixpath.join(root, f".{stage}.jsonl.tmp")
+        with fs.open(tmp, "wb") as handle:
+            handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+        fs.mv(tmp, path)
+        yield path
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Write dead letters as `<output>/dead_letter/<stage>.jsonl` (sorted lines: reruns are identical)."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.output = output
+
+    def expand(self, letters: beam.PCollection) -> beam.PCollection:
+        return (letters
+                | "KeyByStage" >> beam.Map(lambda d: (d.stage, d))
+                | "GroupByStage" >> beam.GroupByKey()
+                | "WriteFiles" >> beam.ParDo(_WriteDeadLetterFile(self.output)))
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+def expand_glob(pattern: str) -> list[str]:
+    """The URLs matching an fsspec glob (`data/web/*.warc.gz`, `gs://bucket/cc/*.warc.gz`), sorted.
+
+    Raises FileNotFoundError naming the pattern if nothing matches.
+    """
+    fs, _, paths = fsspec.core.get_fs_token_paths(pattern, mode="rb", expand=True)
+    urls = sorted(fs.unstrip_protocol(p) for p in paths if not fs.isdir(p))
+    if not urls:
+        raise FileNotFoundError(f"no input file matches {pattern!r}; check --input (an fsspec glob or URL)")
+    return urls
+
+
+class ReadWarcPages(beam.PTransform):
+    """WARC globs -> `PageRecord`s (HTML responses), redistributed across workers.
+
+    Skipped WARC records are counted as `<namespace>:warc.<reason>`.
+    """
+
+    def __init__(self, *, namespace: str, max_body_bytes: int = 5 * 2**20) -> None:
+        super().__init__()
+        self.namespace, self.max_body_bytes = namespace, max_body_bytes
+
+    def expand(self, patterns: beam.PCollection) -> beam.PCollection:
+        return (patterns
+                | "ExpandGlobs" >> beam.FlatMap(expand_glob)
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadWarc" >> beam.ParDo(_ReadWarcFn(namespace=self.namespace,
+                                                       max_body_bytes=self.max_body_bytes))
+                | "SpreadPages" >> beam.Reshuffle())
+
+
+class _ReadWarcFn(beam.DoFn):
+    def __init__(self, *, namespace: str, max_body_bytes: int) -> None:
+        self.namespace, self.max_body_bytes = namespace, max_body_bytes
+
+    def setup(self) -> None:
+        self.progress = Progress(namespace=self.namespace, stage="read_warc")
+
+    def process(self, url: str) -> Iterator[Any]:
+        from flamboyance.crawl import read_warc
+
+        skipped: Counter = Counter()
+        pages = 0
+        for page in read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes):
+            pages += 1
+            self.progress.tick()
+            yield page
+        count(self.namespace, "warc.pages", pages)
+        count(self.namespace, "warc.files")
+        count_all(self.namespace, "warc", skipped)
+        LOG.info("%s: read %d pages from %s (skipped %s)", self.namespace, pages, url, dict(skipped))
+
+
+def read_table_rows(url: str, *, batch_rows: int = 10000) -> Iterator[dict[str, Any]]:
+    """Rows of a parquet, CSV or JSONL table at an fsspec URL, streamed in batches (memory stays flat).
+
+    The format comes from the extension (`.parquet`, `.csv`, `.jsonl`/`.json`, optionally `.gz`).
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    name = url.lower().removesuffix(".gz")
+    compression = "gzip" if url.lower().endswith(".gz") else None
+    if name.endswith(".parquet"):
+        with fsspec.open(url, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+                yield from batch.to_pylist()
+        return
+    if name.endswith(".csv") or name.endswith(".tsv"):
+        sep = "\t" if name.endswith(".tsv") else ","
+        with fsspec.open(url, "rb", compression=compression) as handle:
+            for chunk in pd.read_csv(handle, sep=sep, chunksize=batch_rows, dtype=str, keep_default_na=False):
+                yield from chunk.to_dict("records")
+        return
+    if name.endswith(".jsonl") or name.endswith(".json"):
+        with fsspec.open(url, "rt", compression=compression, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+        return
+    raise ValueError(f"unsupported table format for {url!r}: use .parquet, .csv, .tsv or .jsonl (optionally .gz)")
+
+
+def is_table(pattern: str) -> bool:
+    """Whether an input glob names URL + caption tables rather than WARC files."""
+    name = pattern.lower().removesuffix(".gz")
+    return name.endswith((".parquet", ".csv", ".tsv", ".jsonl", ".json"))
+
+
+# --- shards ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ShardItem:
+    """What reaches a shard: a sample, or the parquet row of an input that produced none."""
+
+    key: str
+    sample: Any = None
+    row: dict[str, Any] | None = field(default=None)
+
+
+class AssignShards(beam.PTransform):
+    """(key, value) -> (shard_index, value), skipping shards already complete in `output`.
+
+    The shard count comes from the total number of keys (`samples_per_shard` each), and a key's
+    shard is a stable hash of the key: the assignment depends only on the set of keys, so a rerun
+    (after a kill, or of a finished job) puts every sample in the same shard. Also emits, as the
+    `shards` output, every shard index that still has to be written (empty ones included).
+    """
+
+    def __init__(self, *, output: str, samples_per_shard: int, namespace: str) -> None:
+        super().__init__()
+        self.output, self.samples_per_shard, self.namespace = output, samples_per_shard, namespace
+
+    def expand(self, keyed: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        total = keyed | "CountKeys" >> beam.combiners.Count.Globally()
+        done = shard_writer.completed_shards(self.output)
+        if done:
+            LOG.info("%s: %d shards already complete in %s; they are skipped", self.namespace, len(done),
+                     self.output)
+        per_shard = self.samples_per_shard
+        namespace = self.namespace
+
+        def assign(element: tuple[str, Any], n: int) -> Iterator[Any]:
+            key, value = element
+            shard = shard_of(key, num_shards_for(n, per_shard))
+            if shard in done:
+                count(namespace, "shard.skipped_samples")
+                return
+            yield shard, value
+
+        def pending(n: int) -> Iterator[int]:
+            for index in range(num_shards_for(n, per_shard)):
+                if index not in done:
+                    yield index
+
+        assigned = keyed | "Assign" >> beam.FlatMap(assign, AsSingleton(total))
+        todo = total | "PendingShards" >> beam.FlatMap(pending)
+        return assigned, todo, total
+
+
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, *, output: str, kind: str, namespace: str) -> None:
+        self.output, self.kind, self.namespace = output, kind, namespace
+
+    def process(self, element: tuple[int, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+        index, grouped = element
+        items: list[ShardItem] = sorted((i for i in grouped["items"] if i is not None), key=lambda i: i.key)
+        samples = [i.sample for i in items if i.sample is not None]
+        rows = [i.row for i in items if i.sample is None and i.row is not None]
+        info = shard_writer.write_shard(self.output, kind=self.kind, shard_index=index, samples=samples,
+                                        rows=rows)
+        count(self.namespace, "shard.written")
+        count(self.namespace, "samples.written", len(samples))
+        LOG.info("%s: wrote shard %05d (%d samples, %d failed rows) to %s", self.namespace, index,
+                 len(samples), len(rows), self.output)
+        yield info
+
+
+class WriteShards(beam.PTransform):
+    """(shard_index, ShardItem) + pending shard indices -> shards written atomically, then the manifest.
+
+    Every pending index gets a shard, even an empty one, so that a rerun sees the job as complete.
+    The manifest is rebuilt from every complete shard's stats once all shards are written.
+    """
+
+    def __init__(self, *, output: str, kind: str, namespace: str, pending: beam.PCollection) -> None:
+        super().__init__()
+        self.output, self.kind, self.namespace, self.pending = output, kind, namespace, pending
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        slots = self.pending | "EmptySlots" >> beam.Map(lambda i: (i, None))
+        grouped = ({"items": items, "slots": slots}
+                   | "GroupByShard" >> beam.CoGroupByKey())
+        infos = grouped | "WriteShard" >> beam.ParDo(_WriteShardFn(output=self.output, kind=self.kind,
+                                                                   namespace=self.namespace))
+        output, kind = self.output, self.kind
+        return (infos
+                | "CollectShards" >> beam.combiners.Count.Globally()
+                | "WriteManifest" >> beam.Map(lambda _n: shard_writer.write_manifest(output, kind=kind)["samples"]))
+
+
+# --- running -----------------------------------------------------------------------------------
+
+def counters_of(result: Any, namespace: str | None = None) -> dict[str, int]:
+    """The committed (or attempted) Beam counters of a finished run as {"namespace:name": value}."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    query = result.metrics().query(MetricsFilter().with_namespace(namespace) if namespace else None)
+    out: dict[str, int] = {}
+    for res in query["counters"]:
+        try:
+            value = res.committed
+        except (NotImplementedError, AttributeError):
+            value = None
+        if value is None:
+            value = res.attempted
+        name = f"{res.key.metric.namespace}:{res.key.metric.name}"
+        out[name] = out.get(name, 0) + int(value or 0)
+    return dict(sorted(out.items()))
+
+
+def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `pipeline`, print the counter summary and write it to `<output>/etl_stats.json`."""
+    started = time.monotonic()
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = counters_of(result, namespace)
+    stats = {"job": namespace, "output": output, "seconds": round(time.monotonic() - started, 3),
+             "counters": {k.split(":", 1)[1]: v for k, v in counters.items()}, **(extra or {})}
+    lines = [f"== {namespace} ETL summary ({stats['seconds']} s) -> {output}"]
+    lines += [f"  {name:<48} {value:>10}" for name, value in stats["counters"].items()]
+    print("\n".join(lines), flush=True)
+    fs, root = fsspec.core.url_to_fs(output)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(posixpath.join(root, STATS_NAME), "wb") as handle:
+        handle.write(json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
+    return stats

@@ -1,0 +1,428 @@
+"""The M3W job: WARC pages -> interleaved image-text documents -> m3w shards.
+
+    pages -> ExtractDocuments -> FilterDocuments -> ExactDedup -> NearDedup -> SameUrlDedup
+          -> SameImageSetDedup -> CorpusFrequencyFilter -> AssignShards -> DownloadImages
+          -> JoinImages (CoGroupByKey by URL, then by document) -> AssembleSamples -> WriteShards
+
+Each step wraps a `flamboyance.preprocess` function (extraction, filters, dedup keys, sequence
+text, PII redaction); nothing here re-implements them. Documents that share a dedup key keep
+the newest capture (then the smallest key, so ties are deterministic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from flamboyance.preprocess import dedup
+from flamboyance.preprocess.document import Document, ImageNode
+from flamboyance.preprocess.filters import FilterConfig, apply_filters
+
+from .common import (
+    DEAD_LETTER,
+    AssignShards,
+    Progress,
+    ReadWarcPages,
+    ShardItem,
+    WriteDeadLetters,
+    WriteShards,
+    count,
+    count_all,
+    dead_letter,
+    make_key,
+    run_and_report,
+)
+from .config import M3WConfig
+from .media import DownloadImagesFn, ImageResult
+
+NAMESPACE = "m3w"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageDocument:
+    """A document extracted from one capture, with what dedup needs to pick the newest one."""
+
+    key: str
+    """Stable id of the capture (URL, fetch time, WARC location): the sample key."""
+    fetch_time: str
+    doc: Document
+
+
+def recency(item: PageDocument) -> tuple[float, str]:
+    """Sort key "newest first wins": the fetch time, then the key (deterministic tie-break)."""
+    try:
+        stamp = datetime.fromisoformat(item.fetch_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        stamp = 0.0
+    return stamp, item.key
+
+
+# --- extraction and filtering ----------------------------------------------------------------
+
+class ExtractDocumentFn(beam.DoFn):
+    """PageRecord -> PageDocument via `extract_document`; rejections are dead letters with their reason."""
+
+    def __init__(self, *, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
+
+    def setup(self) -> None:
+        self.progress = Progress(namespace=self.namespace, stage="extract")
+
+    def process(self, page: Any) -> Iterator[Any]:
+        from flamboyance.preprocess.extract import ExtractionError, extract_document
+
+        self.progress.tick()
+        ref = f"{page.warc_filename}@{page.warc_offset} {page.url}"
+        try:
+            doc = extract_document(page.body, page.url, headers=page.headers)
+        except ExtractionError as err:
+            yield dead_letter(self.namespace, "extract", err.reason, ref, err.detail)
+            return
+        count(self.namespace, "extract.documents")
+        # Timings would make reruns differ byte for byte; they belong in counters, not in samples.
+        doc.metadata.pop("extraction_seconds", None)
+        doc.metadata.update({"fetch_time": page.fetch_time, "warc_filename": page.warc_filename,
+                             "warc_offset": page.warc_offset})
+        yield PageDocument(key=make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset),
+                           fetch_time=page.fetch_time, doc=doc)
+
+
+class FilterDocumentFn(beam.DoFn):
+    """Node filters (drop images/paragraphs) then document filters, counted as `filter.<reason>`."""
+
+    def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE) -> None:
+        self.filter_config, self.namespace = filter_config, namespace
+
+    def process(self, item: PageDocument) -> Iterator[PageDocument]:
+        reasons: Counter = Counter()
+        doc, _ = apply_filters(item.doc, self.filter_config, reasons)
+        count_all(self.namespace, "filter", reasons)
+        if doc is not None:
+            yield dataclasses.replace(item, doc=doc)
+
+
+# --- dedup -------------------------------------------------------------------------------------
+
+class KeepNewest(beam.PTransform):
+    """Among documents sharing `key_fn(item)` keep the newest; the others count as `dedup.<reason>`.
+
+    Documents whose key is "" (e.g. no images for the image-set key) are never grouped.
+    """
+
+    def __init__(self, *, key_fn: Callable[[PageDocument], str], reason: str, namespace: str = NAMESPACE) -> None:
+        super().__init__()
+        self.key_fn, self.reason, self.namespace = key_fn, reason, namespace
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        key_fn, reason, namespace = self.key_fn, self.reason, self.namespace
+
+        def keyed(item: PageDocument) -> tuple[str, PageDocument]:
+            return (key_fn(item) or f"unique:{item.key}"), item
+
+        def newest(element: tuple[str, Iterable[PageDocument]]) -> Iterator[PageDocument]:
+            group = sorted(element[1], key=recency, reverse=True)
+            count(namespace, f"dedup.{reason}", len(group) - 1)
+            yield group[0]
+
+        return items | "KeyBy" >> beam.Map(keyed) | "Group" >> beam.GroupByKey() | "Newest" >> beam.FlatMap(newest)
+
+
+class NearDedup(beam.PTransform):
+    """Near-duplicates by MinHash LSH: documents sharing a band key are candidates; a candidate
+    whose estimated Jaccard similarity with a newer one in the band reaches `threshold` is removed.
+
+    The newest document of any near-duplicate cluster is never removed (it is the newest in
+    every band it shares), and no two kept documents are confirmed near-duplicates of each other.
+    """
+
+    def __init__(self, *, threshold: float, bands: int, rows: int, namespace: str = NAMESPACE) -> None:
+        super().__init__()
+        self.threshold, self.bands, self.rows, self.namespace = threshold, bands, rows, namespace
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        bands, rows, threshold, namespace = self.bands, self.rows, self.threshold, self.namespace
+
+        def band_entries(item: PageDocument) -> Iterator[tuple[str, tuple[tuple[float, str], Any]]]:
+            text = item.doc.text()
+            if not text.strip():
+                return
+            sig = dedup.minhash_signature(text, num_perm=bands * rows)
+            for band_key in dedup.lsh_band_keys(sig, bands=bands, rows=rows):
+                yield band_key, (recency(item), sig)
+
+        def duplicates(element: tuple[str, Iterable[Any]]) -> Iterator[tuple[str, str]]:
+            members = sorted(element[1], key=lambda m: m[0], reverse=True)
+            for i, (rank, sig) in enumerate(members[1:], start=1):
+                if any(dedup.jaccard_estimate(sig, newer) >= threshold for _, newer in members[:i]):
+                    yield rank[1], "near_duplicate"
+
+        removals = (items
+                    | "BandKeys" >> beam.FlatMap(band_entries)
+                    | "GroupBands" >> beam.GroupByKey()
+                    | "Candidates" >> beam.FlatMap(duplicates)
+                    | "OncePerDoc" >> beam.Distinct())
+        keyed = items | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
+
+        def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[PageDocument]:
+            _, grouped = element
+            for item in grouped["doc"]:
+                if grouped["removed"]:
+                    count(namespace, "dedup.near_duplicate")
+                else:
+                    yield item
+
+        return ({"doc": keyed, "removed": removals | "KeyRemoved" >> beam.Map(lambda r: (r[0], r[1]))}
+                | "JoinRemovals" >> beam.CoGroupByKey()
+                | "Keep" >> beam.FlatMap(keep))
+
+
+# --- corpus-wide frequency filters ---------------------------------------------------------------
+
+class CorpusFrequencyFilter(beam.PTransform):
+    """Corpus-wide counts feeding the preprocess filters: image URLs (normalised) found on more
+    than `image_max_documents` documents, and paragraphs (`paragraph_key`) repeated on at least
+    `paragraph_boilerplate_min_count` documents of one domain. Affected documents are filtered
+    again with `apply_filters(..., frequent_image_urls=, boilerplate_paragraphs=)`, so the drops
+    count as `filter.image_frequent_url`, `filter.paragraph_boilerplate` and any document-level
+    reason that now applies. Also counts `frequency.frequent_image_urls` and
+    `frequency.boilerplate_paragraphs` (distinct keys found).
+    """
+
+    def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE) -> None:
+        super().__init__()
+        self.filter_config, self.namespace = filter_config, namespace
+
+    def expand(self, items: beam.PCollection) -> beam.PCollection:
+        cfg, namespace = self.filter_config, self.namespace
+        max_docs, min_repeats = cfg.image_max_documents, cfg.paragraph_boilerplate_min_count
+
+        def image_refs(item: PageDocument) -> Iterator[tuple[str, str]]:
+            for url in sorted({normalized_image_url(image.url) for image in item.doc.images}):
+                yield url, item.key
+
+        def paragraph_refs(item: PageDocument) -> Iterator[tuple[str, str]]:
+            domain = dedup.domain_of(item.doc.url)
+            keys = {dedup.paragraph_key(text.text) for text in item.doc.texts}
+            for key in sorted(keys - {""}):
+                yield f"{domain}\x1f{key}", item.key
+
+        def frequent_images(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
+            url, docs = element
+            docs = sorted(set(docs))
+            if len(docs) > max_docs:
+                count(namespace, "frequency.frequent_image_urls")
+                for doc_key in docs:
+                    yield doc_key, ("image", url)
+
+        def boilerplate(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
+            key, docs = element
+            docs = sorted(set(docs))
+            if len(docs) >= min_repeats:
+                count(namespace, "frequency.boilerplate_paragraphs")
+                for doc_key in docs:
+                    yield doc_key, ("paragraph", key.split("\x1f", 1)[1])
+
+        image_removals = (items | "ImageRefs" >> beam.FlatMap(image_refs)
+                          | "GroupImageRefs" >> beam.GroupByKey()
+                          | "FrequentImages" >> beam.FlatMap(frequent_images))
+        paragraph_removals = (items | "ParagraphRefs" >> beam.FlatMap(paragraph_refs)
+                              | "GroupParagraphs" >> beam.GroupByKey()
+                              | "Boilerplate" >> beam.FlatMap(boilerplate))
+        removals = (image_removals, paragraph_removals) | "AllRemovals" >> beam.Flatten()
+        keyed = items | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
+
+        def refilter(element: tuple[str, dict[str, list[Any]]]) -> Iterator[PageDocument]:
+            _, grouped = element
+            images = {value for kind, value in grouped["removed"] if kind == "image"}
+            paragraphs = {value for kind, value in grouped["removed"] if kind == "paragraph"}
+            for item in grouped["doc"]:
+                if not images and not paragraphs:
+                    yield item
+                    continue
+                reasons: Counter = Counter()
+                doc, _ = apply_filters(item.doc, cfg, reasons, frequent_image_urls=images,
+                                       boilerplate_paragraphs=paragraphs)
+                count_all(namespace, "filter", reasons)
+                if doc is not None:
+                    yield dataclasses.replace(item, doc=doc)
+
+        return ({"doc": keyed, "removed": removals} | "JoinRemovals" >> beam.CoGroupByKey()
+                | "Refilter" >> beam.FlatMap(refilter))
+
+
+def normalized_image_url(url: str) -> str:
+    """The URL form counted for image frequency (`normalize_url`, or the URL itself if it cannot be)."""
+    try:
+        return dedup.normalize_url(url)
+    except ValueError:
+        return url
+
+
+def image_bounds_reason(doc: Document, config: FilterConfig) -> str | None:
+    """Why a document is out of bounds (too few/many images, no text), or None."""
+    images = len(doc.images)
+    if images < config.doc_min_images:
+        return "too_few_images"
+    if images > config.doc_max_images:
+        return "too_many_images"
+    if not any(node.text.strip() for node in doc.texts):
+        return "no_text"
+    return None
+
+
+# --- images and samples --------------------------------------------------------------------------
+
+def _image_refs(element: tuple[int, PageDocument]) -> Iterator[tuple[str, str]]:
+    # Raw URLs: what is fetched is what the page named.
+    _, item = element
+    for url in sorted({image.url for image in item.doc.images}):
+        yield url, item.key
+
+
+def _images_by_doc(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, tuple[str, ImageResult]]]:
+    url, grouped = element
+    results = grouped["result"]
+    result = results[0] if results else ImageResult(url=url, reason="not_downloaded")
+    for doc_key in grouped["doc"]:
+        yield doc_key, (url, result)
+
+
+class AssembleSampleFn(beam.DoFn):
+    """(doc key, {shard, images}) -> (shard, ShardItem): failed images dropped, bounds checked,
+    PII redacted, M3W sequence built. Out-of-bounds documents become failure rows (`status`
+    `dropped`, `error_message` the reason) in their shard's parquet."""
+
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        self.config, self.namespace = config, namespace
+
+    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[int, ShardItem]]:
+        from flamboyance.preprocess.pii import redact_document
+        from flamboyance.preprocess.sequence import to_sequence
+        from flamboyance.shards.formats import M3WSample
+
+        key, grouped = element
+        if not grouped["doc"]:
+            return
+        shard, item = grouped["doc"][0]
+        results = dict(grouped["images"])
+        nodes, images, sizes = [], [], []
+        for node in item.doc.nodes:
+            if isinstance(node, ImageNode):
+                result = results.get(node.url)
+                if result is None or not result.ok:
+                    count(self.namespace, "doc.image_dropped")
+                    continue
+                images.append(result.data)
+                sizes.append([result.width, result.height])
+            nodes.append(node)
+        doc = redact_document(dataclasses.replace(item.doc, nodes=nodes))
+        reason = image_bounds_reason(doc, self.config.filters)
+        if reason is not None:
+            count(self.namespace, f"doc.{reason}")
+            yield shard, ShardItem(key=key, row={"key": key, "status": "dropped", "error_message": reason,
+                                                 "url": doc.url})
+            return
+        document = doc.to_dict()
+        meta = doc.metadata
+        document.update({"text": to_sequence(doc), "image_sizes": sizes, "language": doc.language,
+                         "fetch_time": item.fetch_time, "warc_filename": meta.get("warc_filename"),
+                         "warc_offset": meta.get("warc_offset")})
+        count(self.namespace, "doc.kept")
+        yield shard, ShardItem(key=key, sample=M3WSample(key=key, document=document, images=images))
+
+
+class M3WDocuments(beam.PTransform):
+    """WARC URL globs -> deduplicated, frequency-filtered `PageDocument`s (no downloads).
+
+    Returns (documents, dead_letters)."""
+
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        super().__init__()
+        self.config, self.namespace = config, namespace
+
+    def expand(self, patterns: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        cfg, namespace = self.config, self.namespace
+        pages = patterns | "ReadWarcPages" >> ReadWarcPages(namespace=namespace)
+        extracted = pages | "ExtractDocuments" >> beam.ParDo(ExtractDocumentFn(namespace=namespace)).with_outputs(
+            DEAD_LETTER, main="docs")
+        docs = (extracted.docs
+                | "FilterDocuments" >> beam.ParDo(FilterDocumentFn(filter_config=cfg.filters,
+                                                                   namespace=namespace))
+                | "ExactDedup" >> KeepNewest(key_fn=lambda i: dedup.content_hash(i.doc), reason="exact",
+                                             namespace=namespace)
+                | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, bands=cfg.minhash_bands,
+                                           rows=cfg.minhash_rows, namespace=namespace)
+                | "SameUrlDedup" >> KeepNewest(key_fn=lambda i: dedup.normalize_url(i.doc.url), reason="same_url",
+                                               namespace=namespace)
+                | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: dedup.image_set_key(i.doc),
+                                                    reason="same_image_set", namespace=namespace)
+                | "CorpusFrequencyFilter" >> CorpusFrequencyFilter(filter_config=cfg.filters, namespace=namespace)
+                | "BoundsBeforeDownload" >> beam.ParDo(_BoundsFn(config=cfg, namespace=namespace)))
+        return docs, extracted[DEAD_LETTER]
+
+
+class _BoundsFn(beam.DoFn):
+    """Drop documents already out of bounds before downloading anything (counted `bounds.<reason>`)."""
+
+    def __init__(self, *, config: M3WConfig, namespace: str) -> None:
+        self.config, self.namespace = config, namespace
+
+    def process(self, item: PageDocument) -> Iterator[PageDocument]:
+        reason = image_bounds_reason(item.doc, self.config.filters)
+        if reason is None:
+            count(self.namespace, "documents.after_dedup")
+            yield item
+        else:
+            count(self.namespace, f"bounds.{reason}")
+
+
+def build_m3w(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config: M3WConfig,
+              download: bool = True) -> None:
+    """Add the M3W job to `pipeline`: WARC globs `inputs` -> m3w shards under `output`.
+
+    With `download=False` the job stops after dedup and the frequency filters (benchmarks).
+    """
+    namespace = NAMESPACE
+    docs, extract_dead = (pipeline | "Inputs" >> beam.Create(inputs)
+                          | "Documents" >> M3WDocuments(config=config, namespace=namespace))
+    if not download:
+        _ = docs | "CountDocuments" >> beam.combiners.Count.Globally()
+        _ = extract_dead | "WriteDeadLetters" >> WriteDeadLetters(output)
+        return
+    assigned, pending, _total = (docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
+                                 | "AssignShards" >> AssignShards(output=output,
+                                                                  samples_per_shard=config.samples_per_shard,
+                                                                  namespace=namespace))
+    refs = assigned | "ImageRefs" >> beam.FlatMap(_image_refs)
+    downloaded = (refs
+                  | "ImageUrls" >> beam.Keys()
+                  | "UniqueImageUrls" >> beam.Distinct()
+                  | "BatchUrls" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.download.batch_size)
+                  | "DownloadImages" >> beam.ParDo(DownloadImagesFn(config=config.download, namespace=namespace,
+                                                                   filter_config=config.filters))
+                  .with_outputs(DEAD_LETTER, main="images"))
+    by_doc = ({"result": downloaded.images, "doc": refs}
+              | "JoinImagesByUrl" >> beam.CoGroupByKey()
+              | "ImagesByDoc" >> beam.FlatMap(_images_by_doc))
+    docs_by_key = assigned | "DocsByKey" >> beam.Map(lambda element: (element[1].key, element))
+    items = ({"doc": docs_by_key, "images": by_doc}
+             | "JoinImagesIntoDocs" >> beam.CoGroupByKey()
+             | "AssembleSamples" >> beam.ParDo(AssembleSampleFn(config=config, namespace=namespace)))
+    _ = items | "WriteShards" >> WriteShards(output=output, kind="m3w", namespace=namespace, pending=pending)
+    _ = ((extract_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
+         | "WriteDeadLetters" >> WriteDeadLetters(output))
+
+
+def run_m3w(*, inputs: list[str], output: str, config: M3WConfig | None = None,
+            options: PipelineOptions | None = None) -> dict[str, Any]:
+    """Run the M3W job and return its stats (counters); also written to `<output>/etl_stats.json`."""
+    config = config or M3WConfig()
+    pipeline = beam.Pipeline(options=options or PipelineOptions())
+    build_m3w(pipeline, inputs=inputs, output=output, config=config)
+    return run_and_report(pipeline, output=output, namespace=NAMESPACE)

@@ -1,0 +1,335 @@
+"""Media download and decoding inside DoFns: images (img2dataset's Resizer and X-Robots-Tag check)
+and videos (PyAV, frames at 1 fps).
+
+We reuse img2dataset's building blocks rather than its `download()` (which starts its own process
+pool): `is_disallowed` for `X-Robots-Tag` opt-outs and `Resizer` for decoding, size checks and
+re-encoding. The HTTP fetch is ours so that only transient failures (timeouts, connection resets,
+408/429/5xx) are retried, with exponential backoff, jitter and Retry-After, and so that bodies
+are capped in bytes while streaming.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from .common import Progress, count, dead_letter
+from .config import DownloadConfig
+
+# img2dataset imports albumentations, which otherwise checks PyPI for updates on import.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+_USER_AGENT = "Mozilla/5.0 (compatible; {token}; +https://github.com/flamboyance)"
+_TRANSIENT_STATUS = frozenset({408, 429})
+_CHUNK = 1 << 16
+
+# img2dataset's Resizer silences stdout/stderr by dup2-ing file descriptors 1 and 2 while it
+# decodes; two threads doing that at once can leave the process writing to /dev/null, so calls
+# into it (from any bundle thread of this worker) are serialised.
+_RESIZE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fetched:
+    """The outcome of one HTTP fetch: the body, or a short failure reason and details."""
+
+    url: str
+    data: bytes | None = None
+    reason: str | None = None
+    detail: str = ""
+    attempts: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageResult:
+    """A downloaded, checked and re-encoded image, or why it failed (`reason` is set then)."""
+
+    url: str
+    data: bytes | None = None
+    width: int | None = None
+    height: int | None = None
+    original_width: int | None = None
+    original_height: int | None = None
+    reason: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+class _Failure(Exception):
+    """A classified fetch failure (`transient` ones are retried)."""
+
+    def __init__(self, reason: str, detail: str, *, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.transient, self.retry_after = reason, detail, transient, retry_after
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:  # an HTTP date: not worth parsing, use our own backoff
+        return None
+
+
+def _fetch_once(url: str, cfg: DownloadConfig, max_bytes: int, directives: frozenset[str]) -> bytes:
+    from img2dataset.downloader import is_disallowed
+
+    token = cfg.user_agent_token.strip().lower()
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT.format(token=token)})
+    try:
+        with urllib.request.urlopen(request, timeout=cfg.timeout_s) as response:
+            if directives and is_disallowed(response.headers, token, directives):
+                raise _Failure("disallowed_by_x_robots_tag", response.headers.get("X-Robots-Tag", ""),
+                               transient=False)
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                raise _Failure("too_large", f"Content-Length {length} > {max_bytes}", transient=False)
+            body = bytearray()
+            while chunk := response.read(_CHUNK):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise _Failure("too_large", f"body over {max_bytes} bytes", transient=False)
+            return bytes(body)
+    except urllib.error.HTTPError as err:
+        transient = err.code in _TRANSIENT_STATUS or err.code >= 500
+        raise _Failure(f"http_{err.code}", str(err.reason), transient=transient,
+                       retry_after=_retry_after(err.headers)) from err
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, TimeoutError):
+            raise _Failure("timeout", str(err.reason), transient=True) from err
+        if isinstance(err.reason, ConnectionResetError):
+            raise _Failure("connection_reset", str(err.reason), transient=True) from err
+        raise _Failure("connection_error", str(err.reason), transient=False) from err
+    except TimeoutError as err:  # socket timeout while reading the body
+        raise _Failure("timeout", str(err) or "read timed out", transient=True) from err
+    except (ConnectionResetError, http.client.IncompleteRead, http.client.RemoteDisconnected) as err:
+        raise _Failure("connection_reset", repr(err), transient=True) from err
+    except (http.client.HTTPException, ConnectionError) as err:
+        raise _Failure("connection_error", repr(err), transient=False) from err
+
+
+def fetch(url: str, cfg: DownloadConfig, *, max_bytes: int) -> Fetched:
+    """GET `url` (http/https only), honouring `X-Robots-Tag` opt-outs and a byte cap.
+
+    Transient failures are retried up to `cfg.retries` times with exponential backoff and
+    jitter (a server's Retry-After wins, capped); anything else fails at once.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        return Fetched(url=url, reason="unsupported_scheme", detail=f"scheme {scheme!r}", attempts=0)
+    directives = frozenset(d.strip().lower() for d in cfg.disallowed_header_directives)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return Fetched(url=url, data=_fetch_once(url, cfg, max_bytes, directives), attempts=attempt)
+        except _Failure as failure:
+            if not failure.transient or attempt > cfg.retries:
+                return Fetched(url=url, reason=failure.reason, detail=failure.detail, attempts=attempt)
+            delay = cfg.backoff_s * 2 ** (attempt - 1) * (1 + random.random())
+            if failure.retry_after is not None:
+                delay = min(failure.retry_after, cfg.max_retry_after_s)
+            time.sleep(delay)
+        except ValueError as err:  # urllib rejects malformed URLs with ValueError
+            return Fetched(url=url, reason="invalid_url", detail=str(err), attempts=attempt)
+
+
+class ImageDownloader:
+    """Fetch one image URL, judge the decoded image (`downloaded_image_filter`: format, min side,
+    aspect ratio, single colour) and re-encode it with img2dataset's `Resizer`."""
+
+    def __init__(self, *, config: DownloadConfig, filter_config: Any = None) -> None:
+        from flamboyance.preprocess.filters import FilterConfig
+        from img2dataset.resizer import Resizer
+
+        self.config = config
+        self.filters = filter_config or FilterConfig()
+        self.resizer = Resizer(image_size=config.image_size, resize_mode="keep_ratio_largest",
+                               resize_only_if_bigger=True, encode_format=config.encode_format,
+                               encode_quality=config.encode_quality)
+
+    def fetch(self, url: str) -> Fetched:
+        """The HTTP part (thread-safe; run it in a thread pool)."""
+        return fetch(url, self.config, max_bytes=self.config.max_image_bytes)
+
+    def finish(self, fetched: Fetched) -> ImageResult:
+        """Decode, judge and re-encode a fetched body."""
+        from flamboyance.preprocess.filters import downloaded_image_filter, is_single_colour
+        from PIL import Image
+
+        url = fetched.url
+        if fetched.data is None:
+            return ImageResult(url=url, reason=fetched.reason, detail=fetched.detail)
+        try:
+            with Image.open(io.BytesIO(fetched.data)) as image:
+                width, height, fmt = image.width, image.height, image.format or ""
+                if width * height > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                    # Pillow only warns about decompression bombs; refuse them before decoding.
+                    return ImageResult(url=url, reason="decompression_bomb", detail=f"{width}x{height}")
+                image.load()  # a truncated file opens fine and fails here
+                single_colour = is_single_colour(image)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            return ImageResult(url=url, reason="decode_error", detail=str(err))
+        verdict = downloaded_image_filter(width, height, fmt, single_colour, cfg=self.filters)
+        if verdict is not True:
+            return ImageResult(url=url, reason=verdict[1], detail=f"{width}x{height} {fmt}")
+        with _RESIZE_LOCK:
+            data, new_width, new_height, _, _, error = self.resizer(io.BytesIO(fetched.data))
+        if error is not None:
+            return ImageResult(url=url, reason="decode_error", detail=error)
+        return ImageResult(url=url, data=data, width=new_width, height=new_height, original_width=width,
+                           original_height=height)
+
+
+class DownloadImagesFn(beam.DoFn):
+    """Batches of unique image URLs -> `(url, ImageResult)` for every URL; failures are counted
+    (`<namespace>:image.<reason>`) and dead-lettered, and still emitted so joins can drop them."""
+
+    def __init__(self, *, config: DownloadConfig, namespace: str, filter_config: Any = None) -> None:
+        self.config, self.namespace, self.filter_config = config, namespace, filter_config
+
+    def setup(self) -> None:
+        self.downloader = ImageDownloader(config=self.config, filter_config=self.filter_config)
+        self.pool = ThreadPoolExecutor(max_workers=self.config.threads)
+        self.progress = Progress(namespace=self.namespace, stage="download_images")
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def process(self, urls: Iterable[str]) -> Iterator[Any]:
+        for fetched in self.pool.map(self.downloader.fetch, list(urls)):
+            result = self.downloader.finish(fetched)
+            self.progress.tick()
+            if result.ok:
+                count(self.namespace, "image.downloaded")
+            else:
+                yield dead_letter(self.namespace, "image", result.reason or "failed", result.url, result.detail)
+            yield result.url, result
+
+
+# --- video -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class VideoResult:
+    """Frames sampled from one video (encoded JPEG bytes, time order), or why it failed."""
+
+    url: str
+    frames: tuple[bytes, ...] = ()
+    timestamps: tuple[float, ...] = ()
+    duration: float | None = None
+    video: bytes | None = None
+    reason: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def sample_frames(data: bytes, *, fps: float, max_frames: int, max_duration_s: float, image_size: int,
+                  quality: int = 95) -> tuple[list[bytes], list[float], float]:
+    """Decode `data` with PyAV and return (JPEG frames, their timestamps, duration) at `fps`.
+
+    Frame i is the first decoded frame at or after i / fps seconds; frames are shrunk to
+    `image_size` on the longest side. Raises `ValueError("too_long" | "no_video_stream" |
+    "no_frames" | "corrupt: ...")` for videos that must be skipped.
+    """
+    import av
+    from PIL import Image
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise ValueError("no_video_stream")
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            else:
+                duration = 0.0
+            if duration > max_duration_s:
+                raise ValueError(f"too_long: {duration:.1f} s > {max_duration_s} s")
+            frames: list[bytes] = []
+            stamps: list[float] = []
+            last_time = 0.0
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                last_time = float(frame.time)
+                if last_time > max_duration_s:
+                    raise ValueError(f"too_long: decoded past {max_duration_s} s")
+                if last_time + 1e-6 < len(frames) / fps:
+                    continue
+                image = frame.to_image()
+                image.thumbnail((image_size, image_size), Image.Resampling.LANCZOS)
+                buffer = io.BytesIO()
+                image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+                frames.append(buffer.getvalue())
+                stamps.append(round(last_time, 3))
+                if len(frames) >= max_frames:
+                    break
+    except av.error.FFmpegError as err:
+        raise ValueError(f"corrupt: {err}") from err
+    if not frames:
+        raise ValueError("no_frames")
+    return frames, stamps, round(duration or last_time, 3)
+
+
+class DownloadVideosFn(beam.DoFn):
+    """Batches of video URLs -> `(url, VideoResult)`; corrupt, oversized or over-long videos are
+    counted (`<namespace>:video.<reason>`) and dead-lettered, never fatal."""
+
+    def __init__(self, *, config: DownloadConfig, namespace: str, max_bytes: int, max_duration_s: float,
+                 fps: float, max_frames: int, keep_video: bool) -> None:
+        self.config, self.namespace = config, namespace
+        self.max_bytes, self.max_duration_s = max_bytes, max_duration_s
+        self.fps, self.max_frames, self.keep_video = fps, max_frames, keep_video
+
+    def setup(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, self.config.threads)))
+        self.progress = Progress(namespace=self.namespace, stage="download_videos")
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def _one(self, url: str) -> VideoResult:
+        fetched = fetch(url, self.config, max_bytes=self.max_bytes)
+        if fetched.data is None:
+            return VideoResult(url=url, reason=fetched.reason, detail=fetched.detail)
+        try:
+            frames, stamps, duration = sample_frames(
+                fetched.data, fps=self.fps, max_frames=self.max_frames, max_duration_s=self.max_duration_s,
+                image_size=self.config.image_size, quality=self.config.encode_quality)
+        except ValueError as err:
+            reason, _, detail = str(err).partition(":")
+            return VideoResult(url=url, reason=reason, detail=detail.strip())
+        return VideoResult(url=url, frames=tuple(frames), timestamps=tuple(stamps), duration=duration,
+                           video=fetched.data if self.keep_video else None)
+
+    def process(self, urls: Iterable[str]) -> Iterator[Any]:
+        for result in self.pool.map(self._one, list(urls)):
+            self.progress.tick()
+            if result.ok:
+                count(self.namespace, "video.downloaded")
+            else:
+                yield dead_letter(self.namespace, "video", result.reason or "failed", result.url, result.detail)
+            yield result.url, result

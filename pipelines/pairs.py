@@ -1,0 +1,236 @@
+"""Caption pairs shared by the image-text and video-text jobs: where pairs come from (pages or a
+URL + caption table), caption filters, the deterministic held-out split, and the join of
+downloaded media back onto their pairs.
+
+The only differences between the two jobs are which page nodes give pairs (images with a
+figcaption/alt text, or videos with a caption) and how a downloaded medium becomes a sample;
+both are passed in, so the sources are defined once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+
+from flamboyance.preprocess.document import Document, ImageNode, VideoNode
+from flamboyance.preprocess.filters import FilterConfig, image_filters
+from flamboyance.preprocess.html_text import normalize_text
+from flamboyance.preprocess.steps import Filter, run_filters
+
+from .common import (
+    DEAD_LETTER,
+    Progress,
+    ReadWarcPages,
+    count,
+    count_all,
+    dead_letter,
+    expand_glob,
+    is_table,
+    make_key,
+    read_table_rows,
+    stable_hash,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptionPair:
+    """A media URL with its caption; `key` is a stable hash of both (the sample key)."""
+
+    key: str
+    url: str
+    caption: str
+    source: str = ""
+    """Page URL or table URL the pair came from."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def make_pair(url: str, caption: str, *, source: str = "", metadata: dict[str, Any] | None = None) -> CaptionPair:
+    """A pair with its key (same URL and caption -> same key, wherever they were found)."""
+    return CaptionPair(key=make_key(url, caption), url=url, caption=caption, source=source,
+                       metadata=dict(metadata or {}))
+
+
+# --- caption filters (datatrove-style steps) ---------------------------------------------------
+
+_FILENAME_RE = re.compile(r"^\S+\.(jpe?g|png|gif|webp|bmp|tiff?|mp4|webm|mov)$", re.I)
+_URL_RE = re.compile(r"^(https?://|www\.)\S+$", re.I)
+_CAMERA_RE = re.compile(r"^(img|dsc|dscn|pxl|photo|image|screenshot|video|vid)[_\- ]?\d+$", re.I)
+_PLACEHOLDERS = frozenset({"image", "photo", "picture", "img", "untitled", "thumbnail", "placeholder", "logo",
+                           "video", "banner", "icon", "null", "none", "alt", "graphic"})
+
+
+class CaptionWordCountFilter(Filter):
+    """Keeps captions with `min_words`..`max_words` whitespace words."""
+
+    name = "caption_word_count"
+
+    def __init__(self, *, min_words: int = 2, max_words: int = 64) -> None:
+        self.min_words, self.max_words = min_words, max_words
+
+    def filter(self, caption: str) -> bool | tuple[bool, str]:
+        words = len(caption.split())
+        if words < self.min_words:
+            return False, "caption_too_few_words"
+        if words > self.max_words:
+            return False, "caption_too_many_words"
+        return True
+
+
+class CaptionBoilerplateFilter(Filter):
+    """Drops captions that are a file name, a URL, a camera default name or a placeholder word."""
+
+    name = "caption_boilerplate"
+
+    def filter(self, caption: str) -> bool:
+        text = caption.strip()
+        if _FILENAME_RE.match(text) or _URL_RE.match(text) or _CAMERA_RE.match(text):
+            return False
+        return text.lower().strip(" .") not in _PLACEHOLDERS
+
+
+def caption_filters(*, min_words: int = 2, max_words: int = 64) -> list[Filter]:
+    """The caption filters in order (boilerplate first, so "IMG_1234.jpg" is not counted as too short)."""
+    return [CaptionBoilerplateFilter(), CaptionWordCountFilter(min_words=min_words, max_words=max_words)]
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def image_pairs(doc: Document, *, filters: FilterConfig, use_alt_text: bool,
+                counter: Counter) -> Iterator[CaptionPair]:
+    """Alt-text / figcaption pairs of a page (ALIGN/LTIP-like): figcaption first, else alt text.
+
+    Images failing the preprocess image filters (boilerplate URLs, declared size/aspect) are
+    counted into `counter` and skipped.
+    """
+    steps = image_filters(filters)
+    for node in doc.nodes:
+        if not isinstance(node, ImageNode):
+            continue
+        caption = node.caption or (node.alt if use_alt_text else "")
+        if not caption.strip():
+            counter["no_caption"] += 1
+            continue
+        if run_filters(steps, node, counter) is not None:
+            continue
+        kind = "figcaption" if node.caption else "alt"
+        yield make_pair(node.url, normalize_text(caption), source=doc.url,
+                        metadata={"page_url": doc.url, "caption_source": kind})
+
+
+def video_pairs(doc: Document, **_: Any) -> Iterator[CaptionPair]:
+    """`<video>` elements with a caption (their first, best source)."""
+    for node in doc.nodes:
+        if isinstance(node, VideoNode) and node.sources and node.caption.strip():
+            yield make_pair(node.sources[0], normalize_text(node.caption), source=doc.url,
+                            metadata={"page_url": doc.url, "poster": node.poster})
+
+
+class _PagePairsFn(beam.DoFn):
+    def __init__(self, *, namespace: str, kind: str, filters: FilterConfig, use_alt_text: bool) -> None:
+        self.namespace, self.kind, self.filters, self.use_alt_text = namespace, kind, filters, use_alt_text
+
+    def setup(self) -> None:
+        self.progress = Progress(namespace=self.namespace, stage="extract")
+
+    def process(self, page: Any) -> Iterator[Any]:
+        from flamboyance.preprocess.extract import ExtractionError, extract_document
+
+        self.progress.tick()
+        try:
+            doc = extract_document(page.body, page.url, headers=page.headers)
+        except ExtractionError as err:
+            yield dead_letter(self.namespace, "extract", err.reason,
+                              f"{page.warc_filename}@{page.warc_offset} {page.url}", err.detail)
+            return
+        count(self.namespace, "extract.documents")
+        reasons: Counter = Counter()
+        source = image_pairs if self.kind == "image" else video_pairs
+        for pair in source(doc, filters=self.filters, use_alt_text=self.use_alt_text, counter=reasons):
+            count(self.namespace, "pairs.from_pages")
+            yield pair
+        count_all(self.namespace, "filter", reasons)
+
+
+class _TablePairsFn(beam.DoFn):
+    def __init__(self, *, namespace: str, url_column: str, caption_column: str) -> None:
+        self.namespace, self.url_column, self.caption_column = namespace, url_column, caption_column
+
+    def process(self, table_url: str) -> Iterator[Any]:
+        for index, row in enumerate(read_table_rows(table_url)):
+            url, caption = row.get(self.url_column), row.get(self.caption_column)
+            if not isinstance(url, str) or not url.strip() or not isinstance(caption, str):
+                yield dead_letter(self.namespace, "table", "missing_url_or_caption", f"{table_url}#{index}",
+                                  f"columns {self.url_column!r}/{self.caption_column!r} in {sorted(row)}")
+                continue
+            count(self.namespace, "pairs.from_tables")
+            yield make_pair(url.strip(), normalize_text(caption), source=table_url)
+
+
+class ReadCaptionPairs(beam.PTransform):
+    """Input globs -> filtered, deduplicated `CaptionPair`s; returns (pairs, dead_letters).
+
+    A glob naming tables (`.parquet`, `.csv`, `.tsv`, `.jsonl`) reads URL + caption rows; any
+    other glob is read as WARC pages whose images (`kind="image"`) or videos (`kind="video"`)
+    give pairs. Captions go through `caption_filters` (`caption.<reason>` counters); pairs with
+    the same URL and caption are kept once (`dedup.same_pair`).
+    """
+
+    def __init__(self, *, namespace: str, kind: str, filters: FilterConfig | None = None, use_alt_text: bool = True,
+                 url_column: str = "url", caption_column: str = "caption") -> None:
+        super().__init__()
+        self.namespace, self.kind = namespace, kind
+        self.filters, self.use_alt_text = filters or FilterConfig(), use_alt_text
+        self.url_column, self.caption_column = url_column, caption_column
+
+    def expand(self, patterns: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        namespace = self.namespace
+        tables = patterns | "TableGlobs" >> beam.Filter(is_table)
+        warcs = patterns | "WarcGlobs" >> beam.Filter(lambda p: not is_table(p))
+        from_tables = (tables | "ExpandTables" >> beam.FlatMap(expand_glob)
+                       | "SpreadTables" >> beam.Reshuffle()
+                       | "TableRows" >> beam.ParDo(_TablePairsFn(namespace=namespace, url_column=self.url_column,
+                                                                 caption_column=self.caption_column))
+                       .with_outputs(DEAD_LETTER, main="pairs"))
+        from_pages = (warcs | "ReadWarcPages" >> ReadWarcPages(namespace=namespace)
+                      | "PagePairs" >> beam.ParDo(_PagePairsFn(namespace=namespace, kind=self.kind,
+                                                               filters=self.filters, use_alt_text=self.use_alt_text))
+                      .with_outputs(DEAD_LETTER, main="pairs"))
+        steps = caption_filters()
+
+        def keep_caption(pair: CaptionPair) -> Iterator[CaptionPair]:
+            reasons: Counter = Counter()
+            if run_filters(steps, pair.caption, reasons) is None:
+                yield pair
+            count_all(namespace, "caption", reasons)
+
+        def first(element: tuple[str, Any]) -> CaptionPair:
+            group = sorted(element[1], key=lambda p: (p.source, sorted(p.metadata.items(), key=str)))
+            count(namespace, "dedup.same_pair", len(group) - 1)
+            return group[0]
+
+        pairs = ((from_tables.pairs, from_pages.pairs) | "AllPairs" >> beam.Flatten()
+                 | "CaptionFilters" >> beam.FlatMap(keep_caption)
+                 | "KeyByPair" >> beam.Map(lambda p: (p.key, p))
+                 | "GroupSamePairs" >> beam.GroupByKey()
+                 | "OncePerPair" >> beam.Map(first))
+        dead = (from_tables[DEAD_LETTER], from_pages[DEAD_LETTER]) | "PairDeadLetters" >> beam.Flatten()
+        return pairs, dead
+
+
+def is_heldout(key: str, fraction: float) -> bool:
+    """Whether a key belongs to the held-out split: a stable hash of the key below `fraction`."""
+    return stable_hash(f"split\x1f{key}") < fraction * 2**64
+
+
+def media_by_pair(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[Any, CaptionPair, Any]]:
+    """After CoGroupByKey by URL of {"result": [result], "pair": [(tag, pair)]}:
+    (tag, pair, result) for every pair of that URL (result None if it was never downloaded)."""
+    _, grouped = element
+    result = grouped["result"][0] if grouped["result"] else None
+    for tag, pair in grouped["pair"]:
+        yield tag, pair, result

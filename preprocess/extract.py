@@ -1,0 +1,991 @@
+"""Main-content extraction: one HTML page -> one interleaved `Document`.
+
+The approach is the readability family's: score the page's paragraphs, credit their ancestors,
+pick the best-scoring container (weighted by link density and class/id hints), merge siblings
+that belong to the same article, clean the container conditionally, then walk it in page order
+emitting text blocks, images and videos.
+
+Stages, each one pass over the tree (no recursion: trees may be 2,000 levels deep):
+
+1. decode and size-check (`too_large`, `empty`), parse with lxml (huge_tree so a 10 MB text node
+   is not silently dropped), count elements (`too_many_nodes`);
+2. prepare: drop scripts/styles/forms/nav/aside/footer, hidden elements, unlikely class/id
+   candidates (cookie banners, share bars, comments, ads), bylines; resolve lazy images;
+3. score and choose the container (`_choose_content`), retrying with fewer removals when the
+   result is short (as Readability does);
+4. clean the container conditionally (link-heavy lists, image-only or input-heavy blocks);
+5. emit nodes (`_Emitter`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import lxml.etree as etree
+import lxml.html
+
+from flamboyance.preprocess.document import Document, ImageNode, Node, TextKind, TextNode, VideoNode
+from flamboyance.preprocess.html_text import decode_html, normalize_text, strip_invisible
+
+
+class ExtractionError(ValueError):
+    """A page yields no document. `.reason` is a short counter key (e.g. "no_main_content")."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    """Limits and thresholds of `extract_document`."""
+
+    max_bytes: int = 5 * 2**20
+    """Pages larger than this (encoded bytes, or characters for str input) raise `too_large`."""
+    max_elements: int = 200_000
+    """Pages with more elements than this raise `too_many_nodes` (bounds the work per page)."""
+    max_images: int = 1_000
+    """At most this many image nodes per document; the rest are dropped (counted in metadata)."""
+    min_paragraph_chars: int = 25
+    """Paragraphs shorter than this do not vote for their container."""
+    char_threshold: int = 500
+    """A chosen container with less text than this triggers a retry with fewer removals."""
+    top_candidates: int = 5
+    """How many top-scoring containers are compared when looking for a common ancestor."""
+    min_text_chars: int = 1
+    """A document with less text than this (and no image or video) raises `no_main_content`."""
+    captions_as_text: bool = False
+    """Also emit a figure's caption as a "caption" text node. By default a caption of a figure that
+    holds an image or video is only stored on that node (`ImageNode.caption`), so the text stream
+    stays the article body (hand-written article bodies leave captions and photo credits out)."""
+
+
+DEFAULT_CONFIG = ExtractConfig()
+
+# --------------------------------------------------------------------------- vocabulary
+_DROP_TAGS = frozenset({
+    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
+    "applet", "link", "meta", "head", "title", "base", "form", "input", "button", "select", "textarea",
+    "option", "label", "nav", "aside", "footer", "dialog", "map", "area", "audio", "frameset", "frame",
+})
+# Boilerplate by tag that is only dropped when it is not most of the page (some sites wrap the whole
+# page in <header> or <form>).
+_SOFT_DROP_TAGS = frozenset({"header", "form", "footer", "aside", "nav"})
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "body", "center", "dd", "details", "dir", "div", "dl",
+    "dt", "fieldset", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+    "hgroup", "hr", "html", "li", "main", "menu", "nav", "ol", "p", "pre", "section", "summary", "table",
+    "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "caption", "video", "picture", "listing", "xmp",
+    "plaintext",
+})
+# Children that make a <div> a container rather than a paragraph (Readability's DIV_TO_P set).
+_DIV_BLOCK_CHILDREN = frozenset({"blockquote", "dl", "div", "img", "ol", "p", "pre", "table", "ul",
+                                 "section", "article", "figure", "h1", "h2", "h3", "h4", "h5", "h6",
+                                 "header", "main", "aside", "nav", "footer", "video", "picture"})
+_PARAGRAPH_TAGS = frozenset({"p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote"})
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_KIND: dict[str, TextKind] = {
+    **dict.fromkeys(_HEADINGS, "heading"), "li": "list_item", "dt": "list_item", "dd": "list_item",
+    "figcaption": "caption", "caption": "caption", "blockquote": "quote", "pre": "preformatted",
+    "listing": "preformatted", "xmp": "preformatted", "tr": "table", "table": "table",
+}
+_TAG_SCORE = {"div": 5, "article": 8, "main": 5, "pre": 3, "td": 3, "blockquote": 3,
+              "address": -3, "ol": -3, "ul": -3, "dl": -3, "dd": -3, "dt": -3, "li": -3, "form": -3,
+              "h1": -5, "h2": -5, "h3": -5, "h4": -5, "h5": -5, "h6": -5, "th": -5}
+
+_UNLIKELY = re.compile(
+    r"-ad-|ai2html|banner|breadcrumb|combx|comment|communit|cover-wrap|disqus|extra|footer|gdpr|header"
+    r"|legends|menu|related|remark|replies|rss|shoutbox|sidebar|skyscraper|social|sponsor|supplemental"
+    r"|ad-break|agegate|pagination|pager|popup|yom-remote|cookie|consent|newsletter|subscribe|signup"
+    r"|promo|outbrain|taboola|recommend|trending|most-?popular|navbar|toolbar"
+    r"|masthead|paywall|print-only|skip-?link|sr-only|visually-?hidden|screen-reader", re.I)
+_MAYBE = re.compile(r"and|article|body|column|content|main|mathjax|shadow|story|entry|post-?body|text", re.I)
+_POSITIVE = re.compile(r"article|body|content|entry|hentry|h-entry|main|page|pagination|post|text|blog"
+                       r"|story|prose", re.I)
+_NEGATIVE = re.compile(
+    r"-ad-|hidden|^hid$| hid$| hid |^hid |banner|combx|comment|com-|contact|footer|gdpr|masthead|media"
+    r"|meta|outbrain|promo|related|scroll|share|shoutbox|sidebar|skyscraper|sponsor|shopping|tags"
+    r"|widget|byline|author|dateline|caption-credit|credit|subscribe|newsletter|taboola|teaser", re.I)
+# Always removed, whatever the retry ladder relaxes: reader comments and photo credits/captions
+# outside <figcaption> (short elements only, see `_prepare`).
+_COMMENTS = re.compile(r"(^|[\s_-])(comments?|comment-?list|commentlist|disqus(_thread)?|respond|replies"
+                       r"|comment-?section|user-?comments)([\s_-]|$)", re.I)
+_CAPTION_CLASS = re.compile(r"(^|[\s_-])(caption|credits?|photo-?credit|image-?credit|wp-caption-text)s?([\s_-]|$)",
+                            re.I)
+_DATE_CLASS = re.compile(r"(^|[\s_-])(date|dateline|timestamp|published|pubdate|posted-?on|entry-meta|post-meta"
+                         r"|article-meta|updated|publish-?date)([\s_-]|$)", re.I)
+_LOGO = re.compile(r"logo|avatar|icon|badge|sprite|emoji|banner", re.I)
+_BYLINE = re.compile(r"byline|author|dateline|writtenby|p-author", re.I)
+_UNLIKELY_ROLES = frozenset({"menu", "menubar", "complementary", "navigation", "alert", "alertdialog",
+                             "dialog", "banner", "contentinfo", "search", "toolbar"})
+_SHARE = re.compile(r"(\b|_)(share|sharedaddy|social|sharing)(\b|_)", re.I)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_VIDEO_HOSTS = re.compile(r"//(www\.)?((dailymotion|youtube|youtube-nocookie|player\.vimeo|v\.qq)\.com"
+                          r"|(archive|upload\.wikimedia)\.org|player\.twitch\.tv)", re.I)
+_COMMAS = re.compile(r"[,\u060c\ufe50\ufe10\ufe11\u2e41\u2e34\u2e32\uff0c]")
+_SENTENCE_END = re.compile(r"\.( |$)")
+
+# Image attributes, most trusted first. Lazy loaders put the real URL in one of these and a
+# placeholder in `src`.
+# Higher-resolution copies that win over a real `src`.
+_HI_RES_ATTRS = ("data-hi-res-src", "data-full-src", "data-zoom-src")
+_LAZY_SRC_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-lazy", "data-url", "data-hi-res-src",
+                   "data-full-src", "data-orig-src", "data-original-src", "data-image", "data-img-src",
+                   "data-echo", "data-actualsrc", "data-pagespeed-lazy-src", "data-large-file", "original")
+_LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset", "data-original-srcset")
+_IMAGE_URL = re.compile(r"^\s*\S+\.(jpe?g|png|webp|gif|avif)(\?\S*)?\s*$", re.I)
+_IMAGE_SRCSET = re.compile(r"\.(jpe?g|png|webp|gif|avif)\S*\s+\d", re.I)
+_PLACEHOLDER = re.compile(r"^data:|/(?:[\w-]*[-_])?(?:blank|spacer|pixel|placeholder|transparent|lazy-?load|loader"
+                          r"|loading|grey|gray|empty|1x1|dot|clear)(?:[-_.][\w-]*)?\.(?:gif|png|svg)(?:\?|#|$)", re.I)
+_IMAGE_URL_LIKE = re.compile(r"\.(jpe?g|png|webp|gif|avif)|/", re.I)
+_LOGO_WORD = re.compile(r"(^|[^a-z])(logo|avatar|icons?|emoji|spinner|sprite|badge|button|gravatar)([^a-z]|$)", re.I)
+_DIMENSION = re.compile(r"^\s*(\d{1,6})(\.\d*)?\s*(px)?\s*$", re.I)
+_SKIP_SCHEMES = ("javascript:", "data:", "about:", "mailto:", "tel:", "blob:", "#")
+
+
+# --------------------------------------------------------------------------- public entry point
+def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] | None = None,
+                     config: ExtractConfig = DEFAULT_CONFIG) -> Document:
+    """Extract the main content of one page as an ordered interleaved document.
+
+    `html` is the page (bytes are decoded from BOM, the `Content-Type` charset in `headers`,
+    `<meta charset>`, UTF-8, then a detector); `url` is the page's URL, used to make image and
+    video URLs absolute (a `<base href>` in the page takes precedence).
+
+    Raises `ExtractionError` with `.reason` one of: "empty", "too_large", "unparseable",
+    "too_many_nodes", "no_main_content".
+    """
+    started = time.perf_counter()
+    if isinstance(html, bytes | bytearray | memoryview):
+        html = bytes(html)
+        if len(html) > config.max_bytes:
+            raise ExtractionError("too_large", f"{url}: {len(html)} bytes > max_bytes={config.max_bytes}")
+        if not html.strip():
+            raise ExtractionError("empty", f"{url}: no bytes")
+        text, encoding = decode_html(html, headers)
+    elif isinstance(html, str):
+        if len(html) > config.max_bytes:
+            raise ExtractionError("too_large", f"{url}: {len(html)} chars > max_bytes={config.max_bytes}")
+        text, encoding = html, None
+    else:
+        raise TypeError(f"extract_document: html must be str or bytes, got {type(html).__name__} for {url}")
+    if not text.strip():
+        raise ExtractionError("empty", f"{url}: only whitespace")
+
+    page = _Page(text, url, config)
+    best: tuple[int, list[Node]] | None = None
+    # Readability's retry ladder: when the chosen content is short, parse again keeping more.
+    for flags in _ATTEMPTS:
+        nodes = page.extract(flags)
+        size = sum(len(n.text) for n in nodes if isinstance(n, TextNode))
+        if best is None or size > best[0]:
+            best = (size, nodes)
+        if size >= config.char_threshold:
+            break
+    assert best is not None
+    nodes = best[1]
+    has_media = any(not isinstance(n, TextNode) for n in nodes)
+    if best[0] < config.min_text_chars and not has_media:
+        raise ExtractionError("no_main_content", f"{url}: no text, image or video found in the main content")
+    metadata: dict = {"extraction_seconds": round(time.perf_counter() - started, 6)}
+    if encoding:
+        metadata["encoding"] = encoding
+    if page.images_dropped:
+        metadata["images_dropped"] = page.images_dropped
+    return Document(url=url, nodes=nodes, title=page.title, language=page.language, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class _Flags:
+    strip_unlikely: bool = True
+    weight_classes: bool = True
+    clean_conditionally: bool = True
+
+
+_ATTEMPTS = (_Flags(), _Flags(strip_unlikely=False), _Flags(False, False), _Flags(False, False, False))
+
+
+# --------------------------------------------------------------------------- one page
+@dataclass
+class _Page:
+    source: str
+    url: str
+    config: ExtractConfig
+    title: str = ""
+    language: str | None = None
+    base: str = ""
+    images_dropped: int = 0
+    _tree: etree._Element | None = field(default=None, repr=False)
+
+    def parse(self) -> etree._Element:
+        # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
+        # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
+        data = strip_invisible(self.source).encode("utf-8", "replace")
+        try:
+            root = etree.fromstring(data, _PARSER_UTF8)
+        except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
+            raise ExtractionError("unparseable", f"{self.url}: {exc}") from exc
+        if root is None:
+            raise ExtractionError("unparseable", f"{self.url}: parser returned no document")
+        count = 0
+        limit = self.config.max_elements
+        for _ in root.iter():
+            count += 1
+            if count > limit:
+                raise ExtractionError("too_many_nodes", f"{self.url}: more than max_elements={limit} elements")
+        return root
+
+    def extract(self, flags: _Flags) -> list[Node]:
+        root = self.parse()
+        if not self.base:
+            self._read_head(root)
+        body = root.find("body")
+        if body is None:
+            body = root
+        _prepare(body, flags, self.title)
+        content = _choose_content(body, flags, self.config)
+        if content is None:
+            return []
+        _clean_content(content, flags, self.title)
+        emitter = _Emitter(base=self.base, max_images=self.config.max_images,
+                           captions_as_text=self.config.captions_as_text)
+        emitter.walk(content)
+        self.images_dropped = emitter.images_dropped
+        return emitter.nodes
+
+    def _read_head(self, root: etree._Element) -> None:
+        self.base = self.url
+        for base in root.iter("base"):
+            href = (base.get("href") or "").strip()
+            if href and not href.lower().startswith(_SKIP_SCHEMES):
+                self.base = urljoin(self.url, href)
+            break
+        for title in root.iter("title"):
+            self.title = normalize_text(title.text_content())
+            break
+        if not self.title:
+            for meta in root.iter("meta"):
+                if (meta.get("property") or meta.get("name") or "").lower() in ("og:title", "twitter:title"):
+                    self.title = normalize_text(meta.get("content") or "")
+                    break
+        lang = (root.get("lang") or root.get("xml:lang") or "").strip()
+        self.language = lang.split("-")[0].lower() or None if lang else None
+
+
+_PARSER_UTF8 = lxml.html.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- tree statistics
+def _squashed_len(text: str | None) -> int:
+    """Length of `text` with whitespace runs counted as one character."""
+    if not text:
+        return 0
+    return len(" ".join(text.split()))
+
+
+def _class_id(el: etree._Element) -> str:
+    cls = el.get("class")
+    ident = el.get("id")
+    if cls and ident:
+        return f"{cls} {ident}"
+    return cls or ident or ""
+
+
+def _class_weight(el: etree._Element) -> int:
+    weight = 0
+    for value in (el.get("class"), el.get("id")):
+        if value:
+            if _NEGATIVE.search(value):
+                weight -= 25
+            if _POSITIVE.search(value):
+                weight += 25
+    return weight
+
+
+class _Stats:
+    """Text length, link-text length and paragraph counts of every element, in one bottom-up pass."""
+
+    __slots__ = ("text", "link")
+
+    def __init__(self, root: etree._Element) -> None:
+        text: dict[etree._Element, int] = {}
+        link: dict[etree._Element, float] = {}
+        for el in reversed(list(root.iter())):
+            if not isinstance(el.tag, str):
+                continue
+            total = _squashed_len(el.text)
+            links = 0.0
+            for child in el:
+                if isinstance(child.tag, str):
+                    total += text.get(child, 0)
+                    links += link.get(child, 0.0)
+                total += _squashed_len(child.tail)
+            if el.tag == "a":
+                href = el.get("href") or ""
+                # In-page anchors (footnotes, tables of contents) count less than outbound links.
+                links = total * (0.3 if href.startswith("#") else 1.0)
+            text[el] = total
+            link[el] = links
+        self.text = text
+        self.link = link
+
+    def density(self, el: etree._Element) -> float:
+        total = self.text.get(el, 0)
+        return self.link.get(el, 0.0) / total if total else 0.0
+
+
+def _is_hidden(el: etree._Element) -> bool:
+    if el.get("hidden") is not None:
+        return True
+    style = el.get("style")
+    if style and _HIDDEN_STYLE.search(style):
+        return True
+    if el.get("aria-hidden") == "true" and "fallback-image" not in (el.get("class") or ""):
+        return True
+    return False
+
+
+def _drop(el: etree._Element) -> None:
+    """Remove an element but keep its tail text."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    tail = el.tail
+    if tail:
+        previous = el.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(el)
+
+
+# --------------------------------------------------------------------------- stage 2: prepare
+def _prepare(body: etree._Element, flags: _Flags, title: str) -> None:
+    """Drop boilerplate, hidden and unlikely elements; resolve lazy images."""
+    _unwrap_noscript_images(body)
+    body_text: int | None = None
+    # Explicit pre-order walk that does not descend into dropped subtrees.
+    stack = list(reversed(body))
+    while stack:
+        el = stack.pop()
+        tag = el.tag
+        if not isinstance(tag, str):
+            _drop(el)
+            continue
+        if tag in _DROP_TAGS or tag in _SOFT_DROP_TAGS:
+            if tag in _SOFT_DROP_TAGS:
+                if body_text is None:
+                    body_text = max(1, _squashed_len(body.text_content()))
+                # A page wrapped in one <form> or <header> keeps it.
+                if _squashed_len(el.text_content()) > 0.5 * body_text:
+                    stack.extend(reversed(el))
+                    continue
+            _drop(el)
+            continue
+        if _is_hidden(el):
+            _drop(el)
+            continue
+        role = el.get("role")
+        if (role and role.lower() in _UNLIKELY_ROLES) or el.get("aria-modal") == "true":
+            _drop(el)
+            continue
+        match = _class_id(el)
+        if match and tag not in ("article", "main", "body", "html"):
+            if _COMMENTS.search(match) and el.find(".//h1") is None:
+                _drop(el)
+                continue
+            if (_CAPTION_CLASS.search(match) or _DATE_CLASS.search(match)) and tag != "figcaption" \
+                    and tag not in _HEADINGS and el.find(".//img") is None \
+                    and _squashed_len(el.text_content()) < 250:
+                _drop(el)
+                continue
+            if (_BYLINE.search(match) or el.get("rel") == "author" or "author" in (el.get("itemprop") or "")) \
+                    and _squashed_len(el.text_content()) < 100 and el.find(".//img") is None:
+                _drop(el)
+                continue
+            if (flags.strip_unlikely and tag not in ("a", "img", "figure", "picture", "video")
+                    and _UNLIKELY.search(match) and not _MAYBE.search(match)
+                    and not _has_ancestor(el, ("table", "code", "pre"))):
+                _drop(el)
+                continue
+        if tag in _HEADINGS and title and _similar(normalize_text(el.text_content()), title):
+            _drop(el)
+            continue
+        if tag in ("img", "picture", "figure", "video", "source"):
+            _fix_lazy(el)
+        stack.extend(reversed(el))
+
+
+def _has_ancestor(el: etree._Element, tags: tuple[str, ...], limit: int = 64) -> bool:
+    parent = el.getparent()
+    depth = 0
+    while parent is not None and depth < limit:
+        if parent.tag in tags:
+            return True
+        parent = parent.getparent()
+        depth += 1
+    return False
+
+
+def _similar(heading: str, title: str) -> bool:
+    """Whether a heading repeats the page title (the title may add a site name)."""
+    if not heading or len(heading) < 8:
+        return False
+    if heading == title or (heading in title and len(heading) >= 0.4 * len(title)):
+        return True
+    a = set(re.findall(r"\w+", heading.lower()))
+    b = set(re.findall(r"\w+", title.lower()))
+    return bool(a) and len(a & b) / len(a | b) >= 0.75
+
+
+def _unwrap_noscript_images(body: etree._Element) -> None:
+    """<noscript><img src=real></noscript> after a placeholder <img>: use the real image."""
+    noscripts = list(body.iter("noscript"))
+    if not noscripts:
+        return
+    # Image elements with no URL at all are script-filled slots; without them the placeholder
+    # next to a <noscript> is found as its previous sibling.
+    for img in list(body.iter("img")):
+        if not any(name in ("src", "srcset") or name.startswith("data-") and _IMAGE_URL_LIKE.search(value)
+                   for name, value in img.attrib.items()) and not _has_ancestor(img, ("noscript",)):
+            _drop(img)
+    for noscript in noscripts:
+        images = [e for e in noscript.iter("img")]
+        if len(images) != 1:
+            continue
+        previous = noscript.getprevious()
+        if previous is None:
+            continue
+        if previous.tag == "img":
+            target = previous
+        else:
+            inner = list(previous.iter("img"))
+            if len(inner) != 1 or _squashed_len(previous.text_content()) > 0:
+                continue
+            target = inner[0]
+        real = images[0]
+        for name, value in real.attrib.items():
+            if name in ("src", "srcset") or not target.get(name):
+                target.set(name, value)
+
+
+def _fix_lazy(el: etree._Element) -> None:
+    """Move the real image URL of lazily loaded images into src/srcset."""
+    for name in _HI_RES_ATTRS:
+        value = (el.get(name) or "").strip()
+        if value and not value.lower().startswith(_SKIP_SCHEMES):
+            el.set("src", value)
+            return
+    src = (el.get("src") or "").strip()
+    lazy_class = "lazy" in (el.get("class") or "").lower()
+    placeholder = not src or bool(_PLACEHOLDER.search(src))
+    if src.startswith("data:image/svg"):
+        placeholder = True
+    if not placeholder and not lazy_class:
+        return
+    for name in _LAZY_SRC_ATTRS:
+        value = (el.get(name) or "").strip()
+        if value and not value.lower().startswith(_SKIP_SCHEMES):
+            el.set("src", value)
+            return
+    for name in _LAZY_SRCSET_ATTRS:
+        value = (el.get(name) or "").strip()
+        if value:
+            el.set("srcset", value)
+            if placeholder and "src" in el.attrib:
+                del el.attrib["src"]
+            return
+    if not placeholder:
+        return
+    # Unknown lazy loader: any attribute that holds an image URL.
+    for name, value in el.attrib.items():
+        if name in ("src", "srcset", "alt", "title", "class", "style"):
+            continue
+        if _IMAGE_SRCSET.search(value):
+            el.set("srcset", value)
+            if "src" in el.attrib:
+                del el.attrib["src"]
+            return
+        if _IMAGE_URL.match(value):
+            el.set("src", value.strip())
+            return
+
+
+# --------------------------------------------------------------------------- stage 3: choose
+def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig) -> etree._Element | None:
+    """The element holding the main content (a new <div> when siblings are merged)."""
+    stats = _Stats(body)
+    if stats.text.get(body, 0) == 0 and body.find(".//img") is None and body.find(".//video") is None:
+        return None
+    scores: dict[etree._Element, float] = {}
+
+    def initialise(el: etree._Element) -> float:
+        score = float(_TAG_SCORE.get(el.tag, 0))
+        if flags.weight_classes:
+            score += _class_weight(el)
+        scores[el] = score
+        return score
+
+    min_chars = config.min_paragraph_chars
+    for el in body.iter(_SCORE_TAGS):
+        tag = el.tag
+        if tag in ("div", "article", "main"):
+            if _has_block_child(el):
+                # Mixed containers: their own inline text counts as one paragraph of theirs.
+                own = _squashed_len(el.text) + sum(_squashed_len(c.tail) for c in el
+                                                   if isinstance(c.tag, str))
+                own += sum(stats.text.get(c, 0) for c in el if c.tag not in _BLOCK_TAGS)
+                if own < min_chars:
+                    continue
+                text = (el.text or "") + "".join((c.tail or "") for c in el)
+                ancestors = [el, *_ancestors(el, 4)]
+                length = own
+            else:
+                length = stats.text.get(el, 0)
+                if length < min_chars:
+                    continue
+                text = el.text_content()
+                ancestors = _ancestors(el, 5)
+        else:
+            length = stats.text.get(el, 0)
+            if length < min_chars:
+                continue
+            text = el.text_content()
+            ancestors = _ancestors(el, 5)
+        if not ancestors:
+            continue
+        content_score = 1 + len(_COMMAS.findall(text)) + min(length // 100, 3)
+        for level, ancestor in enumerate(ancestors):
+            if ancestor.tag in ("html",):
+                break
+            score = scores.get(ancestor)
+            if score is None:
+                score = initialise(ancestor)
+            divider = 1 if level == 0 else 2 if level == 1 else level * 3
+            scores[ancestor] = score + content_score / divider
+
+    if not scores:
+        return body
+    final = {el: s * (1 - stats.density(el)) for el, s in scores.items()}
+    ranked = sorted(final.items(), key=lambda item: item[1], reverse=True)[: config.top_candidates]
+    top, top_score = ranked[0]
+    if top is body or top_score <= 0:
+        return body
+
+    # Several near-best candidates under one ancestor: the article is that ancestor.
+    alternatives = [set(_ancestors(el, 10_000)) for el, s in ranked[1:] if top_score and s / top_score >= 0.75]
+    if len(alternatives) >= 3:
+        parent = top.getparent()
+        while parent is not None and parent is not body:
+            if sum(1 for a in alternatives if parent in a) >= 3:
+                top = parent
+                break
+            parent = parent.getparent()
+        if top not in final:
+            final[top] = initialise(top) * (1 - stats.density(top))
+
+    # Climb while the parent scores about as well (the candidate was one part of the article).
+    last = final.get(top, 0.0)
+    threshold = last / 3
+    parent = top.getparent()
+    while parent is not None and parent is not body and parent.tag != "html":
+        if parent not in final:
+            parent = parent.getparent()
+            continue
+        parent_score = final[parent]
+        if parent_score < threshold:
+            break
+        if parent_score > last:
+            top = parent
+            break
+        last = parent_score
+        parent = parent.getparent()
+    # An only child stands for its parent.
+    parent = top.getparent()
+    while parent is not None and parent is not body and parent.tag != "html" and len(parent) == 1:
+        top = parent
+        parent = top.getparent()
+    top_score = final.get(top, 0.0)
+
+    parent = top.getparent()
+    if parent is None:
+        return top
+    threshold = max(10.0, top_score * 0.2)
+    top_class = top.get("class") or ""
+    kept = []
+    for sibling in parent:
+        if not isinstance(sibling.tag, str):
+            continue
+        if sibling is top:
+            kept.append(sibling)
+            continue
+        bonus = top_score * 0.2 if top_class and sibling.get("class") == top_class else 0.0
+        if sibling in final and final[sibling] + bonus >= threshold:
+            kept.append(sibling)
+        elif sibling.tag == "p" or (sibling.tag in ("div", "span") and not _has_block_child(sibling)):
+            length = stats.text.get(sibling, 0)
+            density = stats.density(sibling)
+            if length > 80 and density < 0.25:
+                kept.append(sibling)
+            elif 0 < length <= 80 and density == 0 and _SENTENCE_END.search(
+                    normalize_text(sibling.text_content())):
+                kept.append(sibling)
+        elif sibling.tag in ("figure", "picture", "img") or (
+                sibling.tag in ("div", "p") and stats.text.get(sibling, 0) < 200
+                and sibling.find(".//img") is not None and _is_figure_like(sibling, stats)
+                and not _LOGO.search(_class_id(sibling))):
+            # A picture right next to the article body belongs to it.
+            index = parent.index(sibling)
+            neighbours = [parent[i] for i in (index - 1, index + 1) if 0 <= i < len(parent)]
+            if any(n is top for n in neighbours):
+                kept.append(sibling)
+    if len(kept) == 1:
+        return top
+    wrapper = lxml.html.Element("div")
+    for el in kept:
+        tail = el.tail
+        el.tail = None
+        wrapper.append(el)  # moves the element out of the page
+        if tail and tail.strip():
+            el.tail = tail
+    return wrapper
+
+
+_SCORE_TAGS = ("p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote", "div", "article", "main")
+
+
+def _is_figure_like(el: etree._Element, stats: _Stats) -> bool:
+    return stats.density(el) < 0.5 and len(el.findall(".//img")) <= 2
+
+
+def _has_block_child(el: etree._Element) -> bool:
+    return next(el.iterdescendants(*_DIV_BLOCK_CHILDREN), None) is not None
+
+
+def _ancestors(el: etree._Element, limit: int) -> list[etree._Element]:
+    out = []
+    parent = el.getparent()
+    while parent is not None and len(out) < limit:
+        out.append(parent)
+        parent = parent.getparent()
+    return out
+
+
+# --------------------------------------------------------------------------- stage 4: clean
+def _clean_content(content: etree._Element, flags: _Flags, title: str) -> None:
+    """Remove link lists, share bars, input-heavy and image-heavy blocks from the container."""
+    for el in list(content.iter()):
+        if el is content:
+            continue
+        match = _class_id(el)
+        if match and _SHARE.search(match) and _squashed_len(el.text_content()) < 500:
+            _drop(el)
+    for el in list(content.iter("h1", "h2")):
+        if flags.weight_classes and _class_weight(el) < 0:
+            _drop(el)
+    if not flags.clean_conditionally:
+        return
+    # Innermost first, so an outer block is judged without the junk inside it.
+    for el in reversed(list(content.iter("table", "ul", "ol", "div", "section", "fieldset"))):
+        if el is content or el.getparent() is None:
+            continue
+        if _should_remove(el, flags):
+            _drop(el)
+
+
+def _should_remove(el: etree._Element, flags: _Flags) -> bool:
+    tag = el.tag
+    if tag == "table" and _is_data_table(el):
+        return False
+    if _has_ancestor(el, ("code", "pre")):
+        return False
+    weight = _class_weight(el) if flags.weight_classes else 0
+    if weight < 0:
+        return True
+    text = normalize_text(el.text_content())
+    if len(_COMMAS.findall(text)) >= 10:
+        return False
+    is_list = tag in ("ul", "ol")
+    length = len(text)
+    if not is_list and length:
+        list_length = sum(_squashed_len(li.text_content()) for li in el.iter("ul", "ol"))
+        is_list = list_length / length > 0.9
+    paragraphs = sum(1 for _ in el.iter("p"))
+    images = sum(1 for _ in el.iter("img"))
+    items = sum(1 for _ in el.iter("li")) - 100
+    inputs = sum(1 for _ in el.iter("input"))
+    heading_length = sum(_squashed_len(h.text_content()) for h in el.iter(*_HEADINGS))
+    heading_density = heading_length / length if length else 0.0
+    link_length = 0.0
+    for a in el.iter("a"):
+        href = a.get("href") or ""
+        link_length += _squashed_len(a.text_content()) * (0.3 if href.startswith("#") else 1.0)
+    link_density = link_length / length if length else 0.0
+    embeds = 0
+    for embed in el.iter("object", "embed", "iframe"):
+        src = " ".join(v for v in embed.attrib.values())
+        if not _VIDEO_HOSTS.search(src):
+            embeds += 1
+    in_figure = _has_ancestor(el, ("figure",))
+    remove = (
+        (images > 1 and paragraphs / images < 0.5 and not in_figure)
+        or (not is_list and items > paragraphs)
+        or (inputs > paragraphs // 3)
+        or (not is_list and heading_density < 0.9 and length < 25 and (images == 0 or images > 2)
+            and not in_figure and el.find(".//video") is None)
+        or (not is_list and weight < 25 and link_density > 0.2)
+        or (weight >= 25 and link_density > 0.5)
+        or (embeds == 1 and length < 75) or embeds > 1
+    )
+    if is_list and remove:
+        # A plain list of pictures stays.
+        for child in el:
+            if len(child) > 1:
+                return remove
+        if images and images == sum(1 for _ in el.iter("li")):
+            return False
+    return remove
+
+
+def _is_data_table(table: etree._Element) -> bool:
+    if table.get("role") == "presentation" or table.get("datatable") == "0":
+        return False
+    if table.get("summary") or table.find("caption") is not None or table.find(".//th") is not None:
+        return True
+    if table.find(".//table") is not None:
+        return False
+    rows = table.findall(".//tr")
+    if len(rows) >= 10:
+        return True
+    columns = max((len(r) for r in rows), default=0)
+    return len(rows) * columns > 10
+
+
+# --------------------------------------------------------------------------- stage 5: emit
+_EMIT_BLOCKS = _BLOCK_TAGS - {"td", "th"}
+_INHERITED_KINDS = ("list_item", "quote", "caption")
+
+
+class _Emitter:
+    """Walks the chosen container in document order and builds the node list."""
+
+    def __init__(self, *, base: str, max_images: int, captions_as_text: bool) -> None:
+        self.base = base
+        self.captions_as_text = captions_as_text
+        self.max_images = max_images
+        self.nodes: list[Node] = []
+        self.buffer: list[str] = []
+        self.kinds: list[TextKind] = ["paragraph"]
+        self.seen_images: set[str] = set()
+        self.images_dropped = 0
+        self.captions: list[str] = []
+
+    def walk(self, root: etree._Element) -> None:
+        # Explicit stack of (element, entering?) so deep trees cannot overflow Python's stack.
+        stack: list[tuple[etree._Element, bool]] = [(root, True)]
+        while stack:
+            el, entering = stack.pop()
+            tag = el.tag
+            if not entering:
+                self._leave(el, tag)
+                continue
+            if not isinstance(tag, str) or tag in _DROP_TAGS:
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag == "img":
+                self._image(el)
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag == "video":
+                self._video(el)
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag == "picture":
+                self._picture(el)
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag == "br":
+                self.buffer.append("\x00")
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag == "hr":
+                self.flush()
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag == "figcaption" and not self.captions_as_text and _has_media_ancestor(el):
+                if el.tail:
+                    self.buffer.append(el.tail)
+                continue
+            if tag in _EMIT_BLOCKS:
+                self.flush()
+                kind = _KIND.get(tag)
+                if kind is None:
+                    parent_kind = self.kinds[-1]
+                    kind = parent_kind if parent_kind in _INHERITED_KINDS else "paragraph"
+                self.kinds.append(kind)
+                if tag == "figure":
+                    self.captions.append(_figure_caption(el))
+            elif tag in ("td", "th"):
+                self.buffer.append(" | ")
+            if el.text:
+                self.buffer.append(el.text)
+            stack.append((el, False))
+            for child in reversed(el):
+                stack.append((child, True))
+        self.flush()
+
+    def _leave(self, el: etree._Element, tag: str) -> None:
+        if tag in _EMIT_BLOCKS:
+            self.flush()
+            self.kinds.pop()
+            if tag == "figure":
+                self.captions.pop()
+        elif tag in ("td", "th"):
+            self.buffer.append(" ")
+        if el.tail:
+            self.buffer.append(el.tail)
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        raw = "".join(self.buffer)
+        self.buffer.clear()
+        kind = self.kinds[-1]
+        if kind == "preformatted":
+            lines = [line.rstrip() for line in strip_invisible(raw.replace("\x00", "\n")).expandtabs(4).split("\n")]
+            text = "\n".join(lines).strip("\n")
+            if text and not text.isascii():
+                text = unicodedata.normalize("NFC", text)
+        else:
+            parts = [normalize_text(part) for part in raw.split("\x00")]
+            text = "\n".join(p for p in parts if p)
+            if kind == "table":
+                text = text.strip(" |")
+                text = re.sub(r"(\s*\|\s*)+", " | ", text) if "|" in text else text
+        if text.strip():
+            self.nodes.append(TextNode(text=text, kind=kind))
+
+    # -- media
+    def _absolute(self, raw: str | None) -> str | None:
+        if not raw:
+            return None
+        value = raw.strip()
+        if not value or value.lower().startswith(_SKIP_SCHEMES):
+            return None
+        try:
+            return urljoin(self.base, value)
+        except ValueError:
+            return None
+
+    def _image(self, el: etree._Element, extra_srcset: list[str] | None = None) -> None:
+        url = self._absolute(el.get("src"))
+        if url is None or _PLACEHOLDER.search(url):
+            candidates = [el.get("srcset"), *(extra_srcset or [])]
+            url = next((u for u in (self._absolute(_largest(s)) for s in candidates if s) if u), None)
+        if url is None:
+            return
+        if _LOGO_WORD.search(_class_id(el)):
+            # Site furniture marked as such. (URL substrings like "logo" are left to the image
+            # filters: articles about a logo show it.)
+            return
+        width = _dimension(el.get("width") or el.get("data-width"))
+        height = _dimension(el.get("height") or el.get("data-height"))
+        if width is not None and height is not None and width <= 2 and height <= 2:
+            return  # a tracking pixel
+        if url in self.seen_images:
+            return
+        if len(self.seen_images) >= self.max_images:
+            self.images_dropped += 1
+            return
+        self.seen_images.add(url)
+        self.flush()
+        self.nodes.append(ImageNode(url=url, alt=normalize_text(el.get("alt") or ""),
+                                    caption=self.captions[-1] if self.captions else "",
+                                    width=width, height=height))
+
+    def _picture(self, el: etree._Element) -> None:
+        srcsets = [s.get("srcset") or s.get("data-srcset") or s.get("src") or "" for s in el.iter("source")]
+        img = next(iter(el.iter("img")), None)
+        if img is None:
+            fake = lxml.html.Element("img")
+            self._image(fake, [s for s in srcsets if s])
+        else:
+            self._image(img, [s for s in srcsets if s])
+
+    def _video(self, el: etree._Element) -> None:
+        sources: list[str] = []
+        for raw in [el.get("src"), el.get("data-src"), *(s.get("src") or s.get("data-src") for s in el.iter("source"))]:
+            url = self._absolute(raw)
+            if url and url not in sources:
+                sources.append(url)
+        if not sources:
+            return
+        self.flush()
+        self.nodes.append(VideoNode(sources=tuple(sources), poster=self._absolute(el.get("poster")),
+                                    caption=self.captions[-1] if self.captions else "",
+                                    width=_dimension(el.get("width")), height=_dimension(el.get("height"))))
+
+
+def _has_media_ancestor(caption: etree._Element) -> bool:
+    """Whether a <figcaption> belongs to a figure that shows an image or a video."""
+    figure = caption.getparent()
+    while figure is not None and figure.tag != "figure":
+        figure = figure.getparent()
+    return figure is not None and next(figure.iter("img", "picture", "video"), None) is not None
+
+
+def _figure_caption(figure: etree._Element) -> str:
+    for caption in figure.iter("figcaption"):
+        return normalize_text(caption.text_content())
+    return ""
+
+
+def _largest(srcset: str) -> str | None:
+    """The largest candidate of a srcset (by width `w`, else density `x`, else the last one).
+
+    URLs may contain commas (image CDNs: `c_fill,w_80`), so candidates are split the way the
+    HTML standard does: a URL is a run of non-space characters, descriptors run to the next comma.
+    """
+    best, best_size = None, -1.0
+    for match in _SRCSET_CANDIDATE.finditer(srcset):
+        url, descriptor = match.group(1), (match.group(2) or "").strip().lower()
+        if url.endswith(","):
+            url, descriptor = url.rstrip(","), ""
+        if not url:
+            continue
+        size = 1e-6
+        if descriptor:
+            token = descriptor.split()[0]
+            try:
+                if token.endswith("w"):
+                    size = float(token[:-1])
+                elif token.endswith("x"):
+                    size = float(token[:-1]) * 1e-6  # densities rank below any width
+            except ValueError:
+                pass
+        if size >= best_size:
+            best, best_size = url, size
+    return best
+
+
+_SRCSET_CANDIDATE = re.compile(r"[\s,]*(\S+)([^,]*)")
+
+
+def _dimension(value: str | None) -> int | None:
+    if not value:
+        return None
+    match = _DIMENSION.match(value)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,656 @@
+"""Image, paragraph and document filters (OBELICS + Gopher rules) as datatrove-style steps.
+
+Every filter is a `flamboyance.preprocess.steps.Filter`: `filter(item) -> True | (False, reason)`,
+`.name`, and `run_filters` counts drops by reason. `apply_filters` runs them all on one document:
+node filters drop nodes, document filters drop the document. Thresholds live in `FilterConfig`
+(defaults from REFERENCE.md: OBELICS, Gopher/datatrove, Flamingo).
+
+Drop reasons, in the order the filters run (stable names; counted into the Counter given to
+`apply_filters`):
+
+======================== ============== ==========================================================
+reason                   applies to     drops when (defaults)
+======================== ============== ==========================================================
+image_tracking_pixel     ImageNode      declared width or height <= 1, or URL on a tracker host/path
+image_bad_format         ImageNode      URL extension / data: type is a known non-kept image format
+                                        (kept: jpg jpeg png webp; no or unknown extension passes)
+image_boilerplate_url    ImageNode      a URL path token is logo/button/icon/plugin/widget (or +s)
+image_too_small          ImageNode      a declared side < 150 px (unknown sizes pass)
+image_too_large          ImageNode      a declared side > 20000 px
+image_aspect_ratio       ImageNode      declared long side / short side > 2
+image_frequent_url       ImageNode      normalised URL is in `frequent_image_urls` (> 10 documents)
+paragraph_boilerplate    TextNode       `paragraph_key(text)` is in `boilerplate_paragraphs`
+paragraph_too_few_words  paragraph      < 4 words (only kind == "paragraph"; headings, captions,
+paragraph_too_many_words paragraph      > 1000 words  list items ... are not word-count filtered)
+doc_too_few_images       Document       < 1 image left after the node filters
+doc_too_many_images      Document       > 30 images
+doc_too_few_words        Document       < 10 words
+doc_too_many_words       Document       > 2000 words
+doc_mean_word_length     Document       mean word length outside 3..10 characters (Gopher)
+doc_symbol_word_ratio    Document       max("#" count, "..."/"…" count) / words > 0.1 (Gopher)
+doc_alpha_word_ratio     Document       < 80 % of whitespace tokens contain a letter (Gopher)
+doc_duplicate_lines      Document       duplicated-line fraction > 0.3 (Gopher)
+doc_char_repetition      Document       character repetition ratio > 0.1 (OBELICS, see below)
+doc_word_repetition      Document       word 5-gram repetition ratio > 0.2 (OBELICS)
+doc_special_char_ratio   Document       special-character fraction > 0.275 (OBELICS)
+doc_language             Document       detected language not in `languages` (default: en)
+doc_language_score       Document       langid probability of that language < 0.8
+doc_stop_word_ratio      Document       English stop-word fraction < 0.35 (OBELICS)
+doc_punctuation_ratio    Document       punctuation-token fraction < 0.03 (OBELICS)
+======================== ============== ==========================================================
+
+Post-download (`downloaded_image_filter`, FL rules): image_download_format, image_download_too_small
+(side < 64), image_download_too_large (side > 20000), image_download_aspect_ratio (> 3),
+image_single_colour.
+
+Score definitions (`document_scores`, stored in shards as "filter scores"), on the text nodes
+left after node filtering, joined with "\\n":
+- words: whitespace tokens, lower-cased, with special characters (everything that is not a letter
+  or a combining mark: punctuation, symbols, digits, spaces) stripped from both ends; empty ones
+  dropped (so "2023" and "--" are not words). `word_count` counts them.
+- char_repetition (BigScience ROOTS / OBELICS): over the character 10-grams of the text, the
+  summed count of the k most frequent 10-grams that occur more than once, with
+  k = floor(sqrt(number of distinct 10-grams)), divided by the number of 10-grams.
+- word_repetition (OBELICS): fraction of word 5-grams whose 5-gram occurs more than once.
+- special_char_ratio: fraction of characters that are special (definition above).
+- stop_word_ratio: fraction of words in the English stop-word list `STOP_WORDS`.
+- punctuation_ratio (OBELICS): tokens are `[\\w']+` runs and single `PUNCTUATION` characters;
+  the fraction of tokens that are punctuation.
+- mean_word_length: mean length of the words; alpha_word_ratio: fraction of whitespace tokens
+  with at least one letter; symbol_word_ratio: max(count("#"), count("...") + count("…")) / words;
+  duplicate_line_fraction: among non-blank stripped lines, the fraction equal to an earlier one.
+- language_score: langid's normalised probability of the detected language (`detect_language`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .dedup import normalize_url, paragraph_key
+from .document import Document, ImageNode, Node, TextNode
+from .language import detect_language
+from .steps import Filter, Verdict, run_filters
+
+STOP_WORDS: frozenset[str] = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves
+he him his himself she she's her hers herself it it's its itself they them their theirs themselves
+what which who whom this that that'll these those am is are was were be been being have has had
+having do does did doing a an the and but if or because as until while of at by for with about
+against between into through during before after above below to from up down in out on off over
+under again further then once here there when where why how all any both each few more most other
+some such no nor not only own same so than too very s t can will just don don't should should've
+now d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn
+hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn
+shouldn't wasn wasn't weren weren't won won't wouldn wouldn't would could also us
+""".split())
+"""English stop words (the NLTK list plus would/could/also/us)."""
+
+PUNCTUATION = ".,;:!?…"
+"""Characters counted by the punctuation ratio."""
+
+KNOWN_IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "apng", "webp", "gif", "svg", "svgz",
+                                    "bmp", "ico", "tif", "tiff", "avif", "heic", "heif", "jxl"})
+"""Extensions recognised as image formats; any other extension says nothing about the format."""
+
+_TOKEN_PUNCT_RE = re.compile(r"[\w']+|[" + re.escape(PUNCTUATION) + "]")
+_CAMEL_RE = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_LETTERS_RE = re.compile(r"[a-z]+")
+
+
+def _check_range(name: str, low: float, high: float) -> None:
+    if low < 0 or high < low:
+        raise ValueError(f"FilterConfig: need 0 <= min <= max for {name}, got {low}..{high}")
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"FilterConfig.{name} must be a fraction in [0, 1], got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterConfig:
+    """Every filter threshold. Defaults follow REFERENCE.md (OBELICS, Gopher, Flamingo)."""
+
+    image_formats: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+    """Image formats (lower-case extensions) kept, by URL before download and by decoded format after."""
+    image_min_side: int = 150
+    """Minimum declared width and height in pixels (unknown sizes pass until download)."""
+    image_max_side: int = 20000
+    """Maximum width and height in pixels, declared and downloaded."""
+    image_max_aspect_ratio: float = 2.0
+    """Maximum declared long side / short side."""
+    image_boilerplate_words: tuple[str, ...] = ("logo", "button", "icon", "plugin", "widget")
+    """URL path tokens (also with a plural "s") that mark an image as page furniture."""
+    image_tracker_patterns: tuple[str, ...] = (
+        "doubleclick.net", "google-analytics.com", "googletagmanager.com", "scorecardresearch.com",
+        "quantserve.com", "pixel.wp.com", "bat.bing.com", "facebook.com/tr", "analytics.twitter.com",
+    )
+    """Tracker locations: "host" (matches the host and its subdomains) or "host/path-prefix"."""
+    image_tracker_path_words: tuple[str, ...] = ("pixel", "beacon", "tracker", "tracking", "spacer")
+    """URL path tokens that mark a tracking pixel / spacer image."""
+    image_max_documents: int = 10
+    """An image URL on more documents than this is boilerplate (counted by the pipeline)."""
+    paragraph_min_words: int = 4
+    """Minimum words of a paragraph node."""
+    paragraph_max_words: int = 1000
+    """Maximum words of a paragraph node."""
+    paragraph_boilerplate_min_count: int = 3
+    """A paragraph repeated at least this many times within one domain is boilerplate (pipeline counts)."""
+    doc_min_images: int = 1
+    """Minimum images left in a document after node filtering."""
+    doc_max_images: int = 30
+    """Maximum images in a document."""
+    doc_min_words: int = 10
+    """Minimum words in a document."""
+    doc_max_words: int = 2000
+    """Maximum words in a document."""
+    min_mean_word_length: float = 3.0
+    """Gopher: minimum mean word length (characters)."""
+    max_mean_word_length: float = 10.0
+    """Gopher: maximum mean word length (characters)."""
+    max_symbol_word_ratio: float = 0.1
+    """Gopher: maximum "#" or ellipsis count per word."""
+    min_alpha_word_ratio: float = 0.8
+    """Gopher: minimum fraction of whitespace tokens containing a letter."""
+    max_duplicate_line_fraction: float = 0.3
+    """Gopher: maximum fraction of lines that repeat an earlier line."""
+    char_repetition_ngram: int = 10
+    """Character n-gram length of the character repetition ratio."""
+    max_char_repetition: float = 0.1
+    """OBELICS: maximum character repetition ratio."""
+    word_repetition_ngram: int = 5
+    """Word n-gram length of the word repetition ratio."""
+    max_word_repetition: float = 0.2
+    """OBELICS: maximum word repetition ratio."""
+    max_special_char_ratio: float = 0.275
+    """OBELICS: maximum fraction of special characters."""
+    min_stop_word_ratio: float = 0.35
+    """OBELICS: minimum fraction of English stop words."""
+    min_punctuation_ratio: float = 0.03
+    """OBELICS: minimum fraction of punctuation tokens."""
+    languages: tuple[str, ...] | None = ("en",)
+    """Languages kept (ISO 639-1); None keeps every language (the score threshold still applies)."""
+    min_language_score: float = 0.8
+    """Minimum langid probability of the detected language."""
+    download_min_side: int = 64
+    """FL: minimum side of a downloaded image."""
+    download_max_aspect_ratio: float = 3.0
+    """FL: maximum long side / short side of a downloaded image."""
+    drop_single_colour: bool = True
+    """FL: drop downloaded images of one single colour."""
+
+    def __post_init__(self) -> None:
+        if not self.image_formats:
+            raise ValueError("FilterConfig.image_formats must name at least one format")
+        object.__setattr__(self, "image_formats", tuple(f.lower().lstrip(".") for f in self.image_formats))
+        _check_range("image sides", self.image_min_side, self.image_max_side)
+        _check_range("paragraph words", self.paragraph_min_words, self.paragraph_max_words)
+        _check_range("document images", self.doc_min_images, self.doc_max_images)
+        _check_range("document words", self.doc_min_words, self.doc_max_words)
+        _check_range("mean word length", self.min_mean_word_length, self.max_mean_word_length)
+        for name in ("image_max_aspect_ratio", "download_max_aspect_ratio"):
+            if getattr(self, name) < 1.0:
+                raise ValueError(f"FilterConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_symbol_word_ratio", "min_alpha_word_ratio", "max_duplicate_line_fraction",
+                     "max_char_repetition", "max_word_repetition", "max_special_char_ratio",
+                     "min_stop_word_ratio", "min_punctuation_ratio", "min_language_score"):
+            _check_fraction(name, getattr(self, name))
+        for name in ("char_repetition_ngram", "word_repetition_ngram", "image_max_documents",
+                     "paragraph_boilerplate_min_count", "download_min_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FilterConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.languages is not None:
+            object.__setattr__(self, "languages", tuple(self.languages))
+
+
+DEFAULT_CONFIG = FilterConfig()
+
+
+# ----------------------------------------------------------------------------------------------
+# Text statistics
+
+
+def _is_special(ch: str) -> bool:
+    return unicodedata.category(ch)[0] not in "LM"
+
+
+def _strip_special(token: str) -> str:
+    start, end = 0, len(token)
+    while start < end and _is_special(token[start]):
+        start += 1
+    while end > start and _is_special(token[end - 1]):
+        end -= 1
+    return token[start:end]
+
+
+def words_of(text: str) -> list[str]:
+    """The filter notion of words: lower-cased whitespace tokens stripped of special characters."""
+    return [w for w in (_strip_special(t) for t in text.lower().split()) if w]
+
+
+def char_repetition_ratio(text: str, n: int = 10) -> float:
+    """OBELICS character repetition ratio (see the module docstring); 0.0 for text shorter than n."""
+    counts = Counter(text[i:i + n] for i in range(len(text) - n + 1))
+    if not counts:
+        return 0.0
+    freqs = sorted(counts.values(), reverse=True)
+    repeated = sum(1 for f in freqs if f > 1)
+    k = min(math.isqrt(len(freqs)), repeated)
+    return sum(freqs[:k]) / sum(freqs)
+
+
+def word_repetition_ratio(words: Sequence[str], n: int = 5) -> float:
+    """Fraction of word n-grams that occur more than once (0.0 for fewer than n words)."""
+    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not counts:
+        return 0.0
+    return sum(f for f in counts.values() if f > 1) / sum(counts.values())
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentStats:
+    """The numbers behind the document filters (see the module docstring for definitions)."""
+
+    image_count: int
+    word_count: int
+    mean_word_length: float
+    symbol_word_ratio: float
+    alpha_word_ratio: float
+    duplicate_line_fraction: float
+    char_repetition: float
+    word_repetition: float
+    special_char_ratio: float
+    stop_word_ratio: float
+    punctuation_ratio: float
+    language: str
+    language_score: float
+
+    def scores(self) -> dict[str, float]:
+        """All numeric fields as floats (the shard's "filter scores"); `language` is left out."""
+        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "language"}
+
+
+def text_stats(text: str, *, image_count: int = 0, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
+    """`DocumentStats` of a plain text (lines separated by "\\n")."""
+    words = words_of(text)
+    tokens = text.split()
+    n_words = len(words)
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    punct_tokens = _TOKEN_PUNCT_RE.findall(text)
+    language, language_score = detect_language(text)
+    return DocumentStats(
+        image_count=image_count,
+        word_count=n_words,
+        mean_word_length=sum(map(len, words)) / n_words if n_words else 0.0,
+        symbol_word_ratio=(max(text.count("#"), text.count("...") + text.count("…")) / n_words
+                           if n_words else 0.0),
+        alpha_word_ratio=(sum(1 for t in tokens if any(c.isalpha() for c in t)) / len(tokens)
+                          if tokens else 0.0),
+        duplicate_line_fraction=(len(lines) - len(set(lines))) / len(lines) if lines else 0.0,
+        char_repetition=char_repetition_ratio(text, cfg.char_repetition_ngram),
+        word_repetition=word_repetition_ratio(words, cfg.word_repetition_ngram),
+        special_char_ratio=sum(1 for c in text if _is_special(c)) / len(text) if text else 0.0,
+        stop_word_ratio=sum(1 for w in words if w in STOP_WORDS) / n_words if n_words else 0.0,
+        punctuation_ratio=(sum(1 for t in punct_tokens if t in PUNCTUATION) / len(punct_tokens)
+                           if punct_tokens else 0.0),
+        language=language,
+        language_score=language_score,
+    )
+
+
+def document_stats(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
+    """`DocumentStats` of `doc`: its text nodes joined with "\\n", and its image count."""
+    return text_stats(doc.text("\n"), image_count=len(doc.images), cfg=cfg)
+
+
+def document_scores(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG) -> dict[str, float]:
+    """The numbers behind the document filters, as `{score_name: float}` (see `DocumentStats`)."""
+    return document_stats(doc, cfg).scores()
+
+
+# ----------------------------------------------------------------------------------------------
+# Image filters
+
+
+def _path_tokens(path: str) -> list[str]:
+    """Lower-case letter runs of a URL path, camelCase split ("siteLogo_2x.png" -> site, logo, x, png)."""
+    return _LETTERS_RE.findall(_CAMEL_RE.sub(" ", path).lower())
+
+
+def image_extension(url: str) -> str:
+    """Lower-case image format from a URL: the last path segment's extension, or the subtype of a
+    `data:image/...` URL ("svg+xml" -> "svg"); "" when there is none."""
+    if url[:5].lower() == "data:":
+        mime = url[5:].split(";", 1)[0].split(",", 1)[0].strip().lower()
+        return mime.split("/", 1)[1].split("+", 1)[0] if mime.startswith("image/") else ""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return ""
+    segment = path.rsplit("/", 1)[-1]
+    return segment.rsplit(".", 1)[1].lower() if "." in segment else ""
+
+
+class ImageTrackingPixelFilter(Filter):
+    """Drops declared 1-pixel images and images served from tracker hosts/paths."""
+
+    name = "image_tracking_pixel"
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        self.patterns = tuple(p.lower() for p in cfg.image_tracker_patterns)
+        self.path_words = frozenset(w.lower() for w in cfg.image_tracker_path_words)
+
+    def filter(self, image: ImageNode) -> bool:
+        if (image.width is not None and image.width <= 1) or (image.height is not None and image.height <= 1):
+            return False
+        try:
+            parts = urlsplit(image.url)
+            host = (parts.hostname or "").rstrip(".")
+        except ValueError:
+            return True
+        host_path = host + parts.path.lower()
+        for pattern in self.patterns:
+            if "/" in pattern:
+                if host_path.startswith(pattern) or ("." + pattern) in host_path:
+                    return False
+            elif host == pattern or host.endswith("." + pattern):
+                return False
+        return not any(token in self.path_words for token in _path_tokens(parts.path))
+
+
+class ImageFormatFilter(Filter):
+    """Drops images whose URL names a known image format that is not kept (gif, svg, ...)."""
+
+    name = "image_bad_format"
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        self.formats = frozenset(cfg.image_formats)
+
+    def filter(self, image: ImageNode) -> bool:
+        ext = image_extension(image.url)
+        return ext not in KNOWN_IMAGE_EXTENSIONS or ext in self.formats
+
+
+class ImageBoilerplateUrlFilter(Filter):
+    """Drops logos, buttons, icons, plugin and widget images by URL path tokens (not substrings:
+    "/iconic-photo.jpg" is kept, "/static/site-logo.png" and "/icons/x.png" are dropped)."""
+
+    name = "image_boilerplate_url"
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        words = {w.lower() for w in cfg.image_boilerplate_words}
+        self.tokens = frozenset(words | {w + "s" for w in words})
+
+    def filter(self, image: ImageNode) -> bool:
+        try:
+            path = urlsplit(image.url).path
+        except ValueError:
+            return True
+        return not any(token in self.tokens for token in _path_tokens(path))
+
+
+class ImageSizeFilter(Filter):
+    """Drops images whose declared width or height is outside [min_side, max_side]; unknown sizes pass."""
+
+    name = "image_size"
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        self.min_side, self.max_side = cfg.image_min_side, cfg.image_max_side
+
+    def filter(self, image: ImageNode) -> bool | tuple[bool, str]:
+        sides = [s for s in (image.width, image.height) if s is not None]
+        if any(s < self.min_side for s in sides):
+            return False, "image_too_small"
+        if any(s > self.max_side for s in sides):
+            return False, "image_too_large"
+        return True
+
+
+class ImageAspectRatioFilter(Filter):
+    """Drops images whose declared long side / short side exceeds the maximum (both sides needed)."""
+
+    name = "image_aspect_ratio"
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        self.max_ratio = cfg.image_max_aspect_ratio
+
+    def filter(self, image: ImageNode) -> bool:
+        w, h = image.width, image.height
+        if not w or not h or w <= 0 or h <= 0:
+            return True
+        return max(w, h) / min(w, h) <= self.max_ratio
+
+
+class FrequentImageFilter(Filter):
+    """Drops images whose normalised URL is in a set computed by the pipeline (URLs on more than
+    `FilterConfig.image_max_documents` documents: logos, buttons, ads)."""
+
+    name = "image_frequent_url"
+
+    def __init__(self, *, frequent_urls: Collection[str]) -> None:
+        self.frequent_urls = frequent_urls
+
+    def filter(self, image: ImageNode) -> bool:
+        try:
+            url = normalize_url(image.url)
+        except ValueError:
+            url = image.url
+        return url not in self.frequent_urls
+
+
+def image_filters(cfg: FilterConfig = DEFAULT_CONFIG, *,
+                  frequent_image_urls: Collection[str] | None = None) -> list[Filter]:
+    """The image-node filters in order (tracking pixels first, so a 1x1 GIF counts as a tracker)."""
+    steps: list[Filter] = [ImageTrackingPixelFilter(cfg=cfg), ImageFormatFilter(cfg=cfg),
+                           ImageBoilerplateUrlFilter(cfg=cfg), ImageSizeFilter(cfg=cfg),
+                           ImageAspectRatioFilter(cfg=cfg)]
+    if frequent_image_urls:
+        steps.append(FrequentImageFilter(frequent_urls=frequent_image_urls))
+    return steps
+
+
+# ----------------------------------------------------------------------------------------------
+# Paragraph (text node) filters
+
+
+class BoilerplateParagraphFilter(Filter):
+    """Drops text nodes whose `paragraph_key` is in a set of keys repeated within the domain."""
+
+    name = "paragraph_boilerplate"
+
+    def __init__(self, *, keys: Collection[str]) -> None:
+        self.keys = keys
+
+    def filter(self, node: TextNode) -> bool:
+        return paragraph_key(node.text) not in self.keys
+
+
+class ParagraphWordCountFilter(Filter):
+    """Drops paragraph nodes (kind == "paragraph") with too few or too many words; other kinds pass."""
+
+    name = "paragraph_word_count"
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        self.min_words, self.max_words = cfg.paragraph_min_words, cfg.paragraph_max_words
+
+    def filter(self, node: TextNode) -> bool | tuple[bool, str]:
+        if node.kind != "paragraph":
+            return True
+        n = len(words_of(node.text))
+        if n < self.min_words:
+            return False, "paragraph_too_few_words"
+        if n > self.max_words:
+            return False, "paragraph_too_many_words"
+        return True
+
+
+def paragraph_filters(cfg: FilterConfig = DEFAULT_CONFIG, *,
+                      boilerplate_paragraphs: Collection[str] | None = None) -> list[Filter]:
+    """The text-node filters in order."""
+    steps: list[Filter] = []
+    if boilerplate_paragraphs:
+        steps.append(BoilerplateParagraphFilter(keys=boilerplate_paragraphs))
+    steps.append(ParagraphWordCountFilter(cfg=cfg))
+    return steps
+
+
+# ----------------------------------------------------------------------------------------------
+# Document filters
+
+
+class DocumentFilter(Filter):
+    """A filter over `DocumentStats`; given a `Document` it computes the stats first."""
+
+    def __init__(self, *, cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        self.cfg = cfg
+
+    def filter(self, item: Document | DocumentStats) -> bool | tuple[bool, str]:
+        stats = item if isinstance(item, DocumentStats) else document_stats(item, self.cfg)
+        return self.check(stats)
+
+    def check(self, stats: DocumentStats) -> bool | tuple[bool, str]:
+        raise NotImplementedError
+
+
+class ScoreRangeFilter(DocumentFilter):
+    """Keeps documents whose `DocumentStats.<score>` lies in [minimum, maximum] (None = unbounded)."""
+
+    def __init__(self, *, name: str, score: str, minimum: float | None = None, maximum: float | None = None,
+                 low_reason: str | None = None, high_reason: str | None = None,
+                 cfg: FilterConfig = DEFAULT_CONFIG) -> None:
+        super().__init__(cfg=cfg)
+        if score not in {f.name for f in dataclasses.fields(DocumentStats)}:
+            raise ValueError(f"ScoreRangeFilter {name!r}: unknown score {score!r}")
+        self.name, self.score, self.minimum, self.maximum = name, score, minimum, maximum
+        self.low_reason, self.high_reason = low_reason or name, high_reason or name
+
+    def check(self, stats: DocumentStats) -> bool | tuple[bool, str]:
+        value = getattr(stats, self.score)
+        if self.minimum is not None and value < self.minimum:
+            return False, self.low_reason
+        if self.maximum is not None and value > self.maximum:
+            return False, self.high_reason
+        return True
+
+    def __repr__(self) -> str:
+        return f"ScoreRangeFilter(name={self.name!r}, {self.minimum} <= {self.score} <= {self.maximum})"
+
+
+class LanguageFilter(DocumentFilter):
+    """Keeps documents in one of `cfg.languages` (if set) with langid probability >= the minimum."""
+
+    name = "doc_language"
+
+    def check(self, stats: DocumentStats) -> bool | tuple[bool, str]:
+        if self.cfg.languages is not None and stats.language not in self.cfg.languages:
+            return False, "doc_language"
+        if stats.language_score < self.cfg.min_language_score:
+            return False, "doc_language_score"
+        return True
+
+
+def document_filters(cfg: FilterConfig = DEFAULT_CONFIG) -> list[Filter]:
+    """The document filters in order. Language comes before the (English) stop-word and punctuation
+    ratios so that a French page is counted as `doc_language`, not as `doc_stop_word_ratio`."""
+    def rng(name: str, score: str, lo: float | None, hi: float | None, low: str | None = None,
+            high: str | None = None) -> ScoreRangeFilter:
+        return ScoreRangeFilter(name=name, score=score, minimum=lo, maximum=hi, low_reason=low,
+                                high_reason=high, cfg=cfg)
+
+    return [
+        rng("doc_image_count", "image_count", cfg.doc_min_images, cfg.doc_max_images,
+            "doc_too_few_images", "doc_too_many_images"),
+        rng("doc_word_count", "word_count", cfg.doc_min_words, cfg.doc_max_words,
+            "doc_too_few_words", "doc_too_many_words"),
+        rng("doc_mean_word_length", "mean_word_length", cfg.min_mean_word_length, cfg.max_mean_word_length),
+        rng("doc_symbol_word_ratio", "symbol_word_ratio", None, cfg.max_symbol_word_ratio),
+        rng("doc_alpha_word_ratio", "alpha_word_ratio", cfg.min_alpha_word_ratio, None),
+        rng("doc_duplicate_lines", "duplicate_line_fraction", None, cfg.max_duplicate_line_fraction),
+        rng("doc_char_repetition", "char_repetition", None, cfg.max_char_repetition),
+        rng("doc_word_repetition", "word_repetition", None, cfg.max_word_repetition),
+        rng("doc_special_char_ratio", "special_char_ratio", None, cfg.max_special_char_ratio),
+        LanguageFilter(cfg=cfg),
+        rng("doc_stop_word_ratio", "stop_word_ratio", cfg.min_stop_word_ratio, None),
+        rng("doc_punctuation_ratio", "punctuation_ratio", cfg.min_punctuation_ratio, None),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole-document application
+
+
+def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Counter | None = None, *,
+                  frequent_image_urls: Collection[str] | None = None,
+                  boilerplate_paragraphs: Collection[str] | None = None,
+                  ) -> tuple[Document | None, str | None]:
+    """Run node filters (dropping nodes) then document filters (dropping the document).
+
+    Returns `(kept_document, None)` or `(None, reason)`. Every drop, node or document, is counted
+    as `counter[reason] += 1`. The kept document is a new `Document` with the surviving nodes,
+    `language` set to the detected language and `metadata["filter_scores"] = document_scores`.
+    `frequent_image_urls` (normalised URLs) and `boilerplate_paragraphs` (`paragraph_key`s for this
+    document's domain) come from the pipeline's cross-document counts; omit them to skip those checks.
+    Video nodes are kept untouched.
+    """
+    counter = counter if counter is not None else Counter()
+    img_steps = image_filters(cfg, frequent_image_urls=frequent_image_urls)
+    text_steps = paragraph_filters(cfg, boilerplate_paragraphs=boilerplate_paragraphs)
+    nodes: list[Node] = []
+    for node in doc.nodes:
+        if isinstance(node, ImageNode):
+            if run_filters(img_steps, node, counter) is not None:
+                continue
+        elif isinstance(node, TextNode):
+            if not node.text.strip() or run_filters(text_steps, node, counter) is not None:
+                continue
+        nodes.append(node)
+    kept = Document(url=doc.url, nodes=nodes, title=doc.title, language=doc.language,
+                    metadata=dict(doc.metadata))
+    stats = document_stats(kept, cfg)
+    reason = run_filters(document_filters(cfg), stats, counter)
+    if reason is not None:
+        return None, reason
+    kept.language = stats.language
+    kept.metadata["filter_scores"] = stats.scores()
+    return kept, None
+
+
+# ----------------------------------------------------------------------------------------------
+# After download (img2dataset)
+
+
+def is_single_colour(image: Any) -> bool:
+    """True if a PIL image has one colour only (every band's min == max)."""
+    extrema = image.getextrema()
+    if extrema and not isinstance(extrema[0], tuple):  # single-band image: (min, max)
+        extrema = (extrema,)
+    return all(lo == hi for lo, hi in extrema)
+
+
+def downloaded_image_filter(width: int, height: int, fmt: str, is_single_colour: bool, *,
+                            cfg: FilterConfig = DEFAULT_CONFIG) -> Verdict:
+    """Judge a downloaded, decoded image (FL rules). `fmt` is the decoded format (PIL's "JPEG",
+    "PNG", "WEBP" or an extension); returns True or (False, reason)."""
+    fmt_norm = fmt.lower().lstrip(".")
+    fmt_norm = {"jpeg": "jpg", "jpe": "jpg", "jfif": "jpg"}.get(fmt_norm, fmt_norm)
+    allowed = {{"jpeg": "jpg"}.get(f, f) for f in cfg.image_formats}
+    if fmt_norm not in allowed:
+        return False, "image_download_format"
+    if min(width, height) < cfg.download_min_side:
+        return False, "image_download_too_small"
+    if max(width, height) > cfg.image_max_side:
+        return False, "image_download_too_large"
+    if max(width, height) / min(width, height) > cfg.download_max_aspect_ratio:
+        return False, "image_download_aspect_ratio"
+    if cfg.drop_single_colour and is_single_colour:
+        return False, "image_single_colour"
+    return True

@@ -1,0 +1,160 @@
+"""Checkpoint contents: trainable weights, optimizer, scheduler, step, RNG states and every
+source's stream position, written as one folder.
+
+Layout: ``train_state.pt`` (rank 0: trainable weights, optimizer, scheduler, step),
+``rank_00000.pt`` ... (each rank: RNG states and its data positions) and ``meta.json`` (rank 0,
+written last). Full (unsharded) state dicts via ``torch.distributed.checkpoint.state_dict``, so
+the same files load under DDP, FSDP or one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from flamboyance.trainer.parallel import clean_name
+
+META_NAME = "meta.json"
+TRAIN_STATE_NAME = "train_state.pt"
+
+
+def rank_file(rank: int) -> str:
+    """File name of one rank's RNG and data state."""
+    return f"rank_{rank:05d}.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states of this process."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``rng_state``."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def trainable_state_dict(model: nn.Module, trainable: set[str]) -> dict[str, torch.Tensor]:
+    """Full CPU copies of the trainable weights (a collective under FSDP: call on every rank)."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    out = {clean_name(k): v for k, v in state.items() if clean_name(k) in trainable}
+    missing = trainable - set(out)
+    if missing:
+        raise KeyError(f"trainable weights missing from the model state: {sorted(missing)[:5]}")
+    return out
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainable: set[str],
+    step: int,
+    rank: int,
+    world_size: int,
+    data_state: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write this rank's part of a checkpoint into ``directory`` (every rank must call it)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = trainable_state_dict(model, trainable)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    torch.save({"rng": rng_state(), "data": data_state}, directory / rank_file(rank))
+    if rank == 0:
+        torch.save(
+            {"model": weights, "optimizer": optim_state, "scheduler": scheduler.state_dict(), "step": step},
+            directory / TRAIN_STATE_NAME,
+        )
+        meta = {"step": step, "world_size": world_size, **(extra or {})}
+        (directory / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rank: int,
+    world_size: int,
+) -> tuple[int, dict[str, Any]]:
+    """Restore weights, optimizer, scheduler and this rank's RNG; returns (step, data_state)."""
+    directory = Path(directory)
+    meta_path = directory / META_NAME
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{directory} is not a complete checkpoint (no {META_NAME})")
+    meta = json.loads(meta_path.read_text())
+    if meta["world_size"] != world_size:
+        raise ValueError(
+            f"checkpoint {directory} was written by {meta['world_size']} workers, this run has {world_size}: "
+            f"the data order can only be continued with the same number of workers"
+        )
+    state = torch.load(directory / TRAIN_STATE_NAME, map_location="cpu", weights_only=False)
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, state["model"], options=options)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+    scheduler.load_state_dict(state["scheduler"])
+    own = torch.load(directory / rank_file(rank), map_location="cpu", weights_only=False)
+    set_rng_state(own["rng"])
+    return int(state["step"]), own["data"]
+
+
+def latest_local_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder ``root/step_NNNNNNNN`` (has meta.json), or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step_*") if (p / META_NAME).exists() and p.name[5:].isdigit()]
+    return max(done, key=lambda p: int(p.name[5:]), default=None)
+
+
+def prune_local_checkpoints(root: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints under ``root`` and stale temp folders."""
+    root = Path(root)
+    done = sorted(
+        (p for p in root.glob("step_*") if (p / META_NAME).exists() and p.name[5:].isdigit()),
+        key=lambda p: int(p.name[5:]),
+    )
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = [
+    "latest_local_checkpoint",
+    "load_checkpoint",
+    "prune_local_checkpoints",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "trainable_state_dict",
+]
