@@ -12,9 +12,10 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flamboyance.crawl.warc import HTML_TYPES, decode_http_body, mime_type, parse_http_head
@@ -97,7 +98,6 @@ class Response:
     body: bytes | None = None
     truncated: str | None = None
     elapsed: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def content_type(self) -> str:
@@ -160,11 +160,33 @@ class _Connection:
         return out, cut
 
 
-def _connect(host: str, port: int, config: FetchConfig, deadline: float) -> tuple[socket.socket, str]:
+def _resolve(host: str, port: int, timeout: float) -> list:
+    """getaddrinfo with a timeout (it has none of its own): the lookup runs in a daemon thread
+    that is abandoned if it takes too long."""
+    outcome: dict = {}
+
+    def lookup() -> None:
+        try:
+            outcome["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            outcome["error"] = exc
+
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError("dns_error", f"{host}: {exc}") from None
+        ipaddress.ip_address(host)
+        lookup()  # a literal address resolves instantly
+    except ValueError:
+        thread = threading.Thread(target=lookup, daemon=True, name=f"dns-{host[:40]}")
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise FetchError("dns_timeout", host) from None
+    if "error" in outcome:
+        raise FetchError("dns_error", f"{host}: {outcome['error']}")
+    return outcome["infos"]
+
+
+def _connect(host: str, port: int, config: FetchConfig, deadline: float) -> tuple[socket.socket, str]:
+    infos = _resolve(host, port, max(0.001, min(config.connect_timeout, deadline - time.monotonic())))
     candidates = [info for info in infos if config.allows(info[4][0], port)]
     if not candidates:
         addresses = ", ".join(sorted({info[4][0] for info in infos}))

@@ -155,7 +155,6 @@ class SampleWeb:
             for video in page.videos:
                 self._media[video.path] = ("video", video)
                 self._media[video.poster] = ("poster", video)
-        self._lock = threading.Lock()
 
     # -- construction ----------------------------------------------------------------------
 
@@ -286,8 +285,8 @@ class SampleWeb:
     # -- HTML ------------------------------------------------------------------------------
 
     def _layout(self, title: str, main: str, *, section: str, related: list[_Page]) -> str:
-        nav_items = [("/", "Home"), ("/index/1.html", "Latest"), ("/index/2.html", "Features"),
-                     ("/private/1.html", "Members")]
+        indexes = self._index_paths()
+        nav_items = [("/", "Home"), (indexes[0], "Latest"), (indexes[-1], "Oldest"), ("/private/1.html", "Members")]
         nav = "".join(
             f'<li class="nav-item{" active" if label == section else ""}"><a href="{href}">{label}</a></li>'
             for href, label in nav_items
@@ -477,9 +476,10 @@ class SampleWeb:
         if path == "/robots.txt":
             body = self.robots_txt().encode("utf-8")
             return 200, {**headers, "Content-Type": "text/plain; charset=utf-8"}, body
-        with self._lock:  # lru_cache is thread-safe, but avoid rendering one thing twice
-            page = self._html(path)
-            media = None if page is not None else self._media_bytes(path)
+        # No lock: the caches are thread-safe and rendering is deterministic, so a race only
+        # renders something twice.
+        page = self._html(path)
+        media = None if page is not None else self._media_bytes(path)
         if page is not None:
             return 200, {**headers, "Content-Type": "text/html; charset=utf-8"}, page
         if media is not None:

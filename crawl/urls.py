@@ -46,7 +46,10 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    path = quote(parts.path or "/", safe=_SAFE_PATH)
+    path = parts.path or "/"
+    if "/." in path:  # resolve dot segments (urljoin implements RFC 3986 5.2.4)
+        path = urlsplit(urljoin("http://h/", path)).path
+    path = quote(path, safe=_SAFE_PATH)
     query = quote(parts.query, safe=_SAFE_QUERY)
     normalized = urlunsplit((scheme, netloc, path, query, ""))
     return normalized if len(normalized) <= _MAX_URL_LENGTH else None

@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import gzip
 import hashlib
-import io
 import tempfile
 import uuid
 import zlib
@@ -34,6 +33,7 @@ __all__ = [
     "decode_http_body",
     "parse_http_head",
     "read_warc",
+    "sniff_html",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -112,6 +112,12 @@ def parse_http_head(head: bytes) -> tuple[int, dict[str, str]]:
 def mime_type(content_type: str | None) -> str:
     """`text/html; charset=UTF-8` -> `text/html`."""
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def sniff_html(body: bytes) -> bool:
+    """Whether a body without a Content-Type looks like an HTML document."""
+    head = body[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:512]
 
 
 def _dechunk(data: bytes, max_bytes: int) -> bytes:
@@ -214,6 +220,7 @@ class _Source:
         self._buf = b""
         self._buf_start = 0  # absolute offset of _buf[0]
         self.pos = 0
+        self.head_start = 0  # where the record head being read began (for resynchronising)
 
     def _fill(self, need: int) -> None:
         while self._buf_start + len(self._buf) < self.pos + need:
@@ -297,12 +304,15 @@ def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, 
     consumed = 0
     try:
         while not decoder.eof:
-            data = decoder.unconsumed_tail or source.read(_CHUNK)
-            if not data:
-                raise _MemberError("truncated_gzip")
-            if not decoder.unconsumed_tail:
+            if decoder.unconsumed_tail:
+                data = decoder.unconsumed_tail
+            else:
+                data = source.read(_CHUNK)
                 consumed += len(data)
+            # With no input left, zlib may still hold output it could not return before.
             chunk = decoder.decompress(data, _CHUNK * 4)
+            if not data and not chunk and not decoder.eof:
+                raise _MemberError("truncated_gzip")
             if kept <= limit:
                 out.write(chunk[: limit + 1 - kept])
                 kept += len(chunk)
@@ -409,20 +419,24 @@ def _resync(source: _Source, start: int, limit: int) -> int:
         start = candidate + 1
 
 
-def _read_head(source: _Source) -> bytes | None:
-    """Read header lines up to the blank line; None at clean end of input."""
+def _read_head(source: _Source) -> tuple[bytes | None, int]:
+    """Read header lines up to the blank line; (None, pos) at clean end of input. Also returns
+    the offset of the first header line (blank lines between records are skipped)."""
     lines = []
     total = 0
+    start = source.pos
     while True:
+        if not lines:
+            start = source.head_start = source.pos
         line = source.readline(_MAX_HEAD_BYTES)
         if not line:
             if not lines:
-                return None
+                return None, start
             raise _Skip("truncated_record")
         if not lines and not line.strip():
             continue  # blank lines between records
         if not line.strip():
-            return b"".join(lines)
+            return b"".join(lines), start
         lines.append(line)
         total += len(line)
         if total > _MAX_HEAD_BYTES or len(lines) > _MAX_HEADERS:
@@ -452,19 +466,16 @@ def _read_records(
     per_member: bool,
 ) -> Iterator[PageRecord]:
     while True:
-        record_start = source.pos
         try:
-            head = _read_head(source)
+            head, head_start = _read_head(source)
         except _Skip as exc:
             skipped[exc.reason] += 1
-            if per_member:
-                return
-            if not _resync_plain(source):
+            if per_member or not _resync_plain(source, source.head_start):
                 return
             continue
         if head is None:
             return
-        offset = base_offset if per_member else record_start
+        offset = base_offset if per_member else head_start
         try:
             warc = _parse_warc_head(head)
             length = int(warc.get("content-length", ""))
@@ -472,7 +483,7 @@ def _read_records(
                 raise ValueError(length)
         except (_Skip, ValueError):
             skipped["invalid_record"] += 1
-            if per_member or not _resync_plain(source):
+            if per_member or not _resync_plain(source, head_start):
                 return
             continue
         block_start = source.pos
@@ -497,9 +508,9 @@ def _read_records(
             return  # input ended inside this record
 
 
-def _resync_plain(source: _Source) -> bool:
-    """Skip to the next line starting a WARC record in an uncompressed file."""
-    hit = source.find(b"\nWARC/1.", source.pos)
+def _resync_plain(source: _Source, bad_start: int) -> bool:
+    """Skip to the next line starting a WARC record after a bad one at `bad_start`."""
+    hit = source.find(b"\nWARC/1.", bad_start)
     if hit < 0:
         return False
     source.seek(hit + 1)
@@ -536,7 +547,7 @@ def _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok) -
     content_type = mime_type(headers.get("content-type")) or mime_type(
         warc.get("warc-identified-payload-type")
     )
-    if content_type not in HTML_TYPES:
+    if content_type and content_type not in HTML_TYPES:
         raise _Skip("not_html")
     body_length = length - used
     if body_length > max_body_bytes:
@@ -545,6 +556,10 @@ def _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok) -
     if len(body) < body_length:
         raise _Skip("truncated_record")
     body = _decode_http_body(body, headers, max_bytes=max_body_bytes)
+    if not content_type:
+        if not sniff_html(body):
+            raise _Skip("not_html")
+        content_type = "text/html"
     return PageRecord(
         url=url,
         fetch_time=warc.get("warc-date", ""),
@@ -685,8 +700,3 @@ def build_response_bytes(status: int, reason: str, headers: dict[str, str], body
     """Serialise an HTTP/1.1 response (used for synthetic WARCs)."""
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return head.encode("latin-1") + b"\r\n" + body
-
-
-def warc_bytes_io() -> io.BytesIO:
-    """An in-memory target for `WarcWriter` (handy in tests)."""
-    return io.BytesIO()

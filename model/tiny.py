@@ -88,10 +88,17 @@ def tiny_lm_config(
     hidden_size: int = 64,
     num_heads: int = 4,
     max_positions: int = 512,
+    init_std: float = 0.1,
 ) -> PretrainedConfig:
     """A small random causal-LM config of ``family`` (one of LM_FAMILIES), dropout off.
-    Llama is untied (and uses grouped-query attention), the others tie input/output embeddings."""
+    Llama is untied (and uses grouped-query attention), the others tie input/output embeddings.
+    ``init_std`` is larger than the usual 0.02 so that a frozen random head can still give
+    confident next-token predictions (tiny embeddings cap the logit range)."""
     common = dict(pad_token_id=pad_token_id, bos_token_id=eos_token_id, eos_token_id=eos_token_id)
+    if family == "opt":
+        common["init_std"] = init_std
+    else:
+        common["initializer_range"] = init_std
     if family == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size,
@@ -180,6 +187,7 @@ def tiny_config(
     hidden_size: int = 64,
     num_heads: int = 4,
     max_positions: int = 512,
+    init_std: float = 0.1,
     image_size: int = 32,
     patch_size: int = 8,
     vision_hidden_size: int = 64,
@@ -209,6 +217,7 @@ def tiny_config(
         hidden_size=hidden_size,
         num_heads=num_heads,
         max_positions=max_positions,
+        init_std=init_std,
     )
     vision_config = tiny_vision_config(
         vision_family,

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-
 from flamboyance.preprocess.document import Document, ImageNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig, image_filters
 from flamboyance.preprocess.html_text import normalize_text
@@ -122,11 +121,20 @@ def image_pairs(doc: Document, *, filters: FilterConfig, use_alt_text: bool,
                         metadata={"page_url": doc.url, "caption_source": kind})
 
 
+def video_source(node: VideoNode) -> str | None:
+    """The best playable source of a video node: the first one that is not its poster image."""
+    for source in node.sources:
+        if source != node.poster:
+            return source
+    return None
+
+
 def video_pairs(doc: Document, **_: Any) -> Iterator[CaptionPair]:
     """`<video>` elements with a caption (their first, best source)."""
     for node in doc.nodes:
-        if isinstance(node, VideoNode) and node.sources and node.caption.strip():
-            yield make_pair(node.sources[0], normalize_text(node.caption), source=doc.url,
+        source = video_source(node) if isinstance(node, VideoNode) else None
+        if source and node.caption.strip():
+            yield make_pair(source, normalize_text(node.caption), source=doc.url,
                             metadata={"page_url": doc.url, "poster": node.poster})
 
 

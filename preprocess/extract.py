@@ -19,6 +19,7 @@ Stages, each one pass over the tree (no recursion: trees may be 2,000 levels dee
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import unicodedata
@@ -27,8 +28,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 import lxml.etree as etree
-import lxml.html
-
 from flamboyance.preprocess.document import Document, ImageNode, Node, TextKind, TextNode, VideoNode
 from flamboyance.preprocess.html_text import decode_html, normalize_text, strip_invisible
 
@@ -64,6 +63,14 @@ class ExtractConfig:
     """Also emit a figure's caption as a "caption" text node. By default a caption of a figure that
     holds an image or video is only stored on that node (`ImageNode.caption`), so the text stream
     stays the article body (hand-written article bodies leave captions and photo credits out)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_elements", "top_candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ExtractConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_images", "min_paragraph_chars", "char_threshold", "min_text_chars"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ExtractConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 DEFAULT_CONFIG = ExtractConfig()
@@ -128,6 +135,8 @@ _SHARE = re.compile(r"(\b|_)(share|sharedaddy|social|sharing)(\b|_)", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _VIDEO_HOSTS = re.compile(r"//(www\.)?((dailymotion|youtube|youtube-nocookie|player\.vimeo|v\.qq)\.com"
                           r"|(archive|upload\.wikimedia)\.org|player\.twitch\.tv)", re.I)
+_PROMO_LINE = re.compile(r"(read|see|watch|click|get|sign up|subscribe|more|related|also|don'?t miss)\b"
+                         r"[^:.!?]{0,40}(:|\bhere\b)|(related|recommended|further reading)\s*$", re.I)
 _COMMAS = re.compile(r"[,\u060c\ufe50\ufe10\ufe11\u2e41\u2e34\u2e32\uff0c]")
 _SENTENCE_END = re.compile(r"\.( |$)")
 
@@ -144,7 +153,10 @@ _IMAGE_SRCSET = re.compile(r"\.(jpe?g|png|webp|gif|avif)\S*\s+\d", re.I)
 _PLACEHOLDER = re.compile(r"^data:|/(?:[\w-]*[-_])?(?:blank|spacer|pixel|placeholder|transparent|lazy-?load|loader"
                           r"|loading|grey|gray|empty|1x1|dot|clear)(?:[-_.][\w-]*)?\.(?:gif|png|svg)(?:\?|#|$)", re.I)
 _IMAGE_URL_LIKE = re.compile(r"\.(jpe?g|png|webp|gif|avif)|/", re.I)
-_LOGO_WORD = re.compile(r"(^|[^a-z])(logo|avatar|icons?|emoji|spinner|sprite|badge|button|gravatar)([^a-z]|$)", re.I)
+_LOGO_WORD = re.compile(r"(^|[^a-z])(logo|icons?|emoji|spinner|sprite|badge|button)([^a-z]|$)", re.I)
+# Pictures of the author, recognisable from the image's container too (a.headshot > img).
+_PORTRAIT_WORD = re.compile(r"(^|[^a-z])(avatar|gravatar|headshot|mugshot|author-?(photo|image|img|pic))([^a-z]|$)",
+                            re.I)
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(\.\d*)?\s*(px)?\s*$", re.I)
 _SKIP_SCHEMES = ("javascript:", "data:", "about:", "mailto:", "tel:", "blob:", "#")
 
@@ -181,13 +193,18 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
     page = _Page(text, url, config)
     best: tuple[int, list[Node]] | None = None
     # Readability's retry ladder: when the chosen content is short, parse again keeping more.
+    previous: _Effects | None = None
     for flags in _ATTEMPTS:
-        nodes = page.extract(flags)
+        if previous is not None and not previous.relaxing_matters(flags):
+            continue  # the relaxed attempt would repeat the previous one exactly
+        effects = _Effects()
+        nodes = page.extract(flags, effects)
         size = sum(len(n.text) for n in nodes if isinstance(n, TextNode))
         if best is None or size > best[0]:
             best = (size, nodes)
         if size >= config.char_threshold:
             break
+        previous = effects
     assert best is not None
     nodes = best[1]
     has_media = any(not isinstance(n, TextNode) for n in nodes)
@@ -208,6 +225,22 @@ class _Flags:
     clean_conditionally: bool = True
 
 
+@dataclass
+class _Effects:
+    """What each relaxable rule removed or changed in one attempt."""
+
+    unlikely_dropped: int = 0
+    weights_used: int = 0
+    conditionally_dropped: int = 0
+    flags: _Flags = field(default_factory=_Flags)
+
+    def relaxing_matters(self, relaxed: _Flags) -> bool:
+        return ((self.flags.strip_unlikely and not relaxed.strip_unlikely and self.unlikely_dropped > 0)
+                or (self.flags.weight_classes and not relaxed.weight_classes and self.weights_used > 0)
+                or (self.flags.clean_conditionally and not relaxed.clean_conditionally
+                    and self.conditionally_dropped > 0))
+
+
 _ATTEMPTS = (_Flags(), _Flags(strip_unlikely=False), _Flags(False, False), _Flags(False, False, False))
 
 
@@ -226,33 +259,32 @@ class _Page:
     def parse(self) -> etree._Element:
         # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
         # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
-        data = strip_invisible(self.source).encode("utf-8", "replace")
+        data = self.source.replace("\x00", "").encode("utf-8", "replace")
         try:
             root = etree.fromstring(data, _PARSER_UTF8)
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
             raise ExtractionError("unparseable", f"{self.url}: {exc}") from exc
         if root is None:
             raise ExtractionError("unparseable", f"{self.url}: parser returned no document")
-        count = 0
         limit = self.config.max_elements
-        for _ in root.iter():
-            count += 1
-            if count > limit:
-                raise ExtractionError("too_many_nodes", f"{self.url}: more than max_elements={limit} elements")
+        count = int(root.xpath("count(//*)"))
+        if count > limit:
+            raise ExtractionError("too_many_nodes", f"{self.url}: {count} elements > max_elements={limit}")
         return root
 
-    def extract(self, flags: _Flags) -> list[Node]:
+    def extract(self, flags: _Flags, effects: _Effects) -> list[Node]:
+        effects.flags = flags
         root = self.parse()
         if not self.base:
             self._read_head(root)
         body = root.find("body")
         if body is None:
             body = root
-        _prepare(body, flags, self.title)
-        content = _choose_content(body, flags, self.config)
+        _prepare(body, flags, self.title, effects)
+        content = _choose_content(body, flags, self.config, effects)
         if content is None:
             return []
-        _clean_content(content, flags, self.title)
+        _clean_content(content, flags, effects)
         emitter = _Emitter(base=self.base, max_images=self.config.max_images,
                            captions_as_text=self.config.captions_as_text)
         emitter.walk(content)
@@ -267,7 +299,7 @@ class _Page:
                 self.base = urljoin(self.url, href)
             break
         for title in root.iter("title"):
-            self.title = normalize_text(title.text_content())
+            self.title = normalize_text(_text(title))
             break
         if not self.title:
             for meta in root.iter("meta"):
@@ -278,10 +310,13 @@ class _Page:
         self.language = lang.split("-")[0].lower() or None if lang else None
 
 
-_PARSER_UTF8 = lxml.html.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True, encoding="utf-8")
+# Plain etree elements: lxml.html's element classes cost a Python call per element touched.
+_PARSER_UTF8 = etree.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- tree statistics
+_text = etree.XPath("string()")  # an element's text content (descendants included, tail not)
+
 def _squashed_len(text: str | None) -> int:
     """Length of `text` with whitespace runs counted as one character."""
     if not text:
@@ -298,14 +333,38 @@ def _class_id(el: etree._Element) -> str:
 
 
 def _class_weight(el: etree._Element) -> int:
-    weight = 0
-    for value in (el.get("class"), el.get("id")):
-        if value:
-            if _NEGATIVE.search(value):
-                weight -= 25
-            if _POSITIVE.search(value):
-                weight += 25
-    return weight
+    return _value_weight(el.get("class")) + _value_weight(el.get("id"))
+
+
+@functools.lru_cache(maxsize=8192)
+def _value_weight(value: str | None) -> int:
+    if not value:
+        return 0
+    return (25 if _POSITIVE.search(value) else 0) - (25 if _NEGATIVE.search(value) else 0)
+
+
+# Class/id hints, as bit flags (pages repeat the same class strings, so results are cached).
+_H_COMMENTS, _H_CAPTION, _H_BYLINE, _H_UNLIKELY, _H_SHARE, _H_LOGO, _H_PORTRAIT = 1, 2, 4, 8, 16, 32, 64
+
+
+@functools.lru_cache(maxsize=8192)
+def _hints(match: str) -> int:
+    flags = 0
+    if _COMMENTS.search(match):
+        flags |= _H_COMMENTS
+    if _CAPTION_CLASS.search(match) or _DATE_CLASS.search(match):
+        flags |= _H_CAPTION
+    if _BYLINE.search(match):
+        flags |= _H_BYLINE
+    if _UNLIKELY.search(match) and not _MAYBE.search(match):
+        flags |= _H_UNLIKELY
+    if _SHARE.search(match):
+        flags |= _H_SHARE
+    if _LOGO_WORD.search(match):
+        flags |= _H_LOGO
+    if _PORTRAIT_WORD.search(match):
+        flags |= _H_PORTRAIT
+    return flags
 
 
 class _Stats:
@@ -367,7 +426,7 @@ def _drop(el: etree._Element) -> None:
 
 
 # --------------------------------------------------------------------------- stage 2: prepare
-def _prepare(body: etree._Element, flags: _Flags, title: str) -> None:
+def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects) -> None:
     """Drop boilerplate, hidden and unlikely elements; resolve lazy images."""
     _unwrap_noscript_images(body)
     body_text: int | None = None
@@ -380,11 +439,21 @@ def _prepare(body: etree._Element, flags: _Flags, title: str) -> None:
             _drop(el)
             continue
         if tag in _DROP_TAGS or tag in _SOFT_DROP_TAGS:
+            if tag == "header" and _has_ancestor(el, ("article", "main")):
+                # An article's own header: title, standfirst, byline and dates go, its lead
+                # picture or video stays (moved out in front of the header).
+                media = _outermost(el, ("figure", "picture", "img", "video"))
+                for item in media:
+                    item.tail = None
+                    el.addprevious(item)
+                _drop(el)
+                stack.extend(reversed(media))
+                continue
             if tag in _SOFT_DROP_TAGS:
                 if body_text is None:
-                    body_text = max(1, _squashed_len(body.text_content()))
+                    body_text = max(1, _squashed_len(_text(body)))
                 # A page wrapped in one <form> or <header> keeps it.
-                if _squashed_len(el.text_content()) > 0.5 * body_text:
+                if _squashed_len(_text(el)) > 0.5 * body_text:
                     stack.extend(reversed(el))
                     continue
             _drop(el)
@@ -397,30 +466,50 @@ def _prepare(body: etree._Element, flags: _Flags, title: str) -> None:
             _drop(el)
             continue
         match = _class_id(el)
-        if match and tag not in ("article", "main", "body", "html"):
-            if _COMMENTS.search(match) and el.find(".//h1") is None:
+        hints = _hints(match) if match else 0
+        if hints and tag not in ("article", "main", "body", "html"):
+            if hints & _H_COMMENTS and el.find(".//h1") is None:
                 _drop(el)
                 continue
-            if (_CAPTION_CLASS.search(match) or _DATE_CLASS.search(match)) and tag != "figcaption" \
+            if hints & _H_CAPTION and tag != "figcaption" \
                     and tag not in _HEADINGS and el.find(".//img") is None \
-                    and _squashed_len(el.text_content()) < 250:
+                    and _squashed_len(_text(el)) < 250:
                 _drop(el)
                 continue
-            if (_BYLINE.search(match) or el.get("rel") == "author" or "author" in (el.get("itemprop") or "")) \
-                    and _squashed_len(el.text_content()) < 100 and el.find(".//img") is None:
+            if (hints & _H_BYLINE or el.get("rel") == "author" or "author" in (el.get("itemprop") or "")) \
+                    and _squashed_len(_text(el)) < 100 and el.find(".//img") is None:
                 _drop(el)
                 continue
             if (flags.strip_unlikely and tag not in ("a", "img", "figure", "picture", "video")
-                    and _UNLIKELY.search(match) and not _MAYBE.search(match)
+                    and hints & _H_UNLIKELY
                     and not _has_ancestor(el, ("table", "code", "pre"))):
+                effects.unlikely_dropped += 1
                 _drop(el)
                 continue
-        if tag in _HEADINGS and title and _similar(normalize_text(el.text_content()), title):
+        if tag in _HEADINGS and title and _similar(normalize_text(_text(el)), title):
             _drop(el)
             continue
-        if tag in ("img", "picture", "figure", "video", "source"):
+        if tag == "img":
             _fix_lazy(el)
         stack.extend(reversed(el))
+
+
+def _outermost(root: etree._Element, tags: tuple[str, ...]) -> list[etree._Element]:
+    """Descendants of `root` with one of `tags` that are not inside another such descendant."""
+    found: list[etree._Element] = []
+    taken: set[etree._Element] = set()
+    for el in root.iterdescendants(*tags):
+        parent = el.getparent()
+        inside = False
+        while parent is not None and parent is not root:
+            if parent in taken:
+                inside = True
+                break
+            parent = parent.getparent()
+        if not inside:
+            found.append(el)
+            taken.add(el)
+    return found
 
 
 def _has_ancestor(el: etree._Element, tags: tuple[str, ...], limit: int = 64) -> bool:
@@ -467,7 +556,7 @@ def _unwrap_noscript_images(body: etree._Element) -> None:
             target = previous
         else:
             inner = list(previous.iter("img"))
-            if len(inner) != 1 or _squashed_len(previous.text_content()) > 0:
+            if len(inner) != 1 or _squashed_len(_text(previous)) > 0:
                 continue
             target = inner[0]
         real = images[0]
@@ -519,7 +608,8 @@ def _fix_lazy(el: etree._Element) -> None:
 
 
 # --------------------------------------------------------------------------- stage 3: choose
-def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig) -> etree._Element | None:
+def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
+                    effects: _Effects) -> etree._Element | None:
     """The element holding the main content (a new <div> when siblings are merged)."""
     stats = _Stats(body)
     if stats.text.get(body, 0) == 0 and body.find(".//img") is None and body.find(".//video") is None:
@@ -529,7 +619,9 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig) 
     def initialise(el: etree._Element) -> float:
         score = float(_TAG_SCORE.get(el.tag, 0))
         if flags.weight_classes:
-            score += _class_weight(el)
+            weight = _class_weight(el)
+            effects.weights_used += weight != 0
+            score += weight
         scores[el] = score
         return score
 
@@ -551,13 +643,13 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig) 
                 length = stats.text.get(el, 0)
                 if length < min_chars:
                     continue
-                text = el.text_content()
+                text = _text(el)
                 ancestors = _ancestors(el, 5)
         else:
             length = stats.text.get(el, 0)
             if length < min_chars:
                 continue
-            text = el.text_content()
+            text = _text(el)
             ancestors = _ancestors(el, 5)
         if not ancestors:
             continue
@@ -635,20 +727,11 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig) 
             if length > 80 and density < 0.25:
                 kept.append(sibling)
             elif 0 < length <= 80 and density == 0 and _SENTENCE_END.search(
-                    normalize_text(sibling.text_content())):
-                kept.append(sibling)
-        elif sibling.tag in ("figure", "picture", "img") or (
-                sibling.tag in ("div", "p") and stats.text.get(sibling, 0) < 200
-                and sibling.find(".//img") is not None and _is_figure_like(sibling, stats)
-                and not _LOGO.search(_class_id(sibling))):
-            # A picture right next to the article body belongs to it.
-            index = parent.index(sibling)
-            neighbours = [parent[i] for i in (index - 1, index + 1) if 0 <= i < len(parent)]
-            if any(n is top for n in neighbours):
+                    normalize_text(_text(sibling))):
                 kept.append(sibling)
     if len(kept) == 1:
         return top
-    wrapper = lxml.html.Element("div")
+    wrapper = etree.Element("div")
     for el in kept:
         tail = el.tail
         el.tail = None
@@ -659,10 +742,6 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig) 
 
 
 _SCORE_TAGS = ("p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote", "div", "article", "main")
-
-
-def _is_figure_like(el: etree._Element, stats: _Stats) -> bool:
-    return stats.density(el) < 0.5 and len(el.findall(".//img")) <= 2
 
 
 def _has_block_child(el: etree._Element) -> bool:
@@ -679,24 +758,38 @@ def _ancestors(el: etree._Element, limit: int) -> list[etree._Element]:
 
 
 # --------------------------------------------------------------------------- stage 4: clean
-def _clean_content(content: etree._Element, flags: _Flags, title: str) -> None:
+def _clean_content(content: etree._Element, flags: _Flags, effects: _Effects) -> None:
     """Remove link lists, share bars, input-heavy and image-heavy blocks from the container."""
     for el in list(content.iter()):
         if el is content:
             continue
         match = _class_id(el)
-        if match and _SHARE.search(match) and _squashed_len(el.text_content()) < 500:
+        if match and _hints(match) & _H_SHARE and _squashed_len(_text(el)) < 500:
             _drop(el)
     for el in list(content.iter("h1", "h2")):
         if flags.weight_classes and _class_weight(el) < 0:
+            effects.weights_used += 1
             _drop(el)
     if not flags.clean_conditionally:
         return
+    # Promotional lines inside the article body: "READ MORE: ...", or a short paragraph that is
+    # almost all link text (a headline pointing at another story).
+    for el in list(content.iter("p")):
+        text = normalize_text(_text(el))
+        if not text or len(text) > 250 or el.find(".//img") is not None:
+            continue
+        links = sum(_squashed_len(_text(a)) for a in el.iter("a"))
+        if _PROMO_LINE.match(text) or (len(text) >= 20 and links / len(text) > 0.8):
+            effects.conditionally_dropped += 1
+            _drop(el)
     # Innermost first, so an outer block is judged without the junk inside it.
     for el in reversed(list(content.iter("table", "ul", "ol", "div", "section", "fieldset"))):
         if el is content or el.getparent() is None:
             continue
+        if flags.weight_classes and _class_weight(el) != 0:
+            effects.weights_used += 1
         if _should_remove(el, flags):
+            effects.conditionally_dropped += 1
             _drop(el)
 
 
@@ -709,24 +802,24 @@ def _should_remove(el: etree._Element, flags: _Flags) -> bool:
     weight = _class_weight(el) if flags.weight_classes else 0
     if weight < 0:
         return True
-    text = normalize_text(el.text_content())
+    text = normalize_text(_text(el))
     if len(_COMMAS.findall(text)) >= 10:
         return False
     is_list = tag in ("ul", "ol")
     length = len(text)
     if not is_list and length:
-        list_length = sum(_squashed_len(li.text_content()) for li in el.iter("ul", "ol"))
+        list_length = sum(_squashed_len(_text(li)) for li in el.iter("ul", "ol"))
         is_list = list_length / length > 0.9
     paragraphs = sum(1 for _ in el.iter("p"))
     images = sum(1 for _ in el.iter("img"))
     items = sum(1 for _ in el.iter("li")) - 100
     inputs = sum(1 for _ in el.iter("input"))
-    heading_length = sum(_squashed_len(h.text_content()) for h in el.iter(*_HEADINGS))
+    heading_length = sum(_squashed_len(_text(h)) for h in el.iter(*_HEADINGS))
     heading_density = heading_length / length if length else 0.0
     link_length = 0.0
     for a in el.iter("a"):
         href = a.get("href") or ""
-        link_length += _squashed_len(a.text_content()) * (0.3 if href.startswith("#") else 1.0)
+        link_length += _squashed_len(_text(a)) * (0.3 if href.startswith("#") else 1.0)
     link_density = link_length / length if length else 0.0
     embeds = 0
     for embed in el.iter("object", "embed", "iframe"):
@@ -786,6 +879,7 @@ class _Emitter:
         self.seen_images: set[str] = set()
         self.images_dropped = 0
         self.captions: list[str] = []
+        self.resolved: dict[str, str | None] = {}
 
     def walk(self, root: etree._Element) -> None:
         # Explicit stack of (element, entering?) so deep trees cannot overflow Python's stack.
@@ -882,6 +976,15 @@ class _Emitter:
     def _absolute(self, raw: str | None) -> str | None:
         if not raw:
             return None
+        cached = self.resolved.get(raw, False)
+        if cached is not False:
+            return cached
+        url = self._resolve(raw)
+        if len(self.resolved) < 4096:
+            self.resolved[raw] = url
+        return url
+
+    def _resolve(self, raw: str) -> str | None:
         value = raw.strip()
         if not value or value.lower().startswith(_SKIP_SCHEMES):
             return None
@@ -891,13 +994,16 @@ class _Emitter:
             return None
 
     def _image(self, el: etree._Element, extra_srcset: list[str] | None = None) -> None:
+        if len(self.seen_images) >= self.max_images:
+            self.images_dropped += 1
+            return
         url = self._absolute(el.get("src"))
         if url is None or _PLACEHOLDER.search(url):
             candidates = [el.get("srcset"), *(extra_srcset or [])]
             url = next((u for u in (self._absolute(_largest(s)) for s in candidates if s) if u), None)
         if url is None:
             return
-        if _LOGO_WORD.search(_class_id(el)):
+        if _is_furniture(el):
             # Site furniture marked as such. (URL substrings like "logo" are left to the image
             # filters: articles about a logo show it.)
             return
@@ -906,9 +1012,6 @@ class _Emitter:
         if width is not None and height is not None and width <= 2 and height <= 2:
             return  # a tracking pixel
         if url in self.seen_images:
-            return
-        if len(self.seen_images) >= self.max_images:
-            self.images_dropped += 1
             return
         self.seen_images.add(url)
         self.flush()
@@ -919,10 +1022,7 @@ class _Emitter:
     def _picture(self, el: etree._Element) -> None:
         srcsets = [s.get("srcset") or s.get("data-srcset") or s.get("src") or "" for s in el.iter("source")]
         img = next(iter(el.iter("img")), None)
-        if img is None:
-            fake = lxml.html.Element("img")
-            self._image(fake, [s for s in srcsets if s])
-        else:
+        if img is not None:  # a <picture> without <img> shows nothing (HTML standard)
             self._image(img, [s for s in srcsets if s])
 
     def _video(self, el: etree._Element) -> None:
@@ -947,9 +1047,24 @@ def _has_media_ancestor(caption: etree._Element) -> bool:
     return figure is not None and next(figure.iter("img", "picture", "video"), None) is not None
 
 
+def _is_furniture(img: etree._Element) -> bool:
+    """A logo or icon by the image's own class/id; an author portrait also by its two nearest ancestors'."""
+    el: etree._Element | None = img
+    wanted = _H_LOGO | _H_PORTRAIT
+    for _ in range(3):
+        if el is None:
+            return False
+        match = _class_id(el)
+        if match and _hints(match) & wanted:
+            return True
+        el = el.getparent()
+        wanted = _H_PORTRAIT
+    return False
+
+
 def _figure_caption(figure: etree._Element) -> str:
     for caption in figure.iter("figcaption"):
-        return normalize_text(caption.text_content())
+        return normalize_text(_text(caption))
     return ""
 
 

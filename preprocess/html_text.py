@@ -23,10 +23,8 @@ _META_RE = re.compile(rb"<meta\b[^>]*>", re.I)
 _META_SCAN_BYTES = 8192
 
 # Characters that carry no visible text: zero-width spaces/joiners, BOM, soft hyphen, and the C0/C1
-# controls other than tab/newline. Removed before whitespace is collapsed.
-_INVISIBLE = dict.fromkeys(
-    [0x00AD, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x180E]
-    + [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + list(range(0x7F, 0xA0)))
+# controls other than tab/newline/carriage return. Removed before whitespace is collapsed.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff\u180e\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _lookup(name: str | None) -> str | None:
@@ -91,10 +89,10 @@ def decode_html(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[
 
 def strip_invisible(text: str) -> str:
     """Drop zero-width characters, soft hyphens and control characters (keeps tab/newline)."""
-    return text.translate(_INVISIBLE)
+    return _INVISIBLE.sub("", text)
 
 
 def normalize_text(text: str) -> str:
     """NFC, invisible characters removed, every whitespace run collapsed to one space, stripped."""
-    text = " ".join(text.translate(_INVISIBLE).split())
+    text = " ".join(_INVISIBLE.sub("", text).split())
     return text if text.isascii() else unicodedata.normalize("NFC", text)

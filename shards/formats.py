@@ -200,7 +200,10 @@ def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
         if n_doc_images != len(sample.images):
             raise ValueError(f"m3w sample {key!r}: document lists {n_doc_images} images but "
                              f"{len(sample.images)} image payloads were given")
-        members = [(f"{key}.json", json_bytes(sample.document))]
+        document = sample.document
+        if "image_sizes" not in document:  # per-image width/height belong in the document
+            document = {**document, "image_sizes": [list(_image_size(b)) for b in sample.images]}
+        members = [(f"{key}.json", json_bytes(document))]
         members += [(f"{key}.{indexed_member(i, image_extension(b))}", b) for i, b in enumerate(sample.images)]
         return members
     if isinstance(sample, VideoTextSample):

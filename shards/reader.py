@@ -223,12 +223,28 @@ class ShardDataset(torch.utils.data.IterableDataset):
                           ShardDataWarning, stacklevel=2)
         yield from mine
 
+    def _samples(self, rank: int, world: int, worker: int, workers: int) -> Iterator[RawSample]:
+        # A resampled stream over shards that hold nothing usable would spin forever: stop it
+        # (with a warning) after many consecutive shard reads without a single sample.
+        limit = max(10, 3 * len(self.location.shards))
+        barren = 0
+        for ref in self._shard_sequence(rank, world, worker, workers):
+            found = False
+            for raw in iter_shard(ref, kind=self.kind, skipped=self.skipped, shard_errors=self.shard_errors,
+                                  reports=self._reports):
+                found = True
+                yield raw
+            barren = 0 if found else barren + 1
+            if self.resampled and barren >= limit:
+                warnings.warn(f"resampled stream stopped: {barren} shard reads in a row gave no usable sample "
+                              f"(of {len(self.location.shards)} shards, e.g. {ref.url}); see .skipped "
+                              f"{dict(self.skipped)}", ShardDataWarning, stacklevel=2)
+                return
+
     def raw_stream(self, *, rank: int = 0, world: int = 1, worker: int = 0, workers: int = 1
                    ) -> Iterator[RawSample]:
         """Validated raw samples in stream order (after the shuffle buffer), without decoding."""
-        samples = (raw for ref in self._shard_sequence(rank, world, worker, workers)
-                   for raw in iter_shard(ref, kind=self.kind, skipped=self.skipped,
-                                         shard_errors=self.shard_errors, reports=self._reports))
+        samples = self._samples(rank, world, worker, workers)
         if self.shuffle <= 1:
             yield from samples
             return

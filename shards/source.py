@@ -229,6 +229,106 @@ def _expected_from_stats(url: str) -> int | None:
     return None
 
 
+# --- tar parsing -------------------------------------------------------------------------------
+
+class TarFormatError(tarfile.ReadError):
+    """The bytes are not a (complete) tar archive; the message says where it broke."""
+
+
+_BLOCK = 512
+_FILE_TYPES = (b"0", b"\x00", b"7")
+
+
+def _read_exact(stream: Any, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise TarFormatError(f"unexpected end of data: wanted {n} bytes, got {len(data)}")
+    return data
+
+
+def _octal(field: bytes, what: str) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 for large numbers
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\x00", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError as err:
+        raise TarFormatError(f"bad {what} field {field!r} in tar header") from err
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space])
+        record = data[space + 1: pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def iter_tar(stream: Any) -> Iterator[tuple[str, str, bytes]]:
+    """(name, type, data) of every member of a tar read sequentially from `stream`.
+
+    type is "file", "dir" or "other" (links, devices: their data is empty). Handles ustar,
+    GNU long names and pax headers; raises TarFormatError on a bad checksum or truncation.
+    A small hand-written parser: tarfile's header decoding dominated read time.
+    """
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    while True:
+        header = stream.read(_BLOCK)
+        if header == bytes(_BLOCK):
+            return  # end-of-archive marker
+        if not header:
+            raise TarFormatError("archive ends without the end-of-archive marker (truncated)")
+        if len(header) != _BLOCK:
+            raise TarFormatError(f"unexpected end of data inside a header ({len(header)} bytes)")
+        stored = _octal(header[148:156], "checksum")
+        if stored != sum(header) - sum(header[148:156]) + 256:
+            raise TarFormatError("bad tar header checksum (not a tar, or corrupt)")
+        size = _octal(header[124:136], "size")
+        kind = header[156:157]
+        if "size" in pax:
+            size = int(pax["size"])
+        data = _read_exact(stream, size) if size else b""
+        if size % _BLOCK:
+            _read_exact(stream, _BLOCK - size % _BLOCK)
+        if kind in (b"L", b"x", b"g", b"K"):
+            if kind == b"L":
+                long_name = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+            elif kind == b"x":
+                pax = _pax_records(data)
+            continue  # global pax / GNU long link names are not needed
+        name = header[:100].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+        if header[257:263] == b"ustar\x00" and header[345:500].strip(b"\x00"):
+            prefix = header[345:500].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+            name = f"{prefix}/{name}"
+        name = pax.get("path", long_name or name)
+        long_name, pax = None, {}
+        if kind in _FILE_TYPES:
+            yield name, "file", data
+        elif kind == b"5":
+            yield name, "dir", b""
+        else:
+            yield name, "other", b""
+
+
+def open_tar_stream(handle: Any) -> Any:
+    """A buffered byte stream of the tar in `handle`, transparently gunzipped (`.tar.gz`)."""
+    import gzip
+
+    stream = io.BufferedReader(handle, buffer_size=1 << 20) if not isinstance(handle, io.BufferedReader) else handle
+    if stream.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    return stream
+
+
+
 def iter_shard(ref: ShardRef, *, kind: str, skipped: Counter, shard_errors: Counter,
                check_counts: bool = True, reports: dict[str, ShardReport] | None = None) -> Iterator[RawSample]:
     """Valid key groups of one tar, in tar order. Never raises on bad data: it counts and warns
@@ -256,25 +356,22 @@ def iter_shard(ref: ShardRef, *, kind: str, skipped: Counter, shard_errors: Coun
         return sample
 
     try:
-        with fsspec.open(ref.url, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
-            for info in tar:
-                if info.isdir():
+        with fsspec.open(ref.url, "rb") as handle:
+            for name, member_type, data in iter_tar(open_tar_stream(handle)):
+                if member_type == "dir":
                     continue
-                key, suffix = split_member_name(info.name)
+                key, suffix = split_member_name(name)
                 if key != current_key:
                     if current_key is not None and (done := finish_group()) is not None:
                         yield done
                     current_key, members, bad_reason = key, {}, None
-                if _unsafe(info.name):
+                if _unsafe(name):
                     bad_reason = "unsafe_member_name"
-                elif not info.isfile():
+                elif member_type != "file":
                     bad_reason = "unsafe_member_type"
                 elif suffix in members:
                     bad_reason = bad_reason or "duplicate_member"
                 else:
-                    data = tar.extractfile(info).read()  # type: ignore[union-attr]
-                    if len(data) != info.size:
-                        raise tarfile.ReadError(f"member {info.name!r} truncated")
                     members[suffix] = data
             if current_key is not None and (done := finish_group()) is not None:
                 yield done
@@ -285,6 +382,13 @@ def iter_shard(ref: ShardRef, *, kind: str, skipped: Counter, shard_errors: Coun
         # nothing readable at all: corrupt; an error after some members: truncated
         error = "corrupt_shard" if current_key is None else "truncated_shard"
         report.shard_error(error, f"{type(err).__name__}: {err}")
+    if error is not None and current_key is not None and bad_reason is None:
+        # The break came after the last complete member: the group in progress is kept if it
+        # already has everything its kind needs; otherwise it counts as lost with the tail.
+        last = RawSample(current_key, members, ref.url)
+        if _validate(kind, last) is None:
+            groups += 1
+            yield last
     if not check_counts:
         return
     expected = ref.expected if ref.expected is not None else _expected_from_stats(ref.url)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .formats import SUCCESS
-from .source import DatasetLocation, ShardRef, iter_shard, locate, split_member_name
+from .source import DatasetLocation, ShardRef, iter_shard, iter_tar, locate, split_member_name
 
 _PARQUET_COLUMNS = {
     "image_text": ["key", "status", "error_message", "caption", "width", "height"],
@@ -180,7 +180,7 @@ def _image_size(data: bytes) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _collect_scan(out: _Collected, ref: ShardRef, count_tokens: Callable[[str], int]) -> None:
+def _collect_scan(out: _Collected, ref: ShardRef, count_tokens: Callable[[str], int], use_tokenizer: bool) -> None:
     """Fallback without parquet: read the tar (no failure rows are known then)."""
     import warnings
 
@@ -203,8 +203,10 @@ def _collect_scan(out: _Collected, ref: ShardRef, count_tokens: Callable[[str], 
                 doc = p["document"]
                 out.images += len(p["images"])
                 out.add("images_per_document", [len(p["images"])])
-                text = doc.get("text") or " ".join(t for t in doc.get("texts") or [] if t)
-                n = count_tokens(text)
+                # as the writer's num_words: words of the text nodes; a tokenizer sees the M3W sequence
+                texts = [t for t in doc.get("texts") or [] if t]
+                n = (count_tokens(doc["text"]) if use_tokenizer and doc.get("text")
+                     else sum(len(t.split()) for t in texts))
                 out.add("tokens_per_document", [n])
                 out.tokens += n
                 sizes = [_image_size(b) for b in p["images"]]
@@ -253,7 +255,7 @@ def collect(url: str | list[str], *, tokenizer: str | Any | None = None, scan: b
             _collect_parquet(out, parquet, counter if tokenizer is not None else None)
             out.methods["parquet"] += 1
         else:
-            _collect_scan(out, ref, counter)
+            _collect_scan(out, ref, counter, tokenizer is not None)
             out.methods["tar scan"] += 1
         sizes.append(_shard_bytes(ref, manifest_sizes))
     out.add("bytes_per_shard", sizes)
@@ -280,6 +282,11 @@ def compute_stats(url: str | list[str], *, tokenizer: str | Any | None = None, s
     `scan=True` ignores the parquet files and reads every tar.
     """
     out, unit = collect(url, tokenizer=tokenizer, scan=scan, progress=progress)
+    return stats_of(out, unit)
+
+
+def stats_of(out: _Collected, unit: str) -> dict[str, Any]:
+    """The JSON-able summary of collected values (see `compute_stats`)."""
     stats: dict[str, Any] = {
         "kind": out.kind, "shards": out.shards, "rows": out.rows, "samples": out.samples, "images": out.images,
         "text_tokens": out.tokens, "token_unit": unit,
@@ -365,15 +372,15 @@ def _count_and_hash(url: str) -> tuple[int, int, str]:
     """(key groups, bytes, sha256) of a tar, in one streaming pass."""
     with fsspec.open(url, "rb") as handle:
         reader = _HashingReader(handle)
+        stream = io.BufferedReader(reader, buffer_size=1 << 20)
         groups, last = 0, None
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for info in tar:
-                if info.isdir():
-                    continue
-                key = split_member_name(info.name)[0]
-                if key != last:
-                    groups, last = groups + 1, key
-        while reader.read(1 << 20):
+        for name, member_type, _ in iter_tar(stream):
+            if member_type == "dir":
+                continue
+            key = split_member_name(name)[0]
+            if key != last:
+                groups, last = groups + 1, key
+        while stream.read(1 << 20):
             pass
     return groups, reader.size, reader.sha.hexdigest()
 

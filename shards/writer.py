@@ -136,7 +136,8 @@ class _AtomicFile:
             except OSError:
                 pass
             return
-        if self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ()):
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
+        if "file" in protocols or "local" in protocols:
             os.replace(self.tmp, self.path)  # atomic on POSIX
         else:
             self.fs.mv(self.tmp, self.path)

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from flamboyance.shards import ShardDataWarning, dataloader_state, open_dataset, worker_positions
+from flamboyance.shards.reader import DatasetLocation, ShardDataset, ShardRef
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from shards_fixtures import png, read_members, write_dataset, write_members
 
@@ -30,13 +33,15 @@ def _keys(ds) -> list[str]:
     return keys
 
 
-def test_truncated_shard_counts_the_lost_samples(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offset", [-512, -400, 0, 10])
+def test_truncated_shard_counts_the_lost_samples(tmp_path: Path, offset: int) -> None:
     write_dataset(tmp_path, "image_text", 10, per_shard=5)
     tar = tmp_path / "00000.tar"
     members = read_members(tar)
-    # cut inside the 4th sample's image: samples 0-2 survive, 3-4 are lost
+    # cut at / inside the header or inside the data of the 4th sample's image:
+    # samples 0-2 survive, 3-4 are lost
     data = tar.read_bytes()
-    cut = data.index(members[9][1]) + 10
+    cut = data.index(members[9][1]) + offset
     tar.write_bytes(data[:cut])
     ds = open_dataset(str(tmp_path))
     keys = _keys(ds)
@@ -230,6 +235,31 @@ def test_http_brace_pattern(five_shards: str) -> None:
         assert [r.key for r in records] == ALL_KEYS[4:16]
         assert records[0].image.size == (12, 6)
         assert ds.location.shards[0].expected == 4  # manifest read over HTTP
+        assert [r.key for r in open_dataset(f"{base}/", decode=False)] == ALL_KEYS  # root via manifest.json
         missing = open_dataset(f"{base}/{{00004..00005}}.tar")
         assert _keys(missing) == ALL_KEYS[16:20]
         assert missing.shard_errors == Counter({"missing_shard": 1})
+
+
+@settings(max_examples=60, deadline=None)
+@given(shards=st.integers(1, 12), world=st.integers(1, 4), workers=st.integers(1, 4), seed=st.integers(0, 3),
+       shuffle_shards=st.booleans())
+def test_split_covers_every_shard_exactly_once(shards: int, world: int, workers: int, seed: int,
+                                               shuffle_shards: bool) -> None:
+    location = DatasetLocation("image_text", tuple(ShardRef(f"/d/{i:05d}.tar", 1) for i in range(shards)), {})
+    ds = ShardDataset(location, seed=seed, shuffle_shards=shuffle_shards)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ShardDataWarning)  # ranks without shards warn
+        got = [ref.url for r in range(world) for w in range(workers) for ref in ds._shard_sequence(r, world, w, workers)]
+    assert sorted(got) == [ref.url for ref in location.shards]
+
+
+def test_resampled_stream_over_unusable_shards_stops_instead_of_spinning(tmp_path: Path) -> None:
+    write_dataset(tmp_path, "image_text", 4, per_shard=2)
+    for tar in tmp_path.glob("*.tar"):
+        tar.write_bytes(b"\0" * 100)  # both shards corrupt
+    ds = open_dataset(str(tmp_path), resampled=True)
+    assert _keys(ds) == []
+    assert ds.shard_errors == Counter({"corrupt_shard": 10})  # max(10, 3 x 2 shards) reads
+    assert ds.skipped == Counter({"corrupt_shard": 20})
+    assert "resampled stream stopped" in str(ds.caught[-1].message)

@@ -170,3 +170,18 @@ def test_sigkill_mid_shard_then_rerun_is_byte_identical(tmp_path: Path) -> None:
     assert (writer.skipped, writer.written) == ([0], [1, 2])
     assert sorted(os.listdir(out)) == sorted(all_files(tmp_path / "ref"))  # stale temp removed
     assert all_files(out) == all_files(tmp_path / "ref")
+
+
+def test_any_fsspec_url_round_trip() -> None:
+    import fsspec
+
+    url = "memory://flamboyance-test/video"
+    try:
+        samples = write_dataset(url, "video_text", 3, per_shard=2)
+        assert sorted(n.rsplit("/", 1)[-1] for n in fsspec.filesystem("memory").ls(url, detail=False)) == [
+            "00000.parquet", "00000.tar", "00000_stats.json", "00001.parquet", "00001.tar", "00001_stats.json",
+            "manifest.json"]
+        assert list(open_dataset(url, decode=False)) == samples
+        assert completed_shards(url) == {0, 1}
+    finally:
+        fsspec.filesystem("memory").rm("/flamboyance-test", recursive=True)

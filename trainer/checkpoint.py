@@ -60,12 +60,14 @@ def _distributed() -> bool:
 
 
 def trainable_state_dict(model: nn.Module, trainable: set[str]) -> dict[str, torch.Tensor]:
-    """Full CPU copies of the trainable weights (a collective under FSDP: call on every rank)."""
+    """Full CPU copies of the trainable weights on rank 0 (other ranks get {}). A collective when
+    distributed: call it on every rank."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)
     out = {clean_name(k): v for k, v in state.items() if clean_name(k) in trainable}
     missing = trainable - set(out)
-    if missing:
+    rank = torch.distributed.get_rank() if _distributed() else 0
+    if missing and rank == 0:
         raise KeyError(f"trainable weights missing from the model state: {sorted(missing)[:5]}")
     return out
 

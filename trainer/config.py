@@ -279,6 +279,10 @@ class FaultConfig:
     marker_file: str | None = None
     """Created before the kill; when it exists no kill happens (so a restarted attempt survives)."""
 
+    def __post_init__(self) -> None:
+        if self.kill_at_step is not None and not self.marker_file:
+            raise ValueError("FaultConfig.kill_at_step needs marker_file (else every restart dies again)")
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -330,6 +334,8 @@ class TrainConfig:
             source.urls = [_absolute_url(u) for u in source.urls]
         if out.model.path:
             out.model.path = _absolute_url(out.model.path)
+        if out.faults.marker_file:
+            out.faults.marker_file = _absolute_url(out.faults.marker_file)
         return out
 
 

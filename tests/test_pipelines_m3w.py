@@ -1,0 +1,116 @@
+"""The M3W job over the sample web (WARC + images served on 127.0.0.1): exact documents and images,
+identical bytes on rerun, and an injected failure midway then a rerun (every sample once)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pipelines_fixtures import make_pipeline, run, shard_hashes, tar_members
+
+from flamboyance.crawl.sample_web import SampleWeb, serve_sample_web
+from flamboyance.pipelines.config import DownloadConfig, M3WConfig
+from flamboyance.pipelines.m3w import build_m3w
+from flamboyance.preprocess.tokens import IMAGE_TOKEN
+from flamboyance.shards import writer as shard_writer
+
+NUM_PAGES = 12
+
+
+@pytest.fixture(scope="module")
+def web_warc(tmp_path_factory):
+    web = SampleWeb(seed=3, num_pages=NUM_PAGES)
+    root = tmp_path_factory.mktemp("web")
+    with serve_sample_web(web) as base:
+        web.write_warc(root / "web.warc.gz", base_url=base)
+        yield web.truth(base), str(root / "*.warc.gz")
+
+
+def _run(glob: str, output: Path, *, per_shard: int) -> dict[str, int]:
+    p = make_pipeline()
+    config = M3WConfig(samples_per_shard=per_shard, download=DownloadConfig(retries=0, timeout_s=5))
+    build_m3w(p, inputs=[glob], output=str(output), config=config)
+    return run(p, "m3w")
+
+
+def _documents(output: Path) -> dict[str, tuple[dict, list[str]]]:
+    """url -> (document json, image member names), asserting keys are unique across shards."""
+    docs: dict[str, tuple[dict, list[str]]] = {}
+    keys: list[str] = []
+    for tar in sorted(output.glob("*.tar")):
+        members = tar_members(tar)
+        for name, data in members.items():
+            if name.endswith(".json"):
+                key = name.split(".", 1)[0]
+                keys.append(key)
+                doc = json.loads(data)
+                images = sorted(m for m in members if m.startswith(key + ".") and not m.endswith(".json"))
+                docs[doc["url"]] = (doc, images)
+    assert len(keys) == len(set(keys))
+    return docs
+
+
+def _check_against_truth(truth, docs) -> None:
+    originals = {copy: original for original, copy in truth.near_duplicates + truth.exact_duplicates}
+    expected_pages = [a for a in truth.articles if not any(i.noai for i in truth.images[a])]
+    # each original or its copy (whichever capture is newer), never both
+    assert len(docs) == len(expected_pages)
+    for url, (doc, images) in docs.items():
+        article = originals.get(url, url)
+        assert article in expected_pages
+        truth_images = truth.images[article]
+        urls = [u for u in doc["images"] if u is not None]
+        assert len(urls) == len(images) == doc["text"].count(IMAGE_TOKEN) == len(truth_images)
+        assert all(u in t.srcset for u, t in zip(urls, truth_images))
+        assert truth.logo not in urls and not set(urls) & set(truth.noai_images)
+    for original, copy in truth.near_duplicates + truth.exact_duplicates:
+        assert (original in docs) + (copy in docs) <= 1
+
+
+def test_m3w_job_exact_output_and_identical_rerun(web_warc, tmp_path):
+    truth, glob = web_warc
+    counters = _run(glob, tmp_path / "a", per_shard=4)
+    docs = _documents(tmp_path / "a")
+    _check_against_truth(truth, docs)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["samples"] == len(docs) == counters["samples.written"] == counters["doc.kept"]
+    assert counters["warc.pages"] == len(truth.crawlable)
+    assert counters["image.disallowed_by_x_robots_tag"] == sum(
+        1 for a in truth.articles for i in truth.images[a] if i.noai)
+    dead = (tmp_path / "a" / "dead_letter" / "image.jsonl").read_text().splitlines()
+    assert {json.loads(line)["reason"] for line in dead} == {"disallowed_by_x_robots_tag"}
+    first = shard_hashes(tmp_path / "a")
+    # rerun into the same output: every shard is complete, nothing is rewritten
+    again = _run(glob, tmp_path / "a", per_shard=4)
+    assert "shard.written" not in again and again["shard.skipped_samples"] == counters["documents.after_dedup"]
+    assert shard_hashes(tmp_path / "a") == first
+    # a fresh output gives the same bytes
+    _run(glob, tmp_path / "b", per_shard=4)
+    assert shard_hashes(tmp_path / "b") == first
+
+
+def test_m3w_job_failure_midway_then_rerun(web_warc, tmp_path, monkeypatch):
+    truth, glob = web_warc
+    real_write = shard_writer.write_shard
+    calls = []
+
+    def failing_write(*args, **kwargs):
+        calls.append(kwargs["shard_index"])
+        if len(calls) == 3:
+            raise RuntimeError("injected failure while writing a shard")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(shard_writer, "write_shard", failing_write)
+    with pytest.raises(Exception, match="injected failure"):
+        _run(glob, tmp_path / "out", per_shard=2)
+    assert len(shard_writer.completed_shards(str(tmp_path / "out"))) == 2
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    monkeypatch.setattr(shard_writer, "write_shard", real_write)
+    counters = _run(glob, tmp_path / "out", per_shard=2)
+    docs = _documents(tmp_path / "out")
+    _check_against_truth(truth, docs)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["samples"] == len(docs)
+    assert len(manifest["shards"]) == counters["shard.written"] + 2
+    assert not list((tmp_path / "out").glob(".*tmp*"))

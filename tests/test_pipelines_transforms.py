@@ -1,0 +1,135 @@
+"""M3W transforms on literal inputs: extraction + filters with dead letters, dedup (exact, near,
+same URL, same image set), corpus-wide frequency filters, caption filters, shard assignment."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+from pipelines_fixtures import article_html, make_pipeline, page, prose, run
+
+from flamboyance.pipelines.common import DEAD_LETTER, num_shards_for, shard_of
+from flamboyance.pipelines.config import M3WConfig
+from flamboyance.pipelines.m3w import (
+    CorpusFrequencyFilter,
+    ExtractDocumentFn,
+    FilterDocumentFn,
+    KeepNewest,
+    NearDedup,
+    PageDocument,
+)
+from flamboyance.pipelines.pairs import caption_filters, is_heldout, video_source
+from flamboyance.preprocess import dedup
+from flamboyance.preprocess.document import Document, ImageNode, TextNode, VideoNode
+from flamboyance.preprocess.filters import FilterConfig
+from flamboyance.preprocess.steps import run_filters
+
+FILTERS = FilterConfig()
+
+
+def test_extract_and_filter_with_dead_letters():
+    good = page("http://a.example/good.html",
+                article_html("Good", [prose(1), prose(2)], [("/img/one.jpg", "a red circle on white")]))
+    no_image = page("http://a.example/text.html", article_html("Text", [prose(3), prose(4)], []), offset=10)
+    empty = page("http://a.example/empty.html", b"   ", offset=20)
+    p = make_pipeline()
+    out = (p | beam.Create([good, no_image, empty])
+           | beam.ParDo(ExtractDocumentFn()).with_outputs(DEAD_LETTER, main="docs"))
+    kept = out.docs | beam.ParDo(FilterDocumentFn(filter_config=FILTERS))
+    assert_that(kept | beam.Map(lambda i: (i.doc.url, [n.url for n in i.doc.images], "extraction_seconds"
+                                           in i.doc.metadata)),
+                equal_to([("http://a.example/good.html", ["http://a.example/img/one.jpg"], False)]), label="Kept")
+    assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.stage, d.reason, d.ref)),
+                equal_to([("extract", "empty", "test.warc.gz@20 http://a.example/empty.html")]), label="Dead")
+    counters = run(p, "m3w")
+    assert counters == {"extract.documents": 2, "extract.empty": 1, "filter.doc_too_few_images": 1}
+
+
+def _item(key: str, url: str, text_seed: int, images: list[str], fetch_time: str, *, edit: str = "") -> PageDocument:
+    nodes = [TextNode(text=prose(text_seed, 8) + edit)] + [ImageNode(url=u) for u in images]
+    return PageDocument(key=key, fetch_time=fetch_time, doc=Document(url=url, nodes=nodes))
+
+
+def test_dedup_keeps_newest_capture():
+    items = [
+        _item("exact_old", "http://a.example/1", 1, ["http://a.example/i1.jpg"], "2024-01-01T00:00:00Z"),
+        _item("exact_new", "http://a.example/1-copy", 1, ["http://a.example/i1.jpg"], "2024-03-01T00:00:00Z"),
+        _item("near_old", "http://a.example/2", 2, ["http://a.example/i2.jpg"], "2024-01-01T00:00:00Z"),
+        _item("near_new", "http://a.example/2-archive", 2, ["http://a.example/i2b.jpg"], "2024-02-01T00:00:00Z",
+              edit=" Updated in spring."),
+        _item("url_old", "http://a.example/3?utm_source=x", 3, ["http://a.example/i3.jpg"], "2024-01-01T00:00:00Z"),
+        _item("url_new", "http://a.example/3", 4, ["http://a.example/i4.jpg"], "2024-05-01T00:00:00.5Z"),
+        _item("imgs_old", "http://a.example/5", 5, ["http://a.example/i5.jpg", "http://a.example/i6.jpg"],
+              "2024-01-01T00:00:00Z"),
+        _item("imgs_new", "http://a.example/6", 6, ["http://a.example/i6.jpg", "http://a.example/i5.jpg"],
+              "2024-01-02T00:00:00Z"),
+        _item("alone", "http://a.example/7", 7, ["http://a.example/i7.jpg"], "2024-01-01T00:00:00Z"),
+    ]
+    p = make_pipeline()
+    kept = (p | beam.Create(items)
+            | "Exact" >> KeepNewest(key_fn=lambda i: dedup.content_hash(i.doc), reason="exact")
+            | "Near" >> NearDedup(threshold=0.7, bands=14, rows=8)
+            | "Url" >> KeepNewest(key_fn=lambda i: dedup.normalize_url(i.doc.url), reason="same_url")
+            | "Images" >> KeepNewest(key_fn=lambda i: dedup.image_set_key(i.doc), reason="same_image_set"))
+    assert_that(kept | beam.Map(lambda i: i.key),
+                equal_to(["exact_new", "near_new", "url_new", "imgs_new", "alone"]))
+    counters = run(p, "m3w")
+    assert counters == {"dedup.exact": 1, "dedup.near_duplicate": 1, "dedup.same_url": 1,
+                        "dedup.same_image_set": 1}
+
+
+def test_corpus_frequency_filter_drops_shared_images_and_domain_boilerplate():
+    shared_image = "http://cdn.example/media/shared.jpg"
+    boiler = "Subscribe to our weekly letter and read every story from the quiet village of the river today."
+    items = []
+    for i in range(12):  # 12 documents on a.example share one image (> 10 documents)
+        texts = [TextNode(text=prose(100 + i))] + ([TextNode(text=boiler)] if i < 3 else [])
+        nodes = [*texts, ImageNode(url=f"http://a.example/own-{i}.jpg"), ImageNode(url=shared_image)]
+        items.append(PageDocument(key=f"a{i:02d}", fetch_time="2024-01-01T00:00:00Z",
+                                  doc=Document(url=f"http://a.example/{i}", nodes=nodes)))
+    for i in range(2):  # the same paragraph on only two documents of b.example is not boilerplate
+        nodes = [TextNode(text=prose(200 + i)), TextNode(text=boiler), ImageNode(url=f"http://b.example/{i}.jpg")]
+        items.append(PageDocument(key=f"b{i:02d}", fetch_time="2024-01-01T00:00:00Z",
+                                  doc=Document(url=f"http://www.b.example/{i}", nodes=nodes)))
+    p = make_pipeline()
+    kept = p | beam.Create(items) | CorpusFrequencyFilter(filter_config=FILTERS)
+
+    def summary(item: PageDocument) -> tuple[str, tuple[str, ...], bool]:
+        return item.key, tuple(n.url for n in item.doc.images), any(n.text == boiler for n in item.doc.texts)
+
+    expected = [(f"a{i:02d}", (f"http://a.example/own-{i}.jpg",), False) for i in range(12)]
+    expected += [(f"b{i:02d}", (f"http://b.example/{i}.jpg",), True) for i in range(2)]
+    assert_that(kept | beam.Map(summary), equal_to(expected))
+    counters = run(p, "m3w")
+    assert counters == {"frequency.frequent_image_urls": 1, "frequency.boilerplate_paragraphs": 1,
+                        "filter.image_frequent_url": 12, "filter.paragraph_boilerplate": 3}
+
+
+def test_caption_filters_reasons():
+    steps = caption_filters()
+    cases = {"a red circle on a white background": None, "IMG_1234.jpg": "caption_boilerplate",
+             "https://example.com/a.png": "caption_boilerplate", "photo": "caption_boilerplate",
+             "DSC_0042": "caption_boilerplate", "circle": "caption_too_few_words",
+             " ".join(["word"] * 65): "caption_too_many_words"}
+    assert {c: run_filters(steps, c) for c in cases} == cases
+
+
+def test_video_source_skips_the_poster():
+    node = VideoNode(sources=("http://a/p.jpg", "http://a/v.mp4"), poster="http://a/p.jpg", caption="x")
+    assert video_source(node) == "http://a/v.mp4"
+    assert video_source(VideoNode(sources=("http://a/v.webm",), poster=None)) == "http://a/v.webm"
+
+
+def test_shard_assignment_and_split_are_stable_partitions():
+    keys = [f"key{i:04d}" for i in range(1000)]
+    n = num_shards_for(len(keys), 64)
+    assert n == 16
+    per_shard = Counter(shard_of(k, n) for k in keys)
+    assert sorted(per_shard) == list(range(16)) and sum(per_shard.values()) == 1000
+    assert all(30 <= c <= 100 for c in per_shard.values())
+    heldout = [k for k in keys if is_heldout(k, 0.1)]
+    assert 60 <= len(heldout) <= 140
+    assert heldout == [k for k in keys if is_heldout(k, 0.1)]  # pure function of the key
+    assert not any(is_heldout(k, 0.0) for k in keys)
+    assert M3WConfig().filters == FILTERS
