@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-import time
+import threading
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -173,7 +173,6 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
     Raises `ExtractionError` with `.reason` one of: "empty", "too_large", "unparseable",
     "too_many_nodes", "no_main_content".
     """
-    started = time.perf_counter()
     if isinstance(html, bytes | bytearray | memoryview):
         html = bytes(html)
         if len(html) > config.max_bytes:
@@ -210,7 +209,8 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
     has_media = any(not isinstance(n, TextNode) for n in nodes)
     if best[0] < config.min_text_chars and not has_media:
         raise ExtractionError("no_main_content", f"{url}: no text, image or video found in the main content")
-    metadata: dict = {"extraction_seconds": round(time.perf_counter() - started, 6)}
+    # Only deterministic facts here: documents end up in shards that must be byte-reproducible.
+    metadata: dict = {}
     if encoding:
         metadata["encoding"] = encoding
     if page.images_dropped:
@@ -254,14 +254,13 @@ class _Page:
     language: str | None = None
     base: str = ""
     images_dropped: int = 0
-    _tree: etree._Element | None = field(default=None, repr=False)
 
     def parse(self) -> etree._Element:
         # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
         # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
         data = self.source.replace("\x00", "").encode("utf-8", "replace")
         try:
-            root = etree.fromstring(data, _PARSER_UTF8)
+            root = etree.fromstring(data, _parser())
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
             raise ExtractionError("unparseable", f"{self.url}: {exc}") from exc
         if root is None:
@@ -296,7 +295,10 @@ class _Page:
         for base in root.iter("base"):
             href = (base.get("href") or "").strip()
             if href and not href.lower().startswith(_SKIP_SCHEMES):
-                self.base = urljoin(self.url, href)
+                try:
+                    self.base = urljoin(self.url, href)
+                except ValueError:  # a malformed href (e.g. an unclosed IPv6 bracket) is ignored
+                    pass
             break
         for title in root.iter("title"):
             self.title = normalize_text(_text(title))
@@ -307,15 +309,30 @@ class _Page:
                     self.title = normalize_text(meta.get("content") or "")
                     break
         lang = (root.get("lang") or root.get("xml:lang") or "").strip()
-        self.language = lang.split("-")[0].lower() or None if lang else None
+        self.language = re.split(r"[-_]", lang)[0].lower() or None if lang else None
 
 
-# Plain etree elements: lxml.html's element classes cost a Python call per element touched.
-_PARSER_UTF8 = etree.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True, encoding="utf-8")
+_PARSERS = threading.local()
+
+
+def _parser() -> etree.HTMLParser:
+    """This thread's HTML parser (lxml parsers must not be shared between threads).
+
+    Plain etree elements: lxml.html's element classes cost a Python call per element touched.
+    huge_tree: without it libxml2 silently returns an EMPTY tree for a text node over 10 MB.
+    """
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = etree.HTMLParser(huge_tree=True, remove_comments=True, remove_pis=True, encoding="utf-8")
+        _PARSERS.parser = parser
+    return parser
 
 
 # --------------------------------------------------------------------------- tree statistics
-_text = etree.XPath("string()")  # an element's text content (descendants included, tail not)
+def _text(el: etree._Element) -> str:
+    """An element's text content: its own and its descendants' text, not its tail."""
+    return etree.tostring(el, method="text", encoding="unicode", with_tail=False)
+
 
 def _squashed_len(text: str | None) -> int:
     """Length of `text` with whitespace runs counted as one character."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
-
 from flamboyance.model import Flamingo, FlamingoConfig, media_attention_mask, prepare_tokenizer
 from flamboyance.model.language import decoder_layers
 from flamboyance.model.tiny import LM_FAMILIES, build_tokenizer, tiny_config
 from flamboyance.model.vision import CLIP_MEAN, CLIP_STD
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN, PAD_FALLBACK_TOKEN
+from PIL import Image
 
 CORPUS = ["a red circle", "a blue square on the table", "hello world, this is text"] * 3
 TOKENIZER = build_tokenizer(CORPUS, vocab_size=300)
@@ -47,7 +46,9 @@ I = 9  # stands for the <image> id in the literal mask tests
 def test_media_mask_immediate_literal():
     ids = torch.tensor([[5, I, 6, 7, I, 8, I, 4]])
     mask = media_attention_mask(ids, image_token_id=I, num_media=2)
-    expected = torch.tensor([[[0, 0], [1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]]], dtype=torch.bool)
+    expected = torch.tensor(
+        [[[0, 0], [1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]]], dtype=torch.bool
+    )
     # the third <image> has no media slot: its tokens see nothing rather than a padded slot
     assert torch.equal(mask, expected)
 
@@ -113,7 +114,9 @@ def test_zero_gates_siglip_tower():
 @pytest.mark.parametrize("immediate", [True, False])
 def test_changing_image_k_never_changes_earlier_tokens(family, immediate):
     model = make_model(family, only_attend_immediate_media=immediate)
-    text = f"some text {IMAGE_TOKEN}a red circle{EOC_TOKEN}{IMAGE_TOKEN}a blue{EOC_TOKEN}{IMAGE_TOKEN}a square"
+    text = (
+        f"some text {IMAGE_TOKEN}a red circle{EOC_TOKEN}{IMAGE_TOKEN}a blue{EOC_TOKEN}{IMAGE_TOKEN}a square"
+    )
     ids, attention = encode(model, [text])
     image_positions = (ids[0] == model.image_token_id).nonzero().flatten().tolist()
     media = random_media(1, 3, seed=4)
@@ -144,7 +147,9 @@ def test_text_only_batch_matches_frozen_lm_only_through_ffn():
     with torch.no_grad():
         for block in model.xattn.values():
             block.ff_gate.zero_()
-    torch.testing.assert_close(model(ids, attention, None).logits, model.lm(input_ids=ids).logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        model(ids, attention, None).logits, model.lm(input_ids=ids).logits, rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -183,7 +188,9 @@ def test_packed_documents_never_cross(family):
     torch.testing.assert_close(packed[0, :n], alone_a[0], rtol=1e-4, atol=1e-4)
     changed = media.clone()
     changed[:, 0] = random_media(1, 1, seed=9)[:, 0]
-    assert torch.equal(model(ids, torch.ones_like(ids), changed, segment_ids=segments).logits[0, n:], packed[0, n:])
+    assert torch.equal(
+        model(ids, torch.ones_like(ids), changed, segment_ids=segments).logits[0, n:], packed[0, n:]
+    )
     # the loss never asks document 0's last token to predict document 1's first token
     labels = ids.clone()
     loss_packed = model(ids, torch.ones_like(ids), media, labels, segment_ids=segments).loss
@@ -199,7 +206,9 @@ def test_packed_documents_never_cross(family):
 def test_padded_media_slots_are_never_encoded():
     model = make_model("gpt2")
     seen = []
-    model.vision.tower.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["pixel_values"].shape[0]), with_kwargs=True)
+    model.vision.tower.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
     texts = [f"{IMAGE_TOKEN}a{EOC_TOKEN}{IMAGE_TOKEN}b", f"{IMAGE_TOKEN}c", "no image"]
     ids, attention = encode(model, texts)
     model(ids, attention, random_media(3, 3, seed=1))
@@ -243,7 +252,9 @@ def test_gradients_reach_exactly_the_trainable_set(family):
     model = make_model(family)
     model.train()
     names = set(model.trainable_parameters())
-    expected_new = {"new_token_embeddings"} | ({"new_token_output_embeddings"} if family == "llama" else set())
+    expected_new = {"new_token_embeddings"} | (
+        {"new_token_output_embeddings"} if family == "llama" else set()
+    )
     assert {n for n in names if not n.startswith(("resampler.", "xattn."))} == expected_new
     assert any(n.startswith("resampler.") for n in names) and any(n.startswith("xattn.") for n in names)
     ids, attention = encode(model, [f"hi {IMAGE_TOKEN}a red circle{EOC_TOKEN}{IMAGE_TOKEN}a blue", "x <pad>"])
@@ -316,12 +327,19 @@ def test_tokenizer_gets_special_tokens_and_a_pad_that_is_not_eos():
 
     raw = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "</s>": 2, "[UNK]": 3}, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>", pad_token="</s>", unk_token="[UNK]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token="</s>", pad_token="</s>", unk_token="[UNK]"
+    )
     prepare_tokenizer(tokenizer)
     vocab = tokenizer.get_vocab()
     assert IMAGE_TOKEN in vocab and EOC_TOKEN in vocab
     assert tokenizer.pad_token == PAD_FALLBACK_TOKEN and tokenizer.pad_token_id != tokenizer.eos_token_id
-    assert tokenizer.encode(f"hello{IMAGE_TOKEN}world{EOC_TOKEN}") == [0, vocab[IMAGE_TOKEN], 1, vocab[EOC_TOKEN]]
+    assert tokenizer.encode(f"hello{IMAGE_TOKEN}world{EOC_TOKEN}") == [
+        0,
+        vocab[IMAGE_TOKEN],
+        1,
+        vocab[EOC_TOKEN],
+    ]
 
 
 def test_config_validation_and_dict_roundtrip():

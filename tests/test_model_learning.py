@@ -13,11 +13,10 @@ from __future__ import annotations
 import random
 
 import torch
-from PIL import Image, ImageDraw
-
 from flamboyance.model import Flamingo
 from flamboyance.model.tiny import build_tokenizer, tiny_config
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 230), "yellow": (230, 220, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -74,7 +73,9 @@ class ShapeTask:
         pixels = torch.stack(media)[:, :, None]  # (batch, media, frames=1, C, H, W)
         if blank:
             pixels = torch.zeros_like(pixels)
-        labels = ids.masked_fill(enc.attention_mask == 0, -100).masked_fill(ids == self.model.image_token_id, -100)
+        labels = ids.masked_fill(enc.attention_mask == 0, -100).masked_fill(
+            ids == self.model.image_token_id, -100
+        )
         # the colour word is the token two after each <image>
         image_pos = [(row == self.model.image_token_id).nonzero().flatten().tolist() for row in ids]
         targets = [

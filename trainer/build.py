@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from flamboyance.preprocess.tokens import SPECIAL_TOKENS
 from flamboyance.trainer.config import TrainConfig
 

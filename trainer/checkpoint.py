@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flamboyance.trainer.parallel import clean_name
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -26,8 +27,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-
-from flamboyance.trainer.parallel import clean_name
 
 META_NAME = "meta.json"
 TRAIN_STATE_NAME = "train_state.pt"

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
 
 IGNORE_INDEX = -100

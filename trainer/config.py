@@ -17,6 +17,10 @@ from typing import Any, Literal
 import yaml
 
 SOURCE_NAMES: tuple[str, ...] = ("m3w", "image_text", "video_text")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the TrainConfig schema (names the key)."""
 """The three training sources, in the order their gradients are accumulated."""
 
 
@@ -421,21 +425,21 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = set(data) - names
     if unknown:
-        raise KeyError(
+        raise ConfigError(
             f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}"
         )
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
-        raise TypeError(f"{where or cls.__name__}: {exc}") from None
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Apply one ``dotted.key=value`` override to a nested dict; the value is parsed as YAML
     (``3e-4``, ``true``, ``null``, ``[a, b]``). Unknown keys are caught when the config is built."""
     if "=" not in override:
-        raise ValueError(f"override {override!r} must look like key=value (e.g. optim.lr=3e-4)")
+        raise ConfigError(f"override {override!r} must look like key=value (e.g. optim.lr=3e-4)")
     key, raw = override.split("=", 1)
     value = yaml.safe_load(raw) if raw.strip() else ""
     if isinstance(value, str) and _looks_like_float(value):
@@ -447,7 +451,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise KeyError(f"override {override!r}: {'.'.join(parts[: i + 1])} is not a section")
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[: i + 1])} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -472,12 +476,13 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         apply_override(data, override)
     try:
         return TrainConfig.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise type(exc)(f"{path or 'config'}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
 
 
 __all__ = [
     "SOURCE_NAMES",
+    "ConfigError",
     "CheckpointConfig",
     "DataConfig",
     "FaultConfig",

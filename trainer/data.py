@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
 from flamboyance.trainer.collate import Rejected, pad_batch
 from flamboyance.trainer.config import DataConfig, SourceConfig
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 
 def stream_seed(seed: int, source: str, stream: int) -> int:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from flamboyance.trainer.build import prepare_run
 from flamboyance.trainer.config import TrainConfig
 from flamboyance.trainer.loop import train_loop

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-
 from flamboyance.trainer.build import FINAL_DIR, INIT_DIR
 from flamboyance.trainer.checkpoint import (
     latest_local_checkpoint,

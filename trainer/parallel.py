@@ -7,10 +7,9 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from flamboyance.trainer.config import ParallelConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-from flamboyance.trainer.config import ParallelConfig
 
 CHECKPOINT_WRAPPER_PREFIX = "_checkpoint_wrapped_module."
 
@@ -24,8 +23,10 @@ def apply_activation_checkpointing(model: nn.Module, class_names: list[str]) -> 
     """
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
         CheckpointImpl,
-        apply_activation_checkpointing as _apply,
         checkpoint_wrapper,
+    )
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing as _apply,
     )
 
     names = set(class_names)

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from flamboyance.trainer.config import OptimConfig
 from flamboyance.trainer.parallel import clean_name, no_sync
+from torch import nn
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ import io
 import random
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+from PIL import Image, ImageDraw
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),

@@ -1,0 +1,189 @@
+"""Benchmarks for flamboyance.pipelines (not tests): prints a table and writes JSON.
+
+    .venv/bin/python bench/bench_pipelines.py [--out bench/out/pipelines.json] [--pages 400] [--quick]
+
+1. Throughput (pages/s) of the m3w job without downloads (read WARC -> extract -> filters ->
+   dedup -> frequency filters) on the DirectRunner with 2 worker processes, against a single
+   process running only `extract_document` over the same pages. Scaling efficiency =
+   job pages/s / (2 x single-process pages/s); target >= 0.7. The job on 1 worker is measured
+   too, for the efficiency of the job against itself.
+2. Peak memory (RSS of the whole process tree: runner + workers) of the same job when the
+   input grows 10x; target: flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BASE_URL = "http://bench.invalid"
+
+
+def make_warcs(root: Path, *, num_pages: int, files: int) -> tuple[str, int]:
+    """Write the sample web's crawlable pages (seed 0, `num_pages` articles) into `files` WARCs."""
+    from flamboyance.crawl.sample_web import SampleWeb
+    from flamboyance.crawl.warc import WarcWriter, build_response_bytes
+
+    web = SampleWeb(seed=0, num_pages=num_pages)
+    paths = [url[len(BASE_URL):] for url in web.truth(BASE_URL).crawlable]
+    root.mkdir(parents=True, exist_ok=True)
+    writers = [open(root / f"bench-{i:03d}.warc.gz", "wb") for i in range(files)]  # noqa: SIM115
+    try:
+        for n, path in enumerate(paths):
+            status, headers, body = web.response(path)
+            request = f"GET {path} HTTP/1.1\r\nHost: bench.invalid\r\n\r\n".encode()
+            WarcWriter(writers[n % files]).write_exchange(
+                url=BASE_URL + path, request=request, response=build_response_bytes(status, "OK", headers, body),
+                payload=body, date=f"2024-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}Z")
+    finally:
+        for handle in writers:
+            handle.close()
+    return str(root / "*.warc.gz"), len(paths)
+
+
+def single_process_extract(glob: str) -> dict:
+    """pages/s of `read_warc` + `extract_document` in this process (the baseline)."""
+    from flamboyance.crawl import read_warc
+    from flamboyance.pipelines.common import expand_glob
+    from flamboyance.preprocess.extract import ExtractionError, extract_document
+
+    pages = 0
+    start = time.perf_counter()
+    for url in expand_glob(glob):
+        for page in read_warc(url):
+            pages += 1
+            try:
+                extract_document(page.body, page.url, headers=page.headers)
+            except ExtractionError:
+                pass
+    seconds = time.perf_counter() - start
+    return {"pages": pages, "seconds": round(seconds, 3), "pages_per_s": round(pages / seconds, 1)}
+
+
+def _tree_rss(pid: int) -> int:
+    """RSS bytes of `pid` and all its descendants (from /proc; 0 for vanished processes)."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    stack += [int(c) for c in handle.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def run_job(glob: str, *, workers: int, output: Path) -> dict:
+    """Run the m3w job without downloads in a child process; wall time and peak tree RSS."""
+    cmd = [sys.executable, __file__, "--child", "--glob", glob, "--workers", str(workers), "--output", str(output)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = proc.communicate(timeout=3600)
+    done.set()
+    sampler.join()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark job failed ({proc.returncode}): {stdout[-2000:]}")
+    child = json.loads(stdout.strip().splitlines()[-1])
+    pages = child["counters"].get("warc.pages", 0)
+    return {"workers": workers, "pages": pages, "documents": child["counters"].get("documents.after_dedup", 0),
+            "seconds": round(seconds, 3), "pipeline_seconds": child["seconds"],
+            "pages_per_s": round(pages / child["seconds"], 1), "peak_rss_mb": round(peak / 2**20, 1)}
+
+
+def _child(args: argparse.Namespace) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from flamboyance.pipelines.common import counters_of
+    from flamboyance.pipelines.config import M3WConfig
+    from flamboyance.pipelines.m3w import build_m3w
+
+    mode = "multi_processing" if args.workers > 1 else "in_memory"
+    options = PipelineOptions([f"--direct_num_workers={args.workers}", f"--direct_running_mode={mode}",
+                               "--default_sdk_harness_log_level=WARNING"])
+    pipeline = beam.Pipeline(options=options)
+    build_m3w(pipeline, inputs=[args.glob], output=args.output, config=M3WConfig(), download=False)
+    start = time.perf_counter()
+    result = pipeline.run()
+    result.wait_until_finish()
+    seconds = time.perf_counter() - start
+    counters = {k.split(":", 1)[1]: v for k, v in counters_of(result, "m3w").items()}
+    print(json.dumps({"seconds": round(seconds, 3), "counters": counters}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/out/pipelines.json")
+    parser.add_argument("--pages", type=int, default=400, help="articles of the small input (x10 for memory)")
+    parser.add_argument("--files", type=int, default=8, help="WARC files the input is split into")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--glob", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    pages = 40 if args.quick else args.pages
+    results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                 "load_avg_1m": round(os.getloadavg()[0], 2)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        small, small_pages = make_warcs(root / "small", num_pages=pages, files=args.files)
+        large, large_pages = make_warcs(root / "large", num_pages=pages * 10, files=args.files)
+        results["baseline_single_process_extract"] = single_process_extract(small)
+        results["job_1_worker"] = run_job(small, workers=1, output=root / "out1")
+        results["job_2_workers"] = run_job(small, workers=2, output=root / "out2")
+        results["job_2_workers_10x"] = run_job(large, workers=2, output=root / "out3")
+    base = results["baseline_single_process_extract"]["pages_per_s"]
+    two = results["job_2_workers"]["pages_per_s"]
+    results["scaling_efficiency_vs_extract"] = round(two / (2 * base), 3)
+    results["scaling_efficiency_vs_job_1_worker"] = round(two / (2 * results["job_1_worker"]["pages_per_s"]), 3)
+    results["peak_rss_ratio_10x"] = round(results["job_2_workers_10x"]["peak_rss_mb"]
+                                          / results["job_2_workers"]["peak_rss_mb"], 3)
+    rows = [("single-process extract_document", base, "-"),
+            ("m3w job (no downloads), 1 worker", results["job_1_worker"]["pages_per_s"],
+             results["job_1_worker"]["peak_rss_mb"]),
+            ("m3w job (no downloads), 2 workers", two, results["job_2_workers"]["peak_rss_mb"]),
+            ("m3w job, 2 workers, 10x input", results["job_2_workers_10x"]["pages_per_s"],
+             results["job_2_workers_10x"]["peak_rss_mb"])]
+    print(f"{'run':<40} {'pages/s':>10} {'peak RSS MB':>12}")
+    for name, rate, rss in rows:
+        print(f"{name:<40} {rate:>10} {rss:>12}")
+    print(f"scaling efficiency (2 workers vs 2 x extract): {results['scaling_efficiency_vs_extract']} (target >= 0.7)")
+    print(f"scaling efficiency (2 workers vs 2 x 1 worker): {results['scaling_efficiency_vs_job_1_worker']}")
+    print(f"peak memory 10x input / 1x: {results['peak_rss_ratio_10x']} (target: flat, ~1.0)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
