@@ -6,7 +6,7 @@ synthetic article pages. Both extractors run in this process, pinned to one CPU 
 alternating rounds (ours, theirs, ours, ...) so that load from other processes hits both alike;
 each extractor's figure is its best round. Prints the ratio and writes a JSON report.
 
-    python bench/bench_extract.py --shared ../shared --rounds 3 --json bench/bench_extract.json
+    python bench/bench_extract.py --shared ../shared --rounds 3 --json bench/out/bench_extract.json
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", type=Path, default=Path("/work/shared"), help="folder holding data/<page sets>")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per extractor")
     ap.add_argument("--limit", type=int, default=None, help="use at most this many pages")
-    ap.add_argument("--json", type=Path, default=Path("bench/bench_extract.json"), help="write the report here")
+    ap.add_argument("--json", type=Path, default=Path("bench/out/bench_extract.json"), help="write the report here")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")

@@ -49,41 +49,52 @@ def make_warcs(root: Path, *, num_pages: int, files: int) -> tuple[str, int]:
     return str(root / "*.warc.gz"), len(paths)
 
 
-def single_process_extract(glob: str) -> dict:
-    """pages/s of `read_warc` + `extract_document` in this process (the baseline)."""
+def single_process(glob: str, *, judge: bool) -> dict:
+    """pages/s of `read_warc` + `extract_document` in this process (the issue's baseline); with
+    `judge`, also the rest of the per-page work of the job (filters incl. language id, MinHash)."""
     from flamboyance.crawl import read_warc
     from flamboyance.pipelines.common import expand_glob
+    from flamboyance.preprocess.dedup import minhash_signature
     from flamboyance.preprocess.extract import ExtractionError, extract_document
+    from flamboyance.preprocess.filters import apply_filters
+    from flamboyance.preprocess.language import detect_language
 
+    detect_language("warm up the language model")  # loaded once per process, like a worker's setup
     pages = 0
     start = time.perf_counter()
     for url in expand_glob(glob):
         for page in read_warc(url):
             pages += 1
             try:
-                extract_document(page.body, page.url, headers=page.headers)
+                doc = extract_document(page.body, page.url, headers=page.headers)
             except ExtractionError:
-                pass
+                continue
+            if judge:
+                kept, _ = apply_filters(doc)
+                if kept is not None:
+                    minhash_signature(kept.text())
     seconds = time.perf_counter() - start
     return {"pages": pages, "seconds": round(seconds, 3), "pages_per_s": round(pages / seconds, 1)}
 
 
-def _tree_rss(pid: int) -> int:
-    """RSS bytes of `pid` and all its descendants (from /proc; 0 for vanished processes)."""
-    total, stack = 0, [pid]
+def _tree_rss(pid: int) -> tuple[int, int]:
+    """RSS bytes of `pid` (the runner) and of all its descendants (the SDK workers), from /proc."""
+    root, total, stack = 0, 0, [pid]
     while stack:
         current = stack.pop()
         try:
             with open(f"/proc/{current}/status") as handle:
                 for line in handle:
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                        rss = int(line.split()[1]) * 1024
+                        total += rss
+                        root = rss if current == pid else root
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as handle:
                     stack += [int(c) for c in handle.read().split()]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return total
+    return root, total - root
 
 
 def run_job(glob: str, *, workers: int, output: Path) -> dict:
@@ -91,13 +102,15 @@ def run_job(glob: str, *, workers: int, output: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", "--glob", glob, "--workers", str(workers), "--output", str(output)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = 0
+    peak = {"total": 0, "runner": 0, "workers": 0}
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
+            runner, workers = _tree_rss(proc.pid)
+            peak["total"] = max(peak["total"], runner + workers)
+            peak["runner"] = max(peak["runner"], runner)
+            peak["workers"] = max(peak["workers"], workers)
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -112,13 +125,14 @@ def run_job(glob: str, *, workers: int, output: Path) -> dict:
     pages = child["counters"].get("warc.pages", 0)
     return {"workers": workers, "pages": pages, "documents": child["counters"].get("documents.after_dedup", 0),
             "seconds": round(seconds, 3), "pipeline_seconds": child["seconds"],
-            "pages_per_s": round(pages / child["seconds"], 1), "peak_rss_mb": round(peak / 2**20, 1)}
+            "pages_per_s": round(pages / child["seconds"], 1), "peak_rss_mb": round(peak["total"] / 2**20, 1),
+            "peak_runner_rss_mb": round(peak["runner"] / 2**20, 1),
+            "peak_workers_rss_mb": round(peak["workers"] / 2**20, 1)}
 
 
 def _child(args: argparse.Namespace) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-
     from flamboyance.pipelines.common import counters_of
     from flamboyance.pipelines.config import M3WConfig
     from flamboyance.pipelines.m3w import build_m3w
@@ -157,17 +171,21 @@ def main() -> None:
         root = Path(tmp)
         small, small_pages = make_warcs(root / "small", num_pages=pages, files=args.files)
         large, large_pages = make_warcs(root / "large", num_pages=pages * 10, files=args.files)
-        results["baseline_single_process_extract"] = single_process_extract(small)
+        results["baseline_single_process_extract"] = single_process(small, judge=False)
+        results["baseline_single_process_extract_filter_minhash"] = single_process(small, judge=True)
         results["job_1_worker"] = run_job(small, workers=1, output=root / "out1")
         results["job_2_workers"] = run_job(small, workers=2, output=root / "out2")
         results["job_2_workers_10x"] = run_job(large, workers=2, output=root / "out3")
     base = results["baseline_single_process_extract"]["pages_per_s"]
     two = results["job_2_workers"]["pages_per_s"]
     results["scaling_efficiency_vs_extract"] = round(two / (2 * base), 3)
+    judged = results["baseline_single_process_extract_filter_minhash"]["pages_per_s"]
+    results["scaling_efficiency_vs_same_per_page_work"] = round(two / (2 * judged), 3)
     results["scaling_efficiency_vs_job_1_worker"] = round(two / (2 * results["job_1_worker"]["pages_per_s"]), 3)
     results["peak_rss_ratio_10x"] = round(results["job_2_workers_10x"]["peak_rss_mb"]
                                           / results["job_2_workers"]["peak_rss_mb"], 3)
     rows = [("single-process extract_document", base, "-"),
+            ("single-process extract+filters+minhash", judged, "-"),
             ("m3w job (no downloads), 1 worker", results["job_1_worker"]["pages_per_s"],
              results["job_1_worker"]["peak_rss_mb"]),
             ("m3w job (no downloads), 2 workers", two, results["job_2_workers"]["peak_rss_mb"]),
@@ -177,8 +195,13 @@ def main() -> None:
     for name, rate, rss in rows:
         print(f"{name:<40} {rate:>10} {rss:>12}")
     print(f"scaling efficiency (2 workers vs 2 x extract): {results['scaling_efficiency_vs_extract']} (target >= 0.7)")
+    print(f"scaling efficiency (2 workers vs 2 x same per-page work): "
+          f"{results['scaling_efficiency_vs_same_per_page_work']}")
     print(f"scaling efficiency (2 workers vs 2 x 1 worker): {results['scaling_efficiency_vs_job_1_worker']}")
-    print(f"peak memory 10x input / 1x: {results['peak_rss_ratio_10x']} (target: flat, ~1.0)")
+    print(f"peak memory 10x input / 1x: {results['peak_rss_ratio_10x']} (target: flat, ~1.0); workers "
+          f"{results['job_2_workers']['peak_workers_rss_mb']} -> {results['job_2_workers_10x']['peak_workers_rss_mb']} MB, "
+          f"runner {results['job_2_workers']['peak_runner_rss_mb']} -> "
+          f"{results['job_2_workers_10x']['peak_runner_rss_mb']} MB")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

@@ -332,7 +332,8 @@ class Flamingo(nn.Module):
         if media_context is None:
             media_context = self.media_context(input_ids, attention_mask, media, segment_ids=segment_ids)
         if position_ids is None:
-            position_ids = _positions(attention_mask, segment_ids)
+            # with a cache the mask covers past + new tokens: the new tokens are its last columns
+            position_ids = _positions(attention_mask, segment_ids)[:, -input_ids.shape[1] :]
         embeds = self.embed_tokens(input_ids)
         lm_mask = attention_mask
         if segment_ids is not None:

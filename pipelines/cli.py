@@ -14,7 +14,10 @@ import logging
 from .config import DownloadConfig, ImageTextConfig, M3WConfig, VideoTextConfig
 
 JOBS = ("m3w", "image-text", "video-text")
-DEFAULT_BEAM_ARGS = {"--direct_num_workers": "2", "--direct_running_mode": "multi_processing"}
+DEFAULT_BEAM_ARGS = {"--direct_num_workers": "2", "--direct_running_mode": "multi_processing",
+                     # worker processes log only warnings, plus our progress lines
+                     "--default_sdk_harness_log_level": "WARNING",
+                     "--sdk_harness_log_level_overrides": '{"flamboyance.pipelines": "INFO"}'}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="retries of transient download failures (timeouts, 408/429/5xx)")
     parser.add_argument("--download-threads", type=int, default=DownloadConfig.threads,
                         help="download threads per worker")
+    parser.add_argument("--allow-private-hosts", action="store_true",
+                        help="download media from loopback/private addresses too (needed for the sample web "
+                             "on 127.0.0.1; off by default as an SSRF guard)")
     parser.add_argument("--ignore-x-robots-tag", action="store_true",
                         help="do not honour X-Robots-Tag noai/noimageai/noindex/noimageindex (not recommended)")
     m3w = parser.add_argument_group("m3w")
@@ -69,7 +75,7 @@ def beam_args(pipeline_args: list[str] | None) -> list[str]:
 
 def _download(args: argparse.Namespace) -> DownloadConfig:
     return DownloadConfig(image_size=args.image_size, timeout_s=args.timeout, retries=args.retries,
-                          threads=args.download_threads,
+                          threads=args.download_threads, allow_private_hosts=args.allow_private_hosts,
                           disallowed_header_directives=() if args.ignore_x_robots_tag
                           else DownloadConfig.disallowed_header_directives)
 
@@ -86,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    from .common import expand_glob
+
+    for pattern in args.input:  # fail before starting workers when an input matches nothing
+        try:
+            expand_glob(pattern)
+        except FileNotFoundError as err:
+            raise SystemExit(f"flamboyance etl {args.job}: {err}") from None
     options = PipelineOptions(beam_args(getattr(args, "pipeline_args", None)))
     download = _download(args)
     if args.job == "m3w":

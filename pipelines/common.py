@@ -31,6 +31,9 @@ DEAD_LETTER = "dead_letter"
 STATS_NAME = "etl_stats.json"
 """Counters of a run, written beside the shards."""
 
+PLAN_NAME = "etl_plan.json"
+"""How samples were assigned to shards (checked on rerun)."""
+
 DEAD_LETTER_DIR = "dead_letter"
 """Folder (beside the shards) holding the dead-letter JSONL files."""
 
@@ -277,7 +280,11 @@ class AssignShards(beam.PTransform):
                 return
             yield shard, value
 
+        output = self.output
+
         def pending(n: int) -> Iterator[int]:
+            check_plan(output, {"samples": n, "samples_per_shard": per_shard,
+                                "num_shards": num_shards_for(n, per_shard)})
             for index in range(num_shards_for(n, per_shard)):
                 if index not in done:
                     yield index
@@ -285,6 +292,30 @@ class AssignShards(beam.PTransform):
         assigned = keyed | "Assign" >> beam.FlatMap(assign, AsSingleton(total))
         todo = total | "PendingShards" >> beam.FlatMap(pending)
         return assigned, todo, total
+
+
+def check_plan(output: str, plan: dict[str, Any]) -> None:
+    """Record how samples are split into shards (`<output>/etl_plan.json`), or check that a rerun
+    into the same output splits them the same way.
+
+    A rerun skips complete shards, which is only right if every sample lands in the same shard
+    as before; a different input or shard size would mix two assignments (missing and duplicated
+    samples), so it is refused with a ValueError naming the output.
+    """
+    fs, root = fsspec.core.url_to_fs(output)
+    path = posixpath.join(root, PLAN_NAME)
+    if fs.exists(path):
+        with fs.open(path, "rb") as handle:
+            previous = json.loads(handle.read())
+        if previous != plan:
+            raise ValueError(f"{output} was written from another input or shard size ({PLAN_NAME}: {previous}, "
+                             f"this run: {plan}); write to a new --output, or delete the old one")
+        return
+    fs.makedirs(root, exist_ok=True)
+    tmp = posixpath.join(root, f".{PLAN_NAME}.tmp")
+    with fs.open(tmp, "wb") as handle:
+        handle.write(json.dumps(plan, sort_keys=True).encode("utf-8"))
+    fs.mv(tmp, path)
 
 
 class _WriteShardFn(beam.DoFn):

@@ -19,7 +19,14 @@ class DownloadConfig:
     """How media are fetched: timeouts, size caps, retries of transient failures, opt-outs."""
 
     timeout_s: float = 10.0
-    """Per-request socket timeout (img2dataset default: 10 s)."""
+    """Connect and per-read socket timeout (img2dataset default: 10 s)."""
+    total_timeout_s: float = 60.0
+    """Wall-clock cap on one exchange (connect, head, body)."""
+    max_redirects: int = 5
+    """Redirects followed per URL."""
+    allow_private_hosts: bool = False
+    """Download from loopback/private/link-local addresses too (the sample web, intranets). Off by
+    default: page-supplied URLs must not reach cloud metadata servers or internal services."""
     retries: int = 2
     """Extra attempts for transient failures only (timeouts, connection resets, 408/429/5xx)."""
     backoff_s: float = 0.5

@@ -1,7 +1,9 @@
 """The M3W job: WARC pages -> interleaved image-text documents -> m3w shards.
 
-    pages -> ExtractDocuments -> FilterDocuments -> ExactDedup -> NearDedup -> SameUrlDedup
-          -> SameImageSetDedup -> CorpusFrequencyFilter -> AssignShards -> DownloadImages
+    pages -> ExtractDocuments -> FilterDocuments
+          -> Deduplicate (on DedupInfo records: ExactDedup -> NearDedup -> SameUrlDedup
+             -> SameImageSetDedup -> CorpusFrequency; one join back onto the documents)
+          -> AssignShards -> DownloadImages (unique URLs)
           -> JoinImages (CoGroupByKey by URL, then by document) -> AssembleSamples -> WriteShards
 
 Each step wraps a `flamboyance.preprocess` function (extraction, filters, dedup keys, sequence
@@ -107,30 +109,77 @@ class FilterDocumentFn(beam.DoFn):
             yield dataclasses.replace(item, doc=doc)
 
 
-# --- dedup -------------------------------------------------------------------------------------
+# --- dedup ---------------------------------------------------------------------------------------
+#
+# Dedup decisions are made on small `DedupInfo` records (hashes, keys, a MinHash signature),
+# computed next to extraction where the work parallelises; full documents are shuffled once, to
+# join the decisions back (`DeduplicateDocuments`).
+
+@dataclass(frozen=True, kw_only=True)
+class DedupInfo:
+    """What dedup and the corpus-wide counts need to know about one document."""
+
+    key: str
+    rank: tuple[float, str]
+    """`recency` of the capture: larger is newer."""
+    content_hash: str
+    url_key: str
+    image_set_key: str
+    signature: Any = None
+    """MinHash signature (np.ndarray) of the text, None for a document without text."""
+    image_urls: tuple[str, ...] = ()
+    """Normalised URLs of the document's images (distinct, sorted)."""
+    paragraph_keys: tuple[str, ...] = ()
+    """`domain<US>paragraph_key` of its text nodes (distinct, sorted)."""
+
+
+def dedup_info(item: PageDocument, *, num_perm: int) -> DedupInfo:
+    """The `DedupInfo` of a document (all keys from `flamboyance.preprocess.dedup`)."""
+    doc = item.doc
+    text = doc.text()
+    domain = dedup.domain_of(doc.url)
+    paragraphs = {dedup.paragraph_key(node.text) for node in doc.texts} - {""}
+    try:
+        url_key = dedup.normalize_url(doc.url)
+    except ValueError:
+        url_key = doc.url
+    return DedupInfo(key=item.key, rank=recency(item), content_hash=dedup.content_hash(doc), url_key=url_key,
+                     image_set_key=dedup.image_set_key(doc),
+                     signature=dedup.minhash_signature(text, num_perm=num_perm) if text.strip() else None,
+                     image_urls=tuple(sorted({normalized_image_url(image.url) for image in doc.images})),
+                     paragraph_keys=tuple(sorted(f"{domain}\x1f{key}" for key in paragraphs)))
+
+
+def normalized_image_url(url: str) -> str:
+    """The URL form counted for image frequency (`normalize_url`, or the URL itself if it cannot be)."""
+    try:
+        return dedup.normalize_url(url)
+    except ValueError:
+        return url
+
 
 class KeepNewest(beam.PTransform):
-    """Among documents sharing `key_fn(item)` keep the newest; the others count as `dedup.<reason>`.
+    """Among `DedupInfo`s sharing `key_fn(info)` keep the newest; the others count as `dedup.<reason>`.
 
-    Documents whose key is "" (e.g. no images for the image-set key) are never grouped.
+    Infos whose key is "" (e.g. no images for the image-set key) are never grouped.
     """
 
-    def __init__(self, *, key_fn: Callable[[PageDocument], str], reason: str, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, key_fn: Callable[[DedupInfo], str], reason: str, namespace: str = NAMESPACE) -> None:
         super().__init__()
         self.key_fn, self.reason, self.namespace = key_fn, reason, namespace
 
-    def expand(self, items: beam.PCollection) -> beam.PCollection:
+    def expand(self, infos: beam.PCollection) -> beam.PCollection:
         key_fn, reason, namespace = self.key_fn, self.reason, self.namespace
 
-        def keyed(item: PageDocument) -> tuple[str, PageDocument]:
-            return (key_fn(item) or f"unique:{item.key}"), item
+        def keyed(info: DedupInfo) -> tuple[str, DedupInfo]:
+            return (key_fn(info) or f"unique:{info.key}"), info
 
-        def newest(element: tuple[str, Iterable[PageDocument]]) -> Iterator[PageDocument]:
-            group = sorted(element[1], key=recency, reverse=True)
+        def newest(element: tuple[str, Iterable[DedupInfo]]) -> DedupInfo:
+            group = sorted(element[1], key=lambda info: info.rank, reverse=True)
             count(namespace, f"dedup.{reason}", len(group) - 1)
-            yield group[0]
+            return group[0]
 
-        return items | "KeyBy" >> beam.Map(keyed) | "Group" >> beam.GroupByKey() | "Newest" >> beam.FlatMap(newest)
+        return infos | "KeyBy" >> beam.Map(keyed) | "Group" >> beam.GroupByKey() | "Newest" >> beam.Map(newest)
 
 
 class NearDedup(beam.PTransform):
@@ -145,100 +194,108 @@ class NearDedup(beam.PTransform):
         super().__init__()
         self.threshold, self.bands, self.rows, self.namespace = threshold, bands, rows, namespace
 
-    def expand(self, items: beam.PCollection) -> beam.PCollection:
+    def expand(self, infos: beam.PCollection) -> beam.PCollection:
         bands, rows, threshold, namespace = self.bands, self.rows, self.threshold, self.namespace
 
-        def band_entries(item: PageDocument) -> Iterator[tuple[str, tuple[tuple[float, str], Any]]]:
-            text = item.doc.text()
-            if not text.strip():
+        def band_entries(info: DedupInfo) -> Iterator[tuple[str, tuple[tuple[float, str], Any]]]:
+            if info.signature is None:
                 return
-            sig = dedup.minhash_signature(text, num_perm=bands * rows)
-            for band_key in dedup.lsh_band_keys(sig, bands=bands, rows=rows):
-                yield band_key, (recency(item), sig)
+            for band_key in dedup.lsh_band_keys(info.signature, bands=bands, rows=rows):
+                yield band_key, (info.rank, info.signature)
 
-        def duplicates(element: tuple[str, Iterable[Any]]) -> Iterator[tuple[str, str]]:
+        def duplicates(element: tuple[str, Iterable[Any]]) -> Iterator[str]:
             members = sorted(element[1], key=lambda m: m[0], reverse=True)
             for i, (rank, sig) in enumerate(members[1:], start=1):
                 if any(dedup.jaccard_estimate(sig, newer) >= threshold for _, newer in members[:i]):
-                    yield rank[1], "near_duplicate"
+                    yield rank[1]
 
-        removals = (items
-                    | "BandKeys" >> beam.FlatMap(band_entries)
-                    | "GroupBands" >> beam.GroupByKey()
-                    | "Candidates" >> beam.FlatMap(duplicates)
-                    | "OncePerDoc" >> beam.Distinct())
-        keyed = items | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
+        removed = (infos
+                   | "BandKeys" >> beam.FlatMap(band_entries)
+                   | "GroupBands" >> beam.GroupByKey()
+                   | "Candidates" >> beam.FlatMap(duplicates)
+                   | "OncePerDoc" >> beam.Distinct()
+                   | "KeyRemoved" >> beam.Map(lambda key: (key, True)))
 
-        def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[PageDocument]:
-            _, grouped = element
-            for item in grouped["doc"]:
-                if grouped["removed"]:
+        def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[DedupInfo]:
+            for info in element[1]["info"]:
+                if element[1]["removed"]:
                     count(namespace, "dedup.near_duplicate")
                 else:
-                    yield item
+                    yield info
 
-        return ({"doc": keyed, "removed": removals | "KeyRemoved" >> beam.Map(lambda r: (r[0], r[1]))}
+        return ({"info": infos | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "removed": removed}
                 | "JoinRemovals" >> beam.CoGroupByKey()
                 | "Keep" >> beam.FlatMap(keep))
 
 
-# --- corpus-wide frequency filters ---------------------------------------------------------------
+class CorpusFrequency(beam.PTransform):
+    """`DedupInfo`s -> `(doc key, ("image", normalised URL) | ("paragraph", paragraph key))` for
+    every image URL found on more than `image_max_documents` documents and every paragraph
+    repeated on at least `paragraph_boilerplate_min_count` documents of one domain.
 
-class CorpusFrequencyFilter(beam.PTransform):
-    """Corpus-wide counts feeding the preprocess filters: image URLs (normalised) found on more
-    than `image_max_documents` documents, and paragraphs (`paragraph_key`) repeated on at least
-    `paragraph_boilerplate_min_count` documents of one domain. Affected documents are filtered
-    again with `apply_filters(..., frequent_image_urls=, boilerplate_paragraphs=)`, so the drops
-    count as `filter.image_frequent_url`, `filter.paragraph_boilerplate` and any document-level
-    reason that now applies. Also counts `frequency.frequent_image_urls` and
-    `frequency.boilerplate_paragraphs` (distinct keys found).
+    Counts `frequency.frequent_image_urls` and `frequency.boilerplate_paragraphs` (distinct keys).
     """
 
     def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE) -> None:
         super().__init__()
         self.filter_config, self.namespace = filter_config, namespace
 
-    def expand(self, items: beam.PCollection) -> beam.PCollection:
-        cfg, namespace = self.filter_config, self.namespace
-        max_docs, min_repeats = cfg.image_max_documents, cfg.paragraph_boilerplate_min_count
+    def expand(self, infos: beam.PCollection) -> beam.PCollection:
+        max_docs = self.filter_config.image_max_documents
+        min_repeats = self.filter_config.paragraph_boilerplate_min_count
+        namespace = self.namespace
 
-        def image_refs(item: PageDocument) -> Iterator[tuple[str, str]]:
-            for url in sorted({normalized_image_url(image.url) for image in item.doc.images}):
-                yield url, item.key
+        def frequent(kind: str, counter: str, threshold: int) -> Callable[[Any], Iterator[Any]]:
+            def emit(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
+                value, docs = element
+                docs = sorted(set(docs))
+                if len(docs) >= threshold:
+                    count(namespace, f"frequency.{counter}")
+                    value = value.split("\x1f", 1)[1] if kind == "paragraph" else value
+                    for doc_key in docs:
+                        yield doc_key, (kind, value)
+            return emit
 
-        def paragraph_refs(item: PageDocument) -> Iterator[tuple[str, str]]:
-            domain = dedup.domain_of(item.doc.url)
-            keys = {dedup.paragraph_key(text.text) for text in item.doc.texts}
-            for key in sorted(keys - {""}):
-                yield f"{domain}\x1f{key}", item.key
+        images = (infos | "ImageRefs" >> beam.FlatMap(lambda i: [(url, i.key) for url in i.image_urls])
+                  | "GroupImageRefs" >> beam.GroupByKey()
+                  | "FrequentImages" >> beam.FlatMap(frequent("image", "frequent_image_urls", max_docs + 1)))
+        paragraphs = (infos | "ParagraphRefs" >> beam.FlatMap(lambda i: [(k, i.key) for k in i.paragraph_keys])
+                      | "GroupParagraphs" >> beam.GroupByKey()
+                      | "Boilerplate" >> beam.FlatMap(frequent("paragraph", "boilerplate_paragraphs", min_repeats)))
+        return (images, paragraphs) | "AllRemovals" >> beam.Flatten()
 
-        def frequent_images(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
-            url, docs = element
-            docs = sorted(set(docs))
-            if len(docs) > max_docs:
-                count(namespace, "frequency.frequent_image_urls")
-                for doc_key in docs:
-                    yield doc_key, ("image", url)
 
-        def boilerplate(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
-            key, docs = element
-            docs = sorted(set(docs))
-            if len(docs) >= min_repeats:
-                count(namespace, "frequency.boilerplate_paragraphs")
-                for doc_key in docs:
-                    yield doc_key, ("paragraph", key.split("\x1f", 1)[1])
+class DeduplicateDocuments(beam.PTransform):
+    """PageDocuments -> the documents that survive dedup (exact, near, same URL, same image set:
+    the newest capture wins), with corpus-frequent images and domain-boilerplate paragraphs
+    removed by `apply_filters(..., frequent_image_urls=, boilerplate_paragraphs=)` (counted as
+    `filter.image_frequent_url`, `filter.paragraph_boilerplate`, and any document-level reason
+    that then applies)."""
 
-        image_removals = (items | "ImageRefs" >> beam.FlatMap(image_refs)
-                          | "GroupImageRefs" >> beam.GroupByKey()
-                          | "FrequentImages" >> beam.FlatMap(frequent_images))
-        paragraph_removals = (items | "ParagraphRefs" >> beam.FlatMap(paragraph_refs)
-                              | "GroupParagraphs" >> beam.GroupByKey()
-                              | "Boilerplate" >> beam.FlatMap(boilerplate))
-        removals = (image_removals, paragraph_removals) | "AllRemovals" >> beam.Flatten()
-        keyed = items | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        super().__init__()
+        self.config, self.namespace = config, namespace
 
-        def refilter(element: tuple[str, dict[str, list[Any]]]) -> Iterator[PageDocument]:
+    def expand(self, docs: beam.PCollection) -> beam.PCollection:
+        cfg, namespace = self.config, self.namespace
+        filters = cfg.filters
+        num_perm = cfg.minhash_bands * cfg.minhash_rows
+        survivors = (docs
+                     | "DedupInfo" >> beam.Map(dedup_info, num_perm=num_perm)
+                     | "ExactDedup" >> KeepNewest(key_fn=lambda i: i.content_hash, reason="exact",
+                                                  namespace=namespace)
+                     | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, bands=cfg.minhash_bands,
+                                                rows=cfg.minhash_rows, namespace=namespace)
+                     | "SameUrlDedup" >> KeepNewest(key_fn=lambda i: i.url_key, reason="same_url",
+                                                    namespace=namespace)
+                     | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: i.image_set_key, reason="same_image_set",
+                                                         namespace=namespace))
+        removals = survivors | "CorpusFrequency" >> CorpusFrequency(filter_config=filters, namespace=namespace)
+
+        def apply(element: tuple[str, dict[str, list[Any]]]) -> Iterator[PageDocument]:
             _, grouped = element
+            if not grouped["keep"]:
+                return
             images = {value for kind, value in grouped["removed"] if kind == "image"}
             paragraphs = {value for kind, value in grouped["removed"] if kind == "paragraph"}
             for item in grouped["doc"]:
@@ -246,22 +303,17 @@ class CorpusFrequencyFilter(beam.PTransform):
                     yield item
                     continue
                 reasons: Counter = Counter()
-                doc, _ = apply_filters(item.doc, cfg, reasons, frequent_image_urls=images,
+                doc, _ = apply_filters(item.doc, filters, reasons, frequent_image_urls=images,
                                        boilerplate_paragraphs=paragraphs)
                 count_all(namespace, "filter", reasons)
                 if doc is not None:
                     yield dataclasses.replace(item, doc=doc)
 
-        return ({"doc": keyed, "removed": removals} | "JoinRemovals" >> beam.CoGroupByKey()
-                | "Refilter" >> beam.FlatMap(refilter))
-
-
-def normalized_image_url(url: str) -> str:
-    """The URL form counted for image frequency (`normalize_url`, or the URL itself if it cannot be)."""
-    try:
-        return dedup.normalize_url(url)
-    except ValueError:
-        return url
+        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)),
+                 "keep": survivors | "KeyKept" >> beam.Map(lambda info: (info.key, True)),
+                 "removed": removals}
+                | "JoinDecisions" >> beam.CoGroupByKey()
+                | "ApplyDecisions" >> beam.FlatMap(apply))
 
 
 def image_bounds_reason(doc: Document, config: FilterConfig) -> str | None:
@@ -354,15 +406,7 @@ class M3WDocuments(beam.PTransform):
         docs = (extracted.docs
                 | "FilterDocuments" >> beam.ParDo(FilterDocumentFn(filter_config=cfg.filters,
                                                                    namespace=namespace))
-                | "ExactDedup" >> KeepNewest(key_fn=lambda i: dedup.content_hash(i.doc), reason="exact",
-                                             namespace=namespace)
-                | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, bands=cfg.minhash_bands,
-                                           rows=cfg.minhash_rows, namespace=namespace)
-                | "SameUrlDedup" >> KeepNewest(key_fn=lambda i: dedup.normalize_url(i.doc.url), reason="same_url",
-                                               namespace=namespace)
-                | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: dedup.image_set_key(i.doc),
-                                                    reason="same_image_set", namespace=namespace)
-                | "CorpusFrequencyFilter" >> CorpusFrequencyFilter(filter_config=cfg.filters, namespace=namespace)
+                | "Deduplicate" >> DeduplicateDocuments(config=cfg, namespace=namespace)
                 | "BoundsBeforeDownload" >> beam.ParDo(_BoundsFn(config=cfg, namespace=namespace)))
         return docs, extracted[DEAD_LETTER]
 

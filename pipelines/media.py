@@ -2,23 +2,22 @@
 and videos (PyAV, frames at 1 fps).
 
 We reuse img2dataset's building blocks rather than its `download()` (which starts its own process
-pool): `is_disallowed` for `X-Robots-Tag` opt-outs and `Resizer` for decoding, size checks and
-re-encoding. The HTTP fetch is ours so that only transient failures (timeouts, connection resets,
-408/429/5xx) are retried, with exponential backoff, jitter and Retry-After, and so that bodies
-are capped in bytes while streaming.
+pool): `is_disallowed` for `X-Robots-Tag` opt-outs and `Resizer` for re-encoding. HTTP goes
+through the crawler's hardened single-exchange client (`flamboyance.crawl.fetch`: SSRF guard on
+the connected address, timeouts, byte cap); on top of it we follow redirects, judge opt-outs on
+the response head before any body is read, and retry only transient failures (timeouts, dropped
+connections, 408/429/5xx) with exponential backoff, jitter and Retry-After.
 """
 
 from __future__ import annotations
 
-import http.client
+import dataclasses
 import io
 import os
 import random
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 _USER_AGENT = "Mozilla/5.0 (compatible; {token}; +https://github.com/flamboyance)"
 _TRANSIENT_STATUS = frozenset({408, 429})
-_CHUNK = 1 << 16
 
 # img2dataset's Resizer silences stdout/stderr by dup2-ing file descriptors 1 and 2 while it
 # decodes; two threads doing that at once can leave the process writing to /dev/null, so calls
@@ -71,16 +69,23 @@ class ImageResult:
         return self.data is not None
 
 
-class _Failure(Exception):
-    """A classified fetch failure (`transient` ones are retried)."""
-
-    def __init__(self, reason: str, detail: str, *, transient: bool, retry_after: float | None = None) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.transient, self.retry_after = reason, detail, transient, retry_after
+_TRANSIENT_FETCH_ERRORS = frozenset({"connect_timeout", "read_timeout", "total_timeout", "dns_timeout",
+                                     "connection_error"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+class _Headers:
+    """`get_all` over crawl's lower-cased header dict, as img2dataset's `is_disallowed` expects."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        value = self.headers.get(name.lower())
+        return default if value is None else [value]
+
+
+def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
@@ -89,67 +94,71 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _fetch_once(url: str, cfg: DownloadConfig, max_bytes: int, directives: frozenset[str]) -> bytes:
+def _fetch_once(url: str, cfg: DownloadConfig, max_bytes: int) -> tuple[Fetched, bool, float | None]:
+    """One attempt, following redirects: (result, whether a failure is transient, Retry-After)."""
+    from flamboyance.crawl.fetch import FetchConfig, FetchError
+    from flamboyance.crawl.fetch import fetch as http_get
     from img2dataset.downloader import is_disallowed
 
     token = cfg.user_agent_token.strip().lower()
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT.format(token=token)})
-    try:
-        with urllib.request.urlopen(request, timeout=cfg.timeout_s) as response:
-            if directives and is_disallowed(response.headers, token, directives):
-                raise _Failure("disallowed_by_x_robots_tag", response.headers.get("X-Robots-Tag", ""),
-                               transient=False)
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > max_bytes:
-                raise _Failure("too_large", f"Content-Length {length} > {max_bytes}", transient=False)
-            body = bytearray()
-            while chunk := response.read(_CHUNK):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise _Failure("too_large", f"body over {max_bytes} bytes", transient=False)
-            return bytes(body)
-    except urllib.error.HTTPError as err:
-        transient = err.code in _TRANSIENT_STATUS or err.code >= 500
-        raise _Failure(f"http_{err.code}", str(err.reason), transient=transient,
-                       retry_after=_retry_after(err.headers)) from err
-    except urllib.error.URLError as err:
-        if isinstance(err.reason, TimeoutError):
-            raise _Failure("timeout", str(err.reason), transient=True) from err
-        if isinstance(err.reason, ConnectionResetError):
-            raise _Failure("connection_reset", str(err.reason), transient=True) from err
-        raise _Failure("connection_error", str(err.reason), transient=False) from err
-    except TimeoutError as err:  # socket timeout while reading the body
-        raise _Failure("timeout", str(err) or "read timed out", transient=True) from err
-    except (ConnectionResetError, http.client.IncompleteRead, http.client.RemoteDisconnected) as err:
-        raise _Failure("connection_reset", repr(err), transient=True) from err
-    except (http.client.HTTPException, ConnectionError) as err:
-        raise _Failure("connection_error", repr(err), transient=False) from err
+    directives = {d.strip().lower() for d in cfg.disallowed_header_directives}
+    config = FetchConfig(connect_timeout=cfg.timeout_s, read_timeout=cfg.timeout_s,
+                         total_timeout=max(cfg.timeout_s, cfg.total_timeout_s), max_body_bytes=max_bytes,
+                         user_agent=_USER_AGENT.format(token=token), allow_private_hosts=cfg.allow_private_hosts)
+    verdict: dict[str, str] = {}
+
+    def want_body(status: int, headers: dict[str, str]) -> bool:
+        # Opt-outs and size are judged on the head: a refused body is never downloaded.
+        if status != 200:
+            return False
+        if directives and is_disallowed(_Headers(headers), token, directives):
+            verdict["reason"], verdict["detail"] = "disallowed_by_x_robots_tag", headers.get("x-robots-tag", "")
+            return False
+        return True
+
+    current = url
+    for _ in range(cfg.max_redirects + 1):
+        try:
+            response = http_get(current, config, want_body=want_body)
+        except FetchError as err:
+            reason = "too_large" if err.reason == "body_too_large" else err.reason
+            return Fetched(url=url, reason=reason, detail=err.detail), err.reason in _TRANSIENT_FETCH_ERRORS, None
+        status = response.status
+        if status in _REDIRECTS and response.headers.get("location"):
+            current = urllib.parse.urljoin(current, response.headers["location"])
+            continue
+        if status in _TRANSIENT_STATUS or status >= 500:
+            return (Fetched(url=url, reason=f"http_{status}", detail=current), True,
+                    _retry_after(response.headers.get("retry-after")))
+        if verdict:
+            return Fetched(url=url, reason=verdict["reason"], detail=verdict["detail"]), False, None
+        if status != 200:
+            return Fetched(url=url, reason=f"http_{status}", detail=current), False, None
+        if response.truncated or response.body is None:
+            return Fetched(url=url, reason="too_large", detail=f"body over {max_bytes} bytes"), False, None
+        return Fetched(url=url, data=response.body), False, None
+    return Fetched(url=url, reason="too_many_redirects", detail=current), False, None
 
 
 def fetch(url: str, cfg: DownloadConfig, *, max_bytes: int) -> Fetched:
-    """GET `url` (http/https only), honouring `X-Robots-Tag` opt-outs and a byte cap.
+    """GET `url` with the crawler's hardened client (http/https only, SSRF guard on the address
+    actually connected to, timeouts, byte cap), following redirects, honouring `X-Robots-Tag`
+    opt-outs before the body is downloaded.
 
-    Transient failures are retried up to `cfg.retries` times with exponential backoff and
-    jitter (a server's Retry-After wins, capped); anything else fails at once.
+    Transient failures (timeouts, dropped connections, 408/429/5xx) are retried up to
+    `cfg.retries` times with exponential backoff and jitter (a server's Retry-After wins,
+    capped); anything else fails at once. The failure reason of the last attempt is returned.
     """
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        return Fetched(url=url, reason="unsupported_scheme", detail=f"scheme {scheme!r}", attempts=0)
-    directives = frozenset(d.strip().lower() for d in cfg.disallowed_header_directives)
     attempt = 0
     while True:
         attempt += 1
-        try:
-            return Fetched(url=url, data=_fetch_once(url, cfg, max_bytes, directives), attempts=attempt)
-        except _Failure as failure:
-            if not failure.transient or attempt > cfg.retries:
-                return Fetched(url=url, reason=failure.reason, detail=failure.detail, attempts=attempt)
-            delay = cfg.backoff_s * 2 ** (attempt - 1) * (1 + random.random())
-            if failure.retry_after is not None:
-                delay = min(failure.retry_after, cfg.max_retry_after_s)
-            time.sleep(delay)
-        except ValueError as err:  # urllib rejects malformed URLs with ValueError
-            return Fetched(url=url, reason="invalid_url", detail=str(err), attempts=attempt)
+        result, transient, retry_after = _fetch_once(url, cfg, max_bytes)
+        if not transient or attempt > cfg.retries:
+            return dataclasses.replace(result, attempts=attempt)
+        delay = cfg.backoff_s * 2 ** (attempt - 1) * (1 + random.random())
+        if retry_after is not None:
+            delay = min(retry_after, cfg.max_retry_after_s)
+        time.sleep(delay)
 
 
 class ImageDownloader:

@@ -59,6 +59,10 @@ class ExtractConfig:
     """How many top-scoring containers are compared when looking for a common ancestor."""
     min_text_chars: int = 1
     """A document with less text than this (and no image or video) raises `no_main_content`."""
+    srcset_only_images: bool = True
+    """Keep an image whose only URL is in a `srcset` (or `<picture><source>`), taking the largest
+    candidate. Readability-style references keep such images as srcset-only <img> tags, which
+    src-based scorers cannot see; turning this off trades those images for scorer precision."""
     captions_as_text: bool = False
     """Also emit a figure's caption as a "caption" text node. By default a caption of a figure that
     holds an image or video is only stored on that node (`ImageNode.caption`), so the text stream
@@ -112,7 +116,7 @@ _UNLIKELY = re.compile(
     r"|ad-break|agegate|pagination|pager|popup|yom-remote|cookie|consent|newsletter|subscribe|signup"
     r"|promo|outbrain|taboola|recommend|trending|most-?popular|navbar|toolbar"
     r"|masthead|paywall|print-only|skip-?link|sr-only|visually-?hidden|screen-reader", re.I)
-_MAYBE = re.compile(r"and|article|body|column|content|main|mathjax|shadow|story|entry|post-?body|text", re.I)
+_MAYBE = re.compile(r"and|article|body|column|content|main|mathjax|shadow|story|entry|text", re.I)
 _POSITIVE = re.compile(r"article|body|content|entry|hentry|h-entry|main|page|pagination|post|text|blog"
                        r"|story|prose", re.I)
 _NEGATIVE = re.compile(
@@ -159,6 +163,10 @@ _PORTRAIT_WORD = re.compile(r"(^|[^a-z])(avatar|gravatar|headshot|mugshot|author
                             re.I)
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(\.\d*)?\s*(px)?\s*$", re.I)
 _SKIP_SCHEMES = ("javascript:", "data:", "about:", "mailto:", "tel:", "blob:", "#")
+
+
+_ANY_HINT = re.compile("|".join(f"(?:{p.pattern})" for p in (_COMMENTS, _CAPTION_CLASS, _DATE_CLASS, _BYLINE,
+                                                               _UNLIKELY, _SHARE, _LOGO_WORD, _PORTRAIT_WORD)), re.I)
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -285,7 +293,8 @@ class _Page:
             return []
         _clean_content(content, flags, effects)
         emitter = _Emitter(base=self.base, max_images=self.config.max_images,
-                           captions_as_text=self.config.captions_as_text)
+                           captions_as_text=self.config.captions_as_text,
+                           srcset_only_images=self.config.srcset_only_images)
         emitter.walk(content)
         self.images_dropped = emitter.images_dropped
         return emitter.nodes
@@ -364,8 +373,10 @@ def _value_weight(value: str | None) -> int:
 _H_COMMENTS, _H_CAPTION, _H_BYLINE, _H_UNLIKELY, _H_SHARE, _H_LOGO, _H_PORTRAIT = 1, 2, 4, 8, 16, 32, 64
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=16384)
 def _hints(match: str) -> int:
+    if not _ANY_HINT.search(match):
+        return 0  # most class strings ("css-1a48zt4", "row") name nothing: one search instead of seven
     flags = 0
     if _COMMENTS.search(match):
         flags |= _H_COMMENTS
@@ -427,6 +438,25 @@ def _is_hidden(el: etree._Element) -> bool:
     return False
 
 
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _set_attr(el: etree._Element, name: str, value: str) -> None:
+    """Set an attribute, dropping characters lxml refuses (control characters, lone surrogates)."""
+    try:
+        el.set(name, value)
+    except ValueError:
+        el.set(name, _XML_INVALID.sub("", value))
+
+
+def _set_text(el: etree._Element, which: str, value: str) -> None:
+    """Set `.text` or `.tail`; libxml2 keeps control characters it parsed but refuses them back."""
+    try:
+        setattr(el, which, value)
+    except ValueError:
+        setattr(el, which, _XML_INVALID.sub("", value))
+
+
 def _drop(el: etree._Element) -> None:
     """Remove an element but keep its tail text."""
     parent = el.getparent()
@@ -436,9 +466,9 @@ def _drop(el: etree._Element) -> None:
     if tail:
         previous = el.getprevious()
         if previous is not None:
-            previous.tail = (previous.tail or "") + tail
+            _set_text(previous, "tail", (previous.tail or "") + tail)
         else:
-            parent.text = (parent.text or "") + tail
+            _set_text(parent, "text", (parent.text or "") + tail)
     parent.remove(el)
 
 
@@ -455,6 +485,8 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
         if not isinstance(tag, str):
             _drop(el)
             continue
+        if tag == "amp-img":  # AMP pages: the same attributes as <img>
+            el.tag = tag = "img"
         if tag in _DROP_TAGS or tag in _SOFT_DROP_TAGS:
             if tag == "header" and _has_ancestor(el, ("article", "main")):
                 # An article's own header: title, standfirst, byline and dates go, its lead
@@ -579,7 +611,7 @@ def _unwrap_noscript_images(body: etree._Element) -> None:
         real = images[0]
         for name, value in real.attrib.items():
             if name in ("src", "srcset") or not target.get(name):
-                target.set(name, value)
+                _set_attr(target, name, value)
 
 
 def _fix_lazy(el: etree._Element) -> None:
@@ -587,7 +619,7 @@ def _fix_lazy(el: etree._Element) -> None:
     for name in _HI_RES_ATTRS:
         value = (el.get(name) or "").strip()
         if value and not value.lower().startswith(_SKIP_SCHEMES):
-            el.set("src", value)
+            _set_attr(el, "src", value)
             return
     src = (el.get("src") or "").strip()
     lazy_class = "lazy" in (el.get("class") or "").lower()
@@ -599,12 +631,12 @@ def _fix_lazy(el: etree._Element) -> None:
     for name in _LAZY_SRC_ATTRS:
         value = (el.get(name) or "").strip()
         if value and not value.lower().startswith(_SKIP_SCHEMES):
-            el.set("src", value)
+            _set_attr(el, "src", value)
             return
     for name in _LAZY_SRCSET_ATTRS:
         value = (el.get(name) or "").strip()
         if value:
-            el.set("srcset", value)
+            _set_attr(el, "srcset", value)
             if placeholder and "src" in el.attrib:
                 del el.attrib["src"]
             return
@@ -615,12 +647,12 @@ def _fix_lazy(el: etree._Element) -> None:
         if name in ("src", "srcset", "alt", "title", "class", "style"):
             continue
         if _IMAGE_SRCSET.search(value):
-            el.set("srcset", value)
+            _set_attr(el, "srcset", value)
             if "src" in el.attrib:
                 del el.attrib["src"]
             return
         if _IMAGE_URL.match(value):
-            el.set("src", value.strip())
+            _set_attr(el, "src", value.strip())
             return
 
 
@@ -749,12 +781,14 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
     if len(kept) == 1:
         return top
     wrapper = etree.Element("div")
-    for el in kept:
+    for index, el in enumerate(kept):
+        # Loose text between two kept siblings belongs to the article; after the last one it does not.
+        between = index + 1 < len(kept) and el.getnext() is kept[index + 1]
         tail = el.tail
         el.tail = None
         wrapper.append(el)  # moves the element out of the page
-        if tail and tail.strip():
-            el.tail = tail
+        if between and tail and tail.strip():
+            _set_text(el, "tail", tail)
     return wrapper
 
 
@@ -886,8 +920,9 @@ _INHERITED_KINDS = ("list_item", "quote", "caption")
 class _Emitter:
     """Walks the chosen container in document order and builds the node list."""
 
-    def __init__(self, *, base: str, max_images: int, captions_as_text: bool) -> None:
+    def __init__(self, *, base: str, max_images: int, captions_as_text: bool, srcset_only_images: bool) -> None:
         self.base = base
+        self.srcset_only_images = srcset_only_images
         self.captions_as_text = captions_as_text
         self.max_images = max_images
         self.nodes: list[Node] = []
@@ -897,9 +932,11 @@ class _Emitter:
         self.images_dropped = 0
         self.captions: list[str] = []
         self.resolved: dict[str, str | None] = {}
+        self.root: etree._Element | None = None
 
     def walk(self, root: etree._Element) -> None:
         # Explicit stack of (element, entering?) so deep trees cannot overflow Python's stack.
+        self.root = root
         stack: list[tuple[etree._Element, bool]] = [(root, True)]
         while stack:
             el, entering = stack.pop()
@@ -908,37 +945,23 @@ class _Emitter:
                 self._leave(el, tag)
                 continue
             if not isinstance(tag, str) or tag in _DROP_TAGS:
-                if el.tail:
-                    self.buffer.append(el.tail)
+                self._tail(el)
                 continue
-            if tag == "img":
-                self._image(el)
-                if el.tail:
-                    self.buffer.append(el.tail)
-                continue
-            if tag == "video":
-                self._video(el)
-                if el.tail:
-                    self.buffer.append(el.tail)
-                continue
-            if tag == "picture":
-                self._picture(el)
-                if el.tail:
-                    self.buffer.append(el.tail)
-                continue
-            if tag == "br":
-                self.buffer.append("\x00")
-                if el.tail:
-                    self.buffer.append(el.tail)
-                continue
-            if tag == "hr":
-                self.flush()
-                if el.tail:
-                    self.buffer.append(el.tail)
+            if tag in ("img", "video", "picture", "br", "hr"):
+                if tag == "img":
+                    self._image(el)
+                elif tag == "video":
+                    self._video(el)
+                elif tag == "picture":
+                    self._picture(el)
+                elif tag == "br":
+                    self.buffer.append("\x00")
+                else:
+                    self.flush()
+                self._tail(el)
                 continue
             if tag == "figcaption" and not self.captions_as_text and _has_media_ancestor(el):
-                if el.tail:
-                    self.buffer.append(el.tail)
+                self._tail(el)  # the caption is on the image node
                 continue
             if tag in _EMIT_BLOCKS:
                 self.flush()
@@ -958,6 +981,11 @@ class _Emitter:
                 stack.append((child, True))
         self.flush()
 
+    def _tail(self, el: etree._Element) -> None:
+        # The container's own tail is page text after the main content, not part of it.
+        if el.tail and el is not self.root:
+            self.buffer.append(el.tail)
+
     def _leave(self, el: etree._Element, tag: str) -> None:
         if tag in _EMIT_BLOCKS:
             self.flush()
@@ -966,8 +994,7 @@ class _Emitter:
                 self.captions.pop()
         elif tag in ("td", "th"):
             self.buffer.append(" ")
-        if el.tail:
-            self.buffer.append(el.tail)
+        self._tail(el)
 
     def flush(self) -> None:
         if not self.buffer:
@@ -1015,7 +1042,9 @@ class _Emitter:
             self.images_dropped += 1
             return
         url = self._absolute(el.get("src"))
-        if url is None or _PLACEHOLDER.search(url):
+        if url is not None and _PLACEHOLDER.search(url):
+            url = None
+        if url is None and self.srcset_only_images:
             candidates = [el.get("srcset"), *(extra_srcset or [])]
             url = next((u for u in (self._absolute(_largest(s)) for s in candidates if s) if u), None)
         if url is None:

@@ -2,8 +2,9 @@
 
 Decoding order (the HTML standard's, simplified): byte-order mark, the HTTP `Content-Type`
 charset, a `<meta charset>` / `<meta http-equiv>` declaration in the first bytes, strict UTF-8,
-then bs4's `UnicodeDammit` detector as the last resort (it is slow, so it runs only when the
-cheap ways fail).
+UTF-8 with a few replaced bytes when the page is evidently UTF-8, then the detector of bs4's
+`UnicodeDammit` (`EncodingDetector`, chardet-backed) as the last resort: it is slow, so it runs
+only when the cheap ways fail, and only on the first 64 KiB.
 """
 
 from __future__ import annotations
@@ -80,11 +81,43 @@ def decode_html(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    from bs4 import UnicodeDammit  # slow detector: only for pages the cheap ways cannot decode
+    # Crawled pages are often UTF-8 with a few broken bytes (a truncated record, one pasted
+    # legacy character): keep UTF-8 when the damage is tiny rather than guessing a legacy codec.
+    if _looks_utf8(data):
+        return data.decode("utf-8", "replace"), "utf-8"
+    return _detect(data)
 
-    dammit = UnicodeDammit(data[:1 << 20], is_html=True)
-    encoding = _lookup(dammit.original_encoding) or "cp1252"
-    return data.decode(encoding, "replace"), encoding
+
+def _looks_utf8(data: bytes) -> bool:
+    """Most non-ASCII bytes form valid UTF-8 sequences (rather than single legacy-codec bytes)."""
+    sequences = _UTF8_MULTIBYTE.findall(data)
+    stray = len(_HIGH_BYTE.findall(data)) - sum(len(m) for m in sequences)
+    return bool(sequences) and stray * 10 <= len(sequences)
+
+
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+# The detector looks at this much of the page: enough to tell encodings apart, and it is slow.
+_DETECT_BYTES = 1 << 16
+
+
+def _detect(data: bytes) -> tuple[str, str]:
+    """Guess the encoding with bs4's detector (UnicodeDammit's, chardet-backed): the first
+    candidate that decodes a sample of the page strictly wins; cp1252 decodes anything."""
+    from bs4.dammit import EncodingDetector  # slow import and slow detector: fallback only
+
+    sample = data[:_DETECT_BYTES]
+    for candidate in EncodingDetector(sample, is_html=True).encodings:
+        encoding = _lookup(candidate)
+        if encoding is None:
+            continue
+        try:
+            # Incremental: a multi-byte character cut at the sample's end is not an error.
+            codecs.getincrementaldecoder(encoding)().decode(sample, final=len(data) <= _DETECT_BYTES)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        return data.decode(encoding, "replace"), encoding
+    return data.decode("cp1252", "replace"), "cp1252"
 
 
 def strip_invisible(text: str) -> str:

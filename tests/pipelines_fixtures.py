@@ -15,10 +15,9 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
-from PIL import Image
-
 from flamboyance.crawl import PageRecord
 from flamboyance.pipelines.common import counters_of
+from PIL import Image
 
 _ADJ = ["quiet", "bright", "old", "small", "green", "busy", "gentle", "careful", "warm", "narrow", "early",
         "famous", "simple", "honest", "patient", "curious", "happy", "heavy", "local", "rare", "windy", "silver",

@@ -188,3 +188,9 @@ def test_page_without_content_is_rejected_with_a_reason():
         extract_document(_page("<script>var a = 1;</script><nav><a href='/'>Home</a></nav>"), PAGE_URL)
     assert info.value.reason == "no_main_content"
     assert PAGE_URL in str(info.value)
+
+
+def test_text_around_the_chosen_container_is_not_included():
+    body = (f"Loose text before.<div id='wrap'><article><p>{LONG}</p><p>{LONG} Second.</p></article>"
+            "<aside>Aside text.</aside></div>Loose trailing text of the page layout, after the article.")
+    assert extract_document(_page(body), PAGE_URL).nodes == [TextNode(text=LONG), TextNode(text=LONG + " Second.")]

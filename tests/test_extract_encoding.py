@@ -72,3 +72,12 @@ def test_charset_helpers():
     assert header_charset(None) is None
     assert meta_charset(b"<head><meta content='text/html; charset=gbk' http-equiv='Content-Type'>") == "gbk"
     assert meta_charset(b"<head><title>no charset</title>") is None
+
+
+def test_utf8_with_a_few_broken_bytes_stays_utf8():
+    body = ("Zürich, Genève und Köln: schöne Städte. " * 20).encode("utf-8")
+    data = b"<html><body><p>" + body + b"\xe9 broken byte</p></body></html>"
+    text, encoding = decode_html(data)
+    assert encoding == "utf-8"
+    assert text.count("\ufffd") == 1
+    assert "Zürich, Genève und Köln" in text

@@ -142,3 +142,22 @@ def test_article_header_keeps_its_lead_picture_but_not_its_text():
     assert extract_document(html, PAGE_URL).nodes == [
         ImageNode(url="https://news.example.com/lead.jpg", alt="Lead", caption="The lead picture."),
         TextNode(text=TEXT), TextNode(text=TEXT + " Again.")]
+
+
+def test_amp_img_is_an_image():
+    assert images('<amp-img src="/amp/1.jpg" width="800" height="450" layout="responsive"></amp-img>') == [
+        ImageNode(url="https://news.example.com/amp/1.jpg", width=800, height=450)]
+
+
+def test_srcset_only_images_can_be_left_out():
+    import dataclasses
+
+    from flamboyance.preprocess.extract import DEFAULT_CONFIG
+
+    html = (f"<html><body><article><p>{TEXT}</p><img srcset='/s/1-320.jpg 320w, /s/1-640.jpg 640w'>"
+            f"<img src='/s/2.jpg' srcset='/s/2-big.jpg 2x'><img src='/blank.gif'><p>{TEXT}</p></article></body></html>")
+    config = dataclasses.replace(DEFAULT_CONFIG, srcset_only_images=False)
+    assert [i.url for i in extract_document(html, PAGE_URL, config=config).images] == [
+        "https://news.example.com/s/2.jpg"]
+    assert [i.url for i in extract_document(html, PAGE_URL).images] == [
+        "https://news.example.com/s/1-640.jpg", "https://news.example.com/s/2.jpg"]

@@ -40,12 +40,12 @@ def random_media(batch: int, num: int, seed: int, frames: int = 1, size: int = 3
 
 # --- the media mask ------------------------------------------------------------------------------
 
-I = 9  # stands for the <image> id in the literal mask tests
+IMG = 9  # stands for the <image> id in the literal mask tests
 
 
 def test_media_mask_immediate_literal():
-    ids = torch.tensor([[5, I, 6, 7, I, 8, I, 4]])
-    mask = media_attention_mask(ids, image_token_id=I, num_media=2)
+    ids = torch.tensor([[5, IMG, 6, 7, IMG, 8, IMG, 4]])
+    mask = media_attention_mask(ids, image_token_id=IMG, num_media=2)
     expected = torch.tensor(
         [[[0, 0], [1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]]], dtype=torch.bool
     )
@@ -54,12 +54,12 @@ def test_media_mask_immediate_literal():
 
 
 def test_media_mask_all_previous_padding_and_segments():
-    ids = torch.tensor([[5, I, 6, I, 7, 3, I, 8, 0]])
+    ids = torch.tensor([[5, IMG, 6, IMG, 7, 3, IMG, 8, 0]])
     attention = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1, 0]])
     segments = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1]])
     mask = media_attention_mask(
         ids,
-        image_token_id=I,
+        image_token_id=IMG,
         num_media=3,
         attention_mask=attention,
         segment_ids=segments,
@@ -70,7 +70,7 @@ def test_media_mask_all_previous_padding_and_segments():
         dtype=torch.bool,
     )
     assert torch.equal(mask, expected)
-    immediate = media_attention_mask(ids, image_token_id=I, num_media=3, segment_ids=segments)
+    immediate = media_attention_mask(ids, image_token_id=IMG, num_media=3, segment_ids=segments)
     # token 5 starts document 1: the latest image (slot 1) belongs to document 0, so it sees nothing
     assert immediate[0, 5].tolist() == [False, False, False]
     assert immediate[0, 4].tolist() == [False, True, False]
@@ -251,6 +251,8 @@ def test_image_transform_and_embeddings():
 def test_gradients_reach_exactly_the_trainable_set(family):
     model = make_model(family)
     model.train()
+    assert model.resampler.training and model.xattn["0"].training
+    assert not model.lm.training and not model.vision.tower.training  # frozen towers stay in eval mode
     names = set(model.trainable_parameters())
     expected_new = {"new_token_embeddings"} | (
         {"new_token_output_embeddings"} if family == "llama" else set()
@@ -384,3 +386,33 @@ def test_timm_vision_encoder_optional():
     ids, attention = encode(model, [f"{IMAGE_TOKEN}a red"])
     out = model(ids, attention, random_media(1, 1, seed=1, size=64))
     assert torch.isfinite(out.logits).all()
+
+
+def test_build_from_local_paths_and_reload_without_frozen_copies(tmp_path):
+    from transformers import AutoModelForCausalLM, CLIPConfig, CLIPModel
+
+    config = tiny_config(family="gpt2", tokenizer=TOKENIZER)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(config.language_model)
+    lm.save_pretrained(tmp_path / "lm")
+    TOKENIZER.save_pretrained(tmp_path / "lm")
+    clip = CLIPModel(
+        CLIPConfig(vision_config=config.vision_encoder.to_dict(), text_config={"hidden_size": 32})
+    )
+    clip.save_pretrained(tmp_path / "clip")  # a full CLIP checkpoint: only its vision half is used
+    by_path = config.replace(
+        language_model=str(tmp_path / "lm"), vision_encoder=str(tmp_path / "clip"), tokenizer=None
+    )
+    model = Flamingo.from_config(by_path).eval()
+    assert torch.equal(model.lm.get_input_embeddings().weight, lm.get_input_embeddings().weight)
+    vision_weight = model.vision.tower.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(vision_weight, clip.vision_model.embeddings.patch_embedding.weight)
+    ids, attention = encode(model, [f"{IMAGE_TOKEN}a red circle"])
+    media = random_media(1, 1, seed=1)
+    before = model(ids, attention, media).logits
+    model.save_pretrained(tmp_path / "flamingo")
+    assert not (tmp_path / "flamingo" / "frozen_lm").exists()  # referenced by path, not copied
+    assert not (tmp_path / "flamingo" / "frozen_vision").exists()
+    assert torch.equal(
+        Flamingo.from_pretrained(tmp_path / "flamingo").eval()(ids, attention, media).logits, before
+    )

@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from pipelines_fixtures import make_pipeline, run, shard_hashes, tar_members
-
 from flamboyance.crawl.sample_web import SampleWeb, serve_sample_web
 from flamboyance.pipelines.config import DownloadConfig, M3WConfig
 from flamboyance.pipelines.m3w import build_m3w
 from flamboyance.preprocess.tokens import IMAGE_TOKEN
 from flamboyance.shards import writer as shard_writer
+from pipelines_fixtures import make_pipeline, run, shard_hashes, tar_members
 
 NUM_PAGES = 12
 
@@ -29,7 +28,8 @@ def web_warc(tmp_path_factory):
 
 def _run(glob: str, output: Path, *, per_shard: int) -> dict[str, int]:
     p = make_pipeline()
-    config = M3WConfig(samples_per_shard=per_shard, download=DownloadConfig(retries=0, timeout_s=5))
+    config = M3WConfig(samples_per_shard=per_shard, download=DownloadConfig(retries=0, timeout_s=5,
+                                                                                allow_private_hosts=True))
     build_m3w(p, inputs=[glob], output=str(output), config=config)
     return run(p, "m3w")
 

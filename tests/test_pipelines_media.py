@@ -8,15 +8,15 @@ import io
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from PIL import Image
-from pipelines_fixtures import MediaServer, make_pipeline, picture, run
-
 from flamboyance.crawl.sample_media import ShapeSpec, render_video
 from flamboyance.pipelines.common import DEAD_LETTER
 from flamboyance.pipelines.config import DownloadConfig
 from flamboyance.pipelines.media import DownloadImagesFn, ImageDownloader, sample_frames
+from PIL import Image
+from pipelines_fixtures import MediaServer, make_pipeline, picture, run
 
-CONFIG = DownloadConfig(retries=2, backoff_s=0.01, timeout_s=5, image_size=64, max_image_bytes=200_000)
+CONFIG = DownloadConfig(retries=2, backoff_s=0.01, timeout_s=5, image_size=64, max_image_bytes=200_000,
+                        allow_private_hosts=True)
 PNG = "image/png"
 
 
@@ -35,6 +35,8 @@ def _routes() -> dict[str, tuple[int, dict[str, str], bytes]]:
         "/huge.png": (200, {"Content-Type": PNG}, b"\x89PNG" + b"0" * 300_000),
         "/gone.png": (410, {}, b"gone"),
         "/busy.png": (503, {}, b"busy"),
+        "/moved.png": (302, {"Location": "/ok.png"}, b""),
+        "/loop.png": (302, {"Location": "/loop.png"}, b""),
     }
 
 
@@ -48,7 +50,8 @@ EXPECTED = {"/ok.png": None, "/flaky.png": None, "/other-bot.png": None,
             "/noai.png": "disallowed_by_x_robots_tag", "/noimageindex.png": "disallowed_by_x_robots_tag",
             "/tiny.png": "image_download_too_small", "/wide.png": "image_download_aspect_ratio",
             "/flat.png": "image_single_colour", "/truncated.jpg": "decode_error", "/huge.png": "too_large",
-            "/gone.png": "http_410", "/busy.png": "http_503", "/missing.png": "http_404"}
+            "/gone.png": "http_410", "/busy.png": "http_503", "/missing.png": "http_404", "/moved.png": None,
+            "/loop.png": "too_many_redirects"}
 
 
 def test_image_downloader_reasons_and_retries():
@@ -64,6 +67,14 @@ def test_image_downloader_reasons_and_retries():
     assert server.hits["/flaky.png"] == 3 and server.hits["/busy.png"] == 3
     assert server.hits["/gone.png"] == 1 and server.hits["/missing.png"] == 1 and server.hits["/noai.png"] == 1
     assert downloader.finish(downloader.fetch("file:///etc/passwd")).reason == "unsupported_scheme"
+
+
+def test_private_addresses_are_refused_by_default():
+    server = MediaServer(_routes())
+    downloader = ImageDownloader(config=DownloadConfig(retries=2, backoff_s=0.01))
+    with server.serve() as base:
+        result = downloader.finish(downloader.fetch(base + "/ok.png"))
+    assert result.reason == "refused_address" and server.hits["/ok.png"] == 0
 
 
 def test_download_dofn_tags_failures_as_dead_letters():

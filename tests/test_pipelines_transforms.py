@@ -6,24 +6,16 @@ from __future__ import annotations
 from collections import Counter
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from pipelines_fixtures import article_html, make_pipeline, page, prose, run
-
 from flamboyance.pipelines.common import DEAD_LETTER, num_shards_for, shard_of
 from flamboyance.pipelines.config import M3WConfig
-from flamboyance.pipelines.m3w import (
-    CorpusFrequencyFilter,
-    ExtractDocumentFn,
-    FilterDocumentFn,
-    KeepNewest,
-    NearDedup,
-    PageDocument,
-)
+from flamboyance.pipelines.m3w import DeduplicateDocuments, ExtractDocumentFn, FilterDocumentFn, PageDocument
 from flamboyance.pipelines.pairs import caption_filters, is_heldout, video_source
-from flamboyance.preprocess import dedup
 from flamboyance.preprocess.document import Document, ImageNode, TextNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig
 from flamboyance.preprocess.steps import run_filters
+from pipelines_fixtures import article_html, make_pipeline, page, prose, run
 
 FILTERS = FilterConfig()
 
@@ -67,11 +59,7 @@ def test_dedup_keeps_newest_capture():
         _item("alone", "http://a.example/7", 7, ["http://a.example/i7.jpg"], "2024-01-01T00:00:00Z"),
     ]
     p = make_pipeline()
-    kept = (p | beam.Create(items)
-            | "Exact" >> KeepNewest(key_fn=lambda i: dedup.content_hash(i.doc), reason="exact")
-            | "Near" >> NearDedup(threshold=0.7, bands=14, rows=8)
-            | "Url" >> KeepNewest(key_fn=lambda i: dedup.normalize_url(i.doc.url), reason="same_url")
-            | "Images" >> KeepNewest(key_fn=lambda i: dedup.image_set_key(i.doc), reason="same_image_set"))
+    kept = p | beam.Create(items) | DeduplicateDocuments(config=M3WConfig())
     assert_that(kept | beam.Map(lambda i: i.key),
                 equal_to(["exact_new", "near_new", "url_new", "imgs_new", "alone"]))
     counters = run(p, "m3w")
@@ -93,7 +81,7 @@ def test_corpus_frequency_filter_drops_shared_images_and_domain_boilerplate():
         items.append(PageDocument(key=f"b{i:02d}", fetch_time="2024-01-01T00:00:00Z",
                                   doc=Document(url=f"http://www.b.example/{i}", nodes=nodes)))
     p = make_pipeline()
-    kept = p | beam.Create(items) | CorpusFrequencyFilter(filter_config=FILTERS)
+    kept = p | beam.Create(items) | DeduplicateDocuments(config=M3WConfig())
 
     def summary(item: PageDocument) -> tuple[str, tuple[str, ...], bool]:
         return item.key, tuple(n.url for n in item.doc.images), any(n.text == boiler for n in item.doc.texts)
@@ -133,3 +121,27 @@ def test_shard_assignment_and_split_are_stable_partitions():
     assert heldout == [k for k in keys if is_heldout(k, 0.1)]  # pure function of the key
     assert not any(is_heldout(k, 0.0) for k in keys)
     assert M3WConfig().filters == FILTERS
+
+
+def test_assign_shards_skips_complete_shards_and_refuses_another_plan(tmp_path):
+    from flamboyance.pipelines.common import AssignShards
+    from flamboyance.shards import write_shard
+
+    keys = [f"k{i:02d}" for i in range(10)]
+    output = str(tmp_path / "out")
+    done_key = keys[0]
+    done = shard_of(done_key, num_shards_for(10, 3))
+    # a complete shard from an earlier run: its samples are skipped, the others are assigned
+    write_shard(output, kind="image_text", shard_index=done, samples=[])
+    p = make_pipeline()
+    assigned, pending, _ = (p | beam.Create([(k, k) for k in keys])
+                            | AssignShards(output=output, samples_per_shard=3, namespace="t"))
+    expected = [(shard_of(k, 4), k) for k in keys if shard_of(k, 4) != done]
+    assert_that(assigned, equal_to(expected), label="Assigned")
+    assert_that(pending, equal_to([i for i in range(4) if i != done]), label="Pending")
+    assert run(p, "t") == {"shard.skipped_samples": 10 - len(expected)}
+    # the same output with another shard size would mix two assignments: refused
+    p = make_pipeline()
+    _ = p | beam.Create([(k, k) for k in keys]) | AssignShards(output=output, samples_per_shard=5, namespace="t")
+    with pytest.raises(Exception, match="another input or shard size"):
+        run(p, "t")

@@ -162,9 +162,11 @@ class M3WCollator:
             raise Rejected("no_images", f"document {record.key!r}")
         ids = self.tokens.encode(place_images(spans, next_image_p=self.next_image_p, rng=rng))
         image_positions = [i for i, t in enumerate(ids) if t == self.tokens.image]
-        # a window must contain an image with text after it, else nothing is a target
+        # the window must contain an image: it starts at most at the last image and ends after
+        # the first one (a window whose image is its last token has no target and is rejected)
         latest_start = min(max(0, len(ids) - self.max_tokens), image_positions[-1])
-        start = rng.randint(0, latest_start)
+        earliest_start = min(max(0, image_positions[0] - self.max_tokens + 1), latest_start)
+        start = rng.randint(earliest_start, latest_start)
         window = ids[start : start + self.max_tokens]
         first_image = sum(1 for p in image_positions if p < start)
         in_window = [p - start for p in image_positions if start <= p < start + self.max_tokens]

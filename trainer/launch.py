@@ -10,6 +10,7 @@ again resumes from the latest complete one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 from flamboyance.trainer.build import prepare_run
+from flamboyance.trainer.checkpoint import META_NAME
 from flamboyance.trainer.config import TrainConfig
 from flamboyance.trainer.loop import train_loop
 
@@ -27,16 +29,23 @@ RAY_RUN_NAME = "train"
 
 
 class RayContext:
-    """The loop's view of a Ray Train worker."""
+    """The loop's view of a Ray Train worker.
 
-    def __init__(self) -> None:
+    Ray registers a reported checkpoint when its controller next polls the workers (every couple
+    of seconds); a worker dying in between loses that registration although the files are all
+    persisted. So after every report (and a barrier: each rank's upload has returned) rank 0 marks
+    the persisted folder ``COMMITTED``, and a (re)started worker resumes from the newer of Ray's
+    latest checkpoint and the newest committed folder in the run's storage.
+    """
+
+    def __init__(self, storage_dir: Path) -> None:
         import ray.train
 
         self._train = ray.train
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
-        self._tmp: list[Path] = []
+        self.storage_dir = storage_dir
 
     def device(self, use_gpu: bool) -> torch.device:
         if not use_gpu:
@@ -47,32 +56,62 @@ class RayContext:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
+        committed = _newest_committed(self.storage_dir)
         checkpoint = self._train.get_checkpoint()
         if checkpoint is None:
-            yield None
+            yield committed
             return
         with checkpoint.as_directory() as directory:
-            yield Path(directory)
+            directory = Path(directory)
+            if committed is not None and _checkpoint_step(committed) > _checkpoint_step(directory):
+                yield committed
+            else:
+                yield directory
 
     def new_checkpoint_dir(self, step: int) -> Path:
-        path = Path(tempfile.mkdtemp(prefix=f"flamboyance-step{step}-rank{self.rank}-"))
-        self._tmp.append(path)
-        return path
+        return Path(tempfile.mkdtemp(prefix=f"flamboyance-step{step}-rank{self.rank}-"))
 
     def report(self, metrics: dict[str, Any], *, step: int, checkpoint_dir: Path | None) -> None:
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = self._train.Checkpoint.from_directory(str(checkpoint_dir))
-        # every rank reports (a barrier); Ray merges the ranks' files into one checkpoint folder and
-        # registers it only once all are persisted
-        self._train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{step:08d}")
-        if checkpoint_dir is not None:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        name = f"step_{step:08d}"
+        # every rank reports; Ray merges the ranks' files into one persisted folder
+        self._train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        if checkpoint_dir is None:
+            return
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's upload has returned
+        persisted = self.storage_dir / name
+        if self.rank == 0 and (persisted / META_NAME).exists():
+            (persisted / COMMITTED_NAME).write_text(f"{step}\n")
+
+
+COMMITTED_NAME = "COMMITTED"
+
+
+def _checkpoint_step(directory: Path) -> int:
+    return int(json.loads((directory / META_NAME).read_text())["step"])
+
+
+def _newest_committed(storage_dir: Path) -> Path | None:
+    """The newest checkpoint folder under Ray's storage that rank 0 marked committed."""
+    if not storage_dir.is_dir():
+        return None
+    done = [p for p in storage_dir.glob("step_*") if (p / COMMITTED_NAME).exists() and (p / META_NAME).exists()]
+    return max(done, key=_checkpoint_step, default=None)
+
+
+def ray_storage_dir(cfg: TrainConfig) -> Path:
+    """Where Ray persists this run's checkpoints: ``<run_dir>/ray/train``."""
+    return Path(cfg.run_dir) / RAY_STORAGE_DIR / RAY_RUN_NAME
 
 
 def ray_worker_loop(config: dict[str, Any]) -> None:
     """Ray Train's ``train_loop_per_worker``."""
-    train_loop(TrainConfig.from_dict(config), context=RayContext())
+    cfg = TrainConfig.from_dict(config)
+    train_loop(cfg, context=RayContext(ray_storage_dir(cfg)))
 
 
 def _init_ray(cfg: TrainConfig) -> bool:
@@ -135,4 +174,4 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return dict(result.metrics or {})
 
 
-__all__ = ["RayContext", "fit_with_ray", "ray_worker_loop", "train"]
+__all__ = ["RayContext", "fit_with_ray", "ray_storage_dir", "ray_worker_loop", "train"]

@@ -165,6 +165,7 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
             tensorboard=cfg.logging.tensorboard,
             progress=cfg.logging.progress,
         )
+        logger.event("start", step=start_step, world_size=world_size, max_steps=cfg.max_steps)
 
     def amp() -> contextlib.AbstractContextManager:
         return autocast(cfg.parallel, device)
@@ -234,6 +235,8 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
         if rank == 0:
             save_final(run_dir, weights_final)
             plot_gates(run_dir / METRICS_NAME, run_dir / GATES_PLOT_NAME)
+            if logger is not None:
+                logger.event("end", step=cfg.max_steps)
     finally:
         for loader in loaders.values():
             loader.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 METRICS_NAME = "metrics.jsonl"
+EVENTS_NAME = "events.jsonl"
 GATES_PLOT_NAME = "gates.png"
 
 
@@ -75,6 +77,11 @@ class RunLogger:
                 f"{k.split('/', 1)[1]}={v:.3f}" for k, v in metrics.items() if k.startswith("loss/")
             )
             self.bar.set_postfix_str(losses, refresh=False)
+
+    def event(self, name: str, **fields: Any) -> None:
+        """Append a run event (start of an attempt with its resume step, end) to events.jsonl."""
+        with (self.run_dir / EVENTS_NAME).open("a") as handle:
+            handle.write(json.dumps({"event": name, "time": time.time(), **fields}, sort_keys=True) + "\n")
 
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar."""
@@ -144,4 +151,4 @@ def plot_gates(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> 
     return True
 
 
-__all__ = ["GATES_PLOT_NAME", "METRICS_NAME", "RunLogger", "gate_values", "plot_gates", "read_metrics"]
+__all__ = ["EVENTS_NAME", "GATES_PLOT_NAME", "METRICS_NAME", "RunLogger", "gate_values", "plot_gates", "read_metrics"]
