@@ -47,14 +47,16 @@ else
 endif
 
 M3W_INPUT = $(or $(INPUT),$(DATA)/web/*.warc.gz)
+# The sample web lives on 127.0.0.1, which the downloaders refuse unless told (SSRF guard).
+ETL_FLAGS ?= $(if $(INPUT),,--allow-private-hosts)
 m3w: setup
-	$(WITH_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) --runner $(RUNNER)
+	$(WITH_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) --runner $(RUNNER) $(ETL_FLAGS)
 
 image-text: setup
-	$(WITH_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) --runner $(RUNNER)
+	$(WITH_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) --runner $(RUNNER) $(ETL_FLAGS)
 
 video-text: setup
-	$(WITH_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) --runner $(RUNNER)
+	$(WITH_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) --runner $(RUNNER) $(ETL_FLAGS)
 
 etl: m3w image-text video-text
 

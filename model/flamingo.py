@@ -313,7 +313,8 @@ class Flamingo(nn.Module):
 
         Packed rows: pass ``segment_ids`` (same id = same document); tokens then attend (text and
         images) only within their document, positions restart per document, and the first token of
-        a document is never a target of the previous one. ``media_context`` (advanced, used by
+        a document is never a target of the previous one. Media slots still number the row's
+        <image> tokens left to right across its documents. ``media_context`` (advanced, used by
         generation) replaces the media encoding of this call.
         """
         if input_ids.dtype != torch.long:

@@ -22,6 +22,8 @@ DEFAULT_BEAM_ARGS = {"--direct_num_workers": "2", "--direct_running_mode": "mult
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the `etl` options (Beam's own options pass through unparsed)."""
+    parser.epilog = ("Any other option is a Beam pipeline option (--runner, --project, --region, "
+                     "--temp_location, --direct_num_workers, ...). Default: DirectRunner, 2 worker processes.")
     parser.add_argument("job", choices=JOBS, help="which ETL job to run")
     parser.add_argument("--input", action="append", required=True, metavar="GLOB",
                         help="fsspec glob of WARC files, or of URL+caption tables (.parquet/.csv/.tsv/.jsonl) "

@@ -382,6 +382,10 @@ def counters_of(result: Any, namespace: str | None = None) -> dict[str, int]:
 def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `pipeline`, print the counter summary and write it to `<output>/etl_stats.json`."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = pipeline.options.view_as(StandardOptions).runner or "DirectRunner"
+    LOG.info("%s: starting on %s -> %s (progress is logged per stage and worker)", namespace, runner, output)
     started = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
@@ -393,6 +397,8 @@ def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
     print("\n".join(lines), flush=True)
     fs, root = fsspec.core.url_to_fs(output)
     fs.makedirs(root, exist_ok=True)
-    with fs.open(posixpath.join(root, STATS_NAME), "wb") as handle:
+    tmp = posixpath.join(root, f".{STATS_NAME}.tmp")
+    with fs.open(tmp, "wb") as handle:
         handle.write(json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
+    fs.mv(tmp, posixpath.join(root, STATS_NAME))
     return stats

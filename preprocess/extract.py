@@ -141,6 +141,9 @@ _VIDEO_HOSTS = re.compile(r"//(www\.)?((dailymotion|youtube|youtube-nocookie|pla
                           r"|(archive|upload\.wikimedia)\.org|player\.twitch\.tv)", re.I)
 _PROMO_LINE = re.compile(r"(read|see|watch|click|get|sign up|subscribe|more|related|also|don'?t miss)\b"
                          r"[^:.!?]{0,40}(:|\bhere\b)|(related|recommended|further reading)\s*$", re.I)
+# A block whose whole text is an ad label or a loading message.
+_AD_OR_LOADING = re.compile(r"^(ad(vertising|vertisement)?|pub(licité)?|werb(ung)?|广告|Реклама|Anuncio"
+                            r"|(loading|正在加载|Загрузка|chargement|cargando)(…|\.\.\.)?)$", re.I)
 _COMMAS = re.compile(r"[,\u060c\ufe50\ufe10\ufe11\u2e41\u2e34\u2e32\uff0c]")
 _SENTENCE_END = re.compile(r"\.( |$)")
 
@@ -395,36 +398,115 @@ def _hints(match: str) -> int:
     return flags
 
 
+_SILENT_TAGS = frozenset({"script", "style", "noscript", "template"})  # their text is never shown
+# Detailed counters (conditional cleaning): index of each in `_Stats.counts[el]`.
+_C_P, _C_IMG, _C_LI, _C_INPUT, _C_VIDEO, _C_LIST_TEXT, _C_HEADING_TEXT = range(7)
+_COUNTED = {"p": _C_P, "img": _C_IMG, "li": _C_LI, "input": _C_INPUT, "video": _C_VIDEO}
+
+
+def _count_commas(text: str | None) -> int:
+    if not text:
+        return 0
+    if text.isascii():
+        return text.count(",")
+    return len(_COMMAS.findall(text))
+
+
 class _Stats:
-    """Text length, link-text length and paragraph counts of every element, in one bottom-up pass."""
+    """Per-element text length, link-text length, comma count and block-child flag, computed in
+    ONE bottom-up pass so that no rule has to re-read a subtree's text (that is quadratic on
+    deeply nested pages). With `detailed`, also the counts conditional cleaning needs."""
 
-    __slots__ = ("text", "link")
+    __slots__ = ("text", "link", "commas", "block", "counts")
 
-    def __init__(self, root: etree._Element) -> None:
+    def __init__(self, root: etree._Element, *, detailed: bool = False) -> None:
         text: dict[etree._Element, int] = {}
         link: dict[etree._Element, float] = {}
+        commas: dict[etree._Element, int] = {}
+        block: dict[etree._Element, bool] = {}
+        counts: dict[etree._Element, list[float]] = {}
         for el in reversed(list(root.iter())):
-            if not isinstance(el.tag, str):
+            tag = el.tag
+            if not isinstance(tag, str):
+                continue
+            if tag in _SILENT_TAGS:
+                text[el], link[el], commas[el], block[el] = 0, 0.0, 0, False
+                if detailed:
+                    counts[el] = [0.0] * 7
                 continue
             total = _squashed_len(el.text)
+            n_commas = _count_commas(el.text)
             links = 0.0
+            has_block = False
+            mine = [0.0] * 7 if detailed else None
             for child in el:
-                if isinstance(child.tag, str):
-                    total += text.get(child, 0)
-                    links += link.get(child, 0.0)
-                total += _squashed_len(child.tail)
-            if el.tag == "a":
-                href = el.get("href") or ""
+                child_tag = child.tag
+                if isinstance(child_tag, str):
+                    total += text[child]
+                    links += link[child]
+                    n_commas += commas[child]
+                    has_block = has_block or child_tag in _DIV_BLOCK_CHILDREN or block[child]
+                    if mine is not None:
+                        theirs = counts[child]
+                        for i in range(7):
+                            mine[i] += theirs[i]
+                        index = _COUNTED.get(child_tag)
+                        if index is not None:
+                            mine[index] += 1
+                        if child_tag in ("ul", "ol"):
+                            mine[_C_LIST_TEXT] += text[child]
+                        elif child_tag in _HEADINGS:
+                            mine[_C_HEADING_TEXT] = mine[_C_HEADING_TEXT] - theirs[_C_HEADING_TEXT] + text[child]
+                tail = child.tail
+                if tail:
+                    total += _squashed_len(tail)
+                    n_commas += _count_commas(tail)
+            if tag == "a":
                 # In-page anchors (footnotes, tables of contents) count less than outbound links.
-                links = total * (0.3 if href.startswith("#") else 1.0)
+                links = total * (0.3 if (el.get("href") or "").startswith("#") else 1.0)
             text[el] = total
             link[el] = links
+            commas[el] = n_commas
+            block[el] = has_block
+            if mine is not None:
+                counts[el] = mine
         self.text = text
         self.link = link
+        self.commas = commas
+        self.block = block
+        self.counts = counts
 
     def density(self, el: etree._Element) -> float:
         total = self.text.get(el, 0)
         return self.link.get(el, 0.0) / total if total else 0.0
+
+    def remove(self, el: etree._Element, stop: etree._Element) -> None:
+        """Subtract a removed element from its ancestors' figures, up to `stop` (inclusive).
+
+        Its tail stays in the page (`_drop` keeps it), so only the element's own text goes."""
+        size, links, n_commas = self.text.get(el, 0), self.link.get(el, 0.0), self.commas.get(el, 0)
+        theirs = self.counts.get(el)
+        tag = el.tag
+        ancestor = el.getparent()
+        while ancestor is not None:
+            if ancestor in self.text:
+                self.text[ancestor] -= size
+                self.link[ancestor] -= links
+                self.commas[ancestor] -= n_commas
+                mine = self.counts.get(ancestor)
+                if mine is not None and theirs is not None:
+                    for i in range(7):
+                        mine[i] -= theirs[i]
+                    index = _COUNTED.get(tag)
+                    if index is not None:
+                        mine[index] -= 1
+                    if tag in ("ul", "ol"):
+                        mine[_C_LIST_TEXT] -= size
+                    elif tag in _HEADINGS:
+                        mine[_C_HEADING_TEXT] -= size - theirs[_C_HEADING_TEXT]
+            if ancestor is stop:
+                break
+            ancestor = ancestor.getparent()
 
 
 def _is_hidden(el: etree._Element) -> bool:
@@ -476,7 +558,8 @@ def _drop(el: etree._Element) -> None:
 def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects) -> None:
     """Drop boilerplate, hidden and unlikely elements; resolve lazy images."""
     _unwrap_noscript_images(body)
-    body_text: int | None = None
+    lengths = _Stats(body).text  # text sizes as parsed; never re-read a subtree's text
+    body_text = max(1, lengths.get(body, 0))
     # Explicit pre-order walk that does not descend into dropped subtrees.
     stack = list(reversed(body))
     while stack:
@@ -499,10 +582,8 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                 stack.extend(reversed(media))
                 continue
             if tag in _SOFT_DROP_TAGS:
-                if body_text is None:
-                    body_text = max(1, _squashed_len(_text(body)))
                 # A page wrapped in one <form> or <header> keeps it.
-                if _squashed_len(_text(el)) > 0.5 * body_text:
+                if lengths.get(el, 0) > 0.5 * body_text:
                     stack.extend(reversed(el))
                     continue
             _drop(el)
@@ -520,13 +601,12 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
             if hints & _H_COMMENTS and el.find(".//h1") is None:
                 _drop(el)
                 continue
-            if hints & _H_CAPTION and tag != "figcaption" \
-                    and tag not in _HEADINGS and el.find(".//img") is None \
-                    and _squashed_len(_text(el)) < 250:
+            if hints & _H_CAPTION and lengths.get(el, 0) < 250 and tag != "figcaption" \
+                    and tag not in _HEADINGS and el.find(".//img") is None:
                 _drop(el)
                 continue
             if (hints & _H_BYLINE or el.get("rel") == "author" or "author" in (el.get("itemprop") or "")) \
-                    and _squashed_len(_text(el)) < 100 and el.find(".//img") is None:
+                    and lengths.get(el, 0) < 100 and el.find(".//img") is None:
                 _drop(el)
                 continue
             if (flags.strip_unlikely and tag not in ("a", "img", "figure", "picture", "video")
@@ -535,7 +615,8 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                 effects.unlikely_dropped += 1
                 _drop(el)
                 continue
-        if tag in _HEADINGS and title and _similar(normalize_text(_text(el)), title):
+        if tag in _HEADINGS and title and lengths.get(el, 0) <= 2 * len(title) \
+                and _similar(normalize_text(_text(el)), title):
             _drop(el)
             continue
         if tag == "img":
@@ -605,7 +686,7 @@ def _unwrap_noscript_images(body: etree._Element) -> None:
             target = previous
         else:
             inner = list(previous.iter("img"))
-            if len(inner) != 1 or _squashed_len(_text(previous)) > 0:
+            if len(inner) != 1 or any(piece.strip() for piece in previous.itertext()):
                 continue
             target = inner[0]
         real = images[0]
@@ -677,32 +758,25 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
     min_chars = config.min_paragraph_chars
     for el in body.iter(_SCORE_TAGS):
         tag = el.tag
-        if tag in ("div", "article", "main"):
-            if _has_block_child(el):
-                # Mixed containers: their own inline text counts as one paragraph of theirs.
-                own = _squashed_len(el.text) + sum(_squashed_len(c.tail) for c in el
-                                                   if isinstance(c.tag, str))
-                own += sum(stats.text.get(c, 0) for c in el if c.tag not in _BLOCK_TAGS)
-                if own < min_chars:
-                    continue
-                text = (el.text or "") + "".join((c.tail or "") for c in el)
-                ancestors = [el, *_ancestors(el, 4)]
-                length = own
-            else:
-                length = stats.text.get(el, 0)
-                if length < min_chars:
-                    continue
-                text = _text(el)
-                ancestors = _ancestors(el, 5)
+        if tag in ("div", "article", "main") and stats.block.get(el):
+            # Mixed containers: their own inline text counts as one paragraph of theirs.
+            inline = [c for c in el if isinstance(c.tag, str) and c.tag not in _BLOCK_TAGS]
+            length = (_squashed_len(el.text) + sum(_squashed_len(c.tail) for c in el)
+                      + sum(stats.text.get(c, 0) for c in inline))
+            if length < min_chars:
+                continue
+            commas = (_count_commas(el.text) + sum(_count_commas(c.tail) for c in el)
+                      + sum(stats.commas.get(c, 0) for c in inline))
+            ancestors = [el, *_ancestors(el, 4)]
         else:
             length = stats.text.get(el, 0)
             if length < min_chars:
                 continue
-            text = _text(el)
+            commas = stats.commas.get(el, 0)
             ancestors = _ancestors(el, 5)
         if not ancestors:
             continue
-        content_score = 1 + len(_COMMAS.findall(text)) + min(length // 100, 3)
+        content_score = 1 + commas + min(length // 100, 3)
         for level, ancestor in enumerate(ancestors):
             if ancestor.tag in ("html",):
                 break
@@ -770,7 +844,7 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
         bonus = top_score * 0.2 if top_class and sibling.get("class") == top_class else 0.0
         if sibling in final and final[sibling] + bonus >= threshold:
             kept.append(sibling)
-        elif sibling.tag == "p" or (sibling.tag in ("div", "span") and not _has_block_child(sibling)):
+        elif sibling.tag == "p" or (sibling.tag in ("div", "span") and not stats.block.get(sibling)):
             length = stats.text.get(sibling, 0)
             density = stats.density(sibling)
             if length > 80 and density < 0.25:
@@ -795,10 +869,6 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
 _SCORE_TAGS = ("p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote", "div", "article", "main")
 
 
-def _has_block_child(el: etree._Element) -> bool:
-    return next(el.iterdescendants(*_DIV_BLOCK_CHILDREN), None) is not None
-
-
 def _ancestors(el: etree._Element, limit: int) -> list[etree._Element]:
     out = []
     parent = el.getparent()
@@ -811,89 +881,99 @@ def _ancestors(el: etree._Element, limit: int) -> list[etree._Element]:
 # --------------------------------------------------------------------------- stage 4: clean
 def _clean_content(content: etree._Element, flags: _Flags, effects: _Effects) -> None:
     """Remove link lists, share bars, input-heavy and image-heavy blocks from the container."""
+    stats = _Stats(content, detailed=True)
+
+    def remove(el: etree._Element) -> None:
+        stats.remove(el, content)
+        _drop(el)
+
     for el in list(content.iter()):
-        if el is content:
+        if el is content or not isinstance(el.tag, str):
             continue
         match = _class_id(el)
-        if match and _hints(match) & _H_SHARE and _squashed_len(_text(el)) < 500:
-            _drop(el)
+        if match and _hints(match) & _H_SHARE and stats.text.get(el, 0) < 500:
+            remove(el)
     for el in list(content.iter("h1", "h2")):
         if flags.weight_classes and _class_weight(el) < 0:
             effects.weights_used += 1
-            _drop(el)
+            remove(el)
     if not flags.clean_conditionally:
         return
     # Promotional lines inside the article body: "READ MORE: ...", or a short paragraph that is
     # almost all link text (a headline pointing at another story).
     for el in list(content.iter("p")):
-        text = normalize_text(_text(el))
-        if not text or len(text) > 250 or el.find(".//img") is not None:
+        length = stats.text.get(el, 0)
+        if not length or length > 250 or stats.counts[el][_C_IMG]:
             continue
-        links = sum(_squashed_len(_text(a)) for a in el.iter("a"))
-        if _PROMO_LINE.match(text) or (len(text) >= 20 and links / len(text) > 0.8):
+        if (length >= 20 and stats.link.get(el, 0.0) / length > 0.8) or _PROMO_LINE.match(normalize_text(_text(el))):
             effects.conditionally_dropped += 1
-            _drop(el)
+            remove(el)
     # Innermost first, so an outer block is judged without the junk inside it.
+    data_tables: dict[etree._Element, bool] = {}
     for el in reversed(list(content.iter("table", "ul", "ol", "div", "section", "fieldset"))):
         if el is content or el.getparent() is None:
             continue
         if flags.weight_classes and _class_weight(el) != 0:
             effects.weights_used += 1
-        if _should_remove(el, flags):
+        if _should_remove(el, flags, stats, data_tables):
             effects.conditionally_dropped += 1
-            _drop(el)
+            remove(el)
 
 
-def _should_remove(el: etree._Element, flags: _Flags) -> bool:
+def _should_remove(el: etree._Element, flags: _Flags, stats: _Stats,
+                   data_tables: dict[etree._Element, bool]) -> bool:
+    """Readability's conditional cleaning: whether a block inside the content is junk."""
+
+    def is_data_table(table: etree._Element) -> bool:
+        known = data_tables.get(table)
+        if known is None:
+            known = data_tables[table] = _is_data_table(table)
+        return known
+
     tag = el.tag
-    if tag == "table" and _is_data_table(el):
+    if tag == "table" and is_data_table(el):
         return False
     if _has_ancestor(el, ("code", "pre")):
         return False
+    # Data tables, and blocks inside or around them, are content whatever their link density.
+    if any(is_data_table(t) for t in el.iterdescendants("table")):
+        return False
+    ancestor = el.getparent()
+    while ancestor is not None:
+        if ancestor.tag == "table" and is_data_table(ancestor):
+            return False
+        ancestor = ancestor.getparent()
     weight = _class_weight(el) if flags.weight_classes else 0
     if weight < 0:
         return True
-    text = normalize_text(_text(el))
-    if len(_COMMAS.findall(text)) >= 10:
+    if stats.commas.get(el, 0) >= 10:
         return False
-    is_list = tag in ("ul", "ol")
-    length = len(text)
-    if not is_list and length:
-        list_length = sum(_squashed_len(_text(li)) for li in el.iter("ul", "ol"))
-        is_list = list_length / length > 0.9
-    paragraphs = sum(1 for _ in el.iter("p"))
-    images = sum(1 for _ in el.iter("img"))
-    items = sum(1 for _ in el.iter("li")) - 100
-    inputs = sum(1 for _ in el.iter("input"))
-    heading_length = sum(_squashed_len(_text(h)) for h in el.iter(*_HEADINGS))
-    heading_density = heading_length / length if length else 0.0
-    link_length = 0.0
-    for a in el.iter("a"):
-        href = a.get("href") or ""
-        link_length += _squashed_len(_text(a)) * (0.3 if href.startswith("#") else 1.0)
-    link_density = link_length / length if length else 0.0
-    embeds = 0
-    for embed in el.iter("object", "embed", "iframe"):
-        src = " ".join(v for v in embed.attrib.values())
-        if not _VIDEO_HOSTS.search(src):
-            embeds += 1
+    length = stats.text.get(el, 0)
+    if length <= 40 and _AD_OR_LOADING.match(normalize_text(_text(el))):
+        return True
+    counts = stats.counts[el]
+    is_list = tag in ("ul", "ol") or (length > 0 and counts[_C_LIST_TEXT] / length > 0.9)
+    paragraphs = counts[_C_P]
+    images = counts[_C_IMG]
+    items = counts[_C_LI] - 100
+    heading_density = counts[_C_HEADING_TEXT] / length if length else 0.0
+    link_density = stats.density(el)
     in_figure = _has_ancestor(el, ("figure",))
     remove = (
         (images > 1 and paragraphs / images < 0.5 and not in_figure)
         or (not is_list and items > paragraphs)
-        or (inputs > paragraphs // 3)
+        or (counts[_C_INPUT] > paragraphs // 3)
         or (not is_list and heading_density < 0.9 and length < 25 and (images == 0 or images > 2)
-            and not in_figure and el.find(".//video") is None)
+            and not in_figure and not counts[_C_VIDEO])
         or (not is_list and weight < 25 and link_density > 0.2)
         or (weight >= 25 and link_density > 0.5)
-        or (embeds == 1 and length < 75) or embeds > 1
     )
     if is_list and remove:
         # A plain list of pictures stays.
         for child in el:
             if len(child) > 1:
                 return remove
-        if images and images == sum(1 for _ in el.iter("li")):
+        if images and images == counts[_C_LI]:
             return False
     return remove
 

@@ -120,3 +120,11 @@ def test_config_is_a_frozen_keyword_only_dataclass():
         ExtractConfig(max_bytes=0)
     with pytest.raises(ValueError, match="max_images must be >= 0"):
         ExtractConfig(max_images=-1)
+
+
+def test_deeply_nested_layout_tables():
+    # Conditional cleaning asks "is this a data table?" of every ancestor: memoised, so linear.
+    level = "<table><tr><td><div>Nested words, here, and there <a href='/x'>link</a>"
+    html = "<html><body>" + level * 300 + "</div></td></tr></table>" * 300 + "</body></html>"
+    doc = timed(html, bound=15)
+    assert doc.nodes == [TextNode(text="Nested words, here, and there link")] * 300

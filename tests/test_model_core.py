@@ -416,3 +416,23 @@ def test_build_from_local_paths_and_reload_without_frozen_copies(tmp_path):
     assert torch.equal(
         Flamingo.from_pretrained(tmp_path / "flamingo").eval()(ids, attention, media).logits, before
     )
+
+
+def test_build_tokenizer_keeps_special_tokens_whole():
+    vocab = TOKENIZER.get_vocab()
+    ids = TOKENIZER.encode(f"{IMAGE_TOKEN}a red circle{EOC_TOKEN}{PAD_FALLBACK_TOKEN}")
+    assert ids[0] == vocab[IMAGE_TOKEN] and ids[-2:] == [vocab[EOC_TOKEN], vocab[PAD_FALLBACK_TOKEN]]
+    assert TOKENIZER.decode(ids, skip_special_tokens=True) == "a red circle"
+    assert TOKENIZER.pad_token_id != TOKENIZER.eos_token_id
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_tokenizer(CORPUS, vocab_size=100)
+    with pytest.raises(TypeError, match="corpus items"):
+        build_tokenizer(["ok", 3])
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_tiny_models_are_tiny(family):
+    model = make_model(family)
+    total = sum(p.numel() for p in model.parameters())
+    assert total < 400_000, total
+    assert model.image_transform.size == 32

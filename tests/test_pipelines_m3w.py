@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fsspec
 import pytest
 from flamboyance.crawl.sample_web import SampleWeb, serve_sample_web
 from flamboyance.pipelines.config import DownloadConfig, M3WConfig
@@ -26,7 +27,7 @@ def web_warc(tmp_path_factory):
         yield web.truth(base), str(root / "*.warc.gz")
 
 
-def _run(glob: str, output: Path, *, per_shard: int) -> dict[str, int]:
+def _run(glob: str, output: Path | str, *, per_shard: int) -> dict[str, int]:
     p = make_pipeline()
     config = M3WConfig(samples_per_shard=per_shard, download=DownloadConfig(retries=0, timeout_s=5,
                                                                                 allow_private_hosts=True))
@@ -84,6 +85,7 @@ def test_m3w_job_exact_output_and_identical_rerun(web_warc, tmp_path):
     # rerun into the same output: every shard is complete, nothing is rewritten
     again = _run(glob, tmp_path / "a", per_shard=4)
     assert "shard.written" not in again and again["shard.skipped_samples"] == counters["documents.after_dedup"]
+    assert "image.downloaded" not in again  # finished shards cost no downloads
     assert shard_hashes(tmp_path / "a") == first
     # a fresh output gives the same bytes
     _run(glob, tmp_path / "b", per_shard=4)
@@ -114,3 +116,18 @@ def test_m3w_job_failure_midway_then_rerun(web_warc, tmp_path, monkeypatch):
     assert manifest["samples"] == len(docs)
     assert len(manifest["shards"]) == counters["shard.written"] + 2
     assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_m3w_job_reads_and_writes_any_fsspec_url(web_warc):
+    truth, glob = web_warc
+    memory = fsspec.filesystem("memory")
+    for path in Path(glob).parent.glob("*.warc.gz"):
+        memory.pipe(f"/pipelines-test/in/{path.name}", path.read_bytes())
+    counters = _run("memory:///pipelines-test/in/*.warc.gz", "memory:///pipelines-test/out", per_shard=4)
+    try:
+        manifest = json.loads(memory.cat("/pipelines-test/out/manifest.json"))
+        expected = [a for a in truth.articles if not any(i.noai for i in truth.images[a])]
+        assert manifest["samples"] == counters["samples.written"] == len(expected)
+        assert memory.exists("/pipelines-test/out/dead_letter/image.jsonl")
+    finally:
+        memory.rm("/pipelines-test", recursive=True)

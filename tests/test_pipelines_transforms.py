@@ -15,6 +15,8 @@ from flamboyance.pipelines.pairs import caption_filters, is_heldout, video_sourc
 from flamboyance.preprocess.document import Document, ImageNode, TextNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig
 from flamboyance.preprocess.steps import run_filters
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pipelines_fixtures import article_html, make_pipeline, page, prose, run
 
 FILTERS = FilterConfig()
@@ -145,3 +147,18 @@ def test_assign_shards_skips_complete_shards_and_refuses_another_plan(tmp_path):
     _ = p | beam.Create([(k, k) for k in keys]) | AssignShards(output=output, samples_per_shard=5, namespace="t")
     with pytest.raises(Exception, match="another input or shard size"):
         run(p, "t")
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.sets(st.text(alphabet="abcdef0123456789", min_size=1, max_size=12), max_size=200),
+       per_shard=st.integers(min_value=1, max_value=50), fraction=st.floats(min_value=0.0, max_value=0.9))
+def test_shard_and_split_assignment_cover_every_key_once(keys, per_shard, fraction):
+    n = num_shards_for(len(keys), per_shard)
+    shards: dict[int, list[str]] = {}
+    for key in sorted(keys):
+        shards.setdefault(shard_of(key, n), []).append(key)
+    assert all(0 <= index < n for index in shards)
+    assert sorted(k for members in shards.values() for k in members) == sorted(keys)
+    heldout = {k for k in keys if is_heldout(k, fraction)}
+    train = {k for k in keys if not is_heldout(k, fraction)}
+    assert heldout | train == keys and not heldout & train

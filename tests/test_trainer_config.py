@@ -48,7 +48,7 @@ def test_yaml_and_overrides_are_typed(tmp_path: Path) -> None:
         ("parallel.use_gpu=maybe", "parallel.use_gpu: expected true/false, got 'maybe'"),
         ("lr", "override 'lr' must look like key=value"),
         ("max_steps.x=1", "max_steps is not a section"),
-        ("parallel.strategy=fsdp", "'fsdp' needs use_gpu=true"),
+        ("parallel.strategy=zero3", "parallel.strategy: 'zero3' is not one of ['ddp', 'fsdp']"),
     ],
 )
 def test_bad_overrides_name_the_key(tmp_path: Path, override: str, message: str) -> None:

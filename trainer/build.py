@@ -27,7 +27,13 @@ def corpus_texts(cfg: TrainConfig, *, records_per_source: int) -> list[str]:
     texts: list[str] = []
     for name, source in cfg.data.sources().items():
         dataset = open_dataset(
-            list(source.urls), kind=name, shuffle=0, resampled=False, split_by_node=False, split_by_worker=False
+            list(source.urls),
+            kind=name,
+            shuffle=0,
+            resampled=False,
+            split_by_node=False,
+            split_by_worker=False,
+            decode=False,  # text only: no image decoding
         )
         for record in itertools.islice(iter(dataset), records_per_source):
             if name == "m3w":

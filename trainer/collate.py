@@ -224,7 +224,8 @@ class VideoTextCollator(_CaptionCollator):
             raise Rejected("no_frames", f"record {record.key!r}")
         ids, labels = self._caption_ids(record.caption, record.key)
         frames = select_frames(len(record.frames), self.num_frames)
-        return _sample(ids, labels, _stack_media([[self.image_transform(record.frames[i]) for i in frames]]))
+        pixels = {i: self.image_transform(record.frames[i]) for i in sorted(set(frames))}  # repeats: once
+        return _sample(ids, labels, _stack_media([[pixels[i] for i in frames]]))
 
 
 def select_frames(available: int, wanted: int) -> list[int]:

@@ -91,11 +91,17 @@ class DataConfig:
     multiprocessing_context: Literal["fork", "spawn", "forkserver"] | None = None
     """Start method of loader processes (None: the platform default)."""
 
+    prefetch_batches: int = 2
+    """Batches per source received ahead by a background thread of the training process, so that
+    unpickling from the loader processes overlaps the step (0: receive in the step)."""
+
     def __post_init__(self) -> None:
         if self.num_workers < 0:
             raise ValueError(f"DataConfig.num_workers must be >= 0, got {self.num_workers}")
         if self.prefetch_factor < 1:
             raise ValueError(f"DataConfig.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.prefetch_batches < 0:
+            raise ValueError(f"DataConfig.prefetch_batches must be >= 0, got {self.prefetch_batches}")
 
     def sources(self) -> dict[str, SourceConfig]:
         """The configured sources in accumulation order."""
@@ -182,7 +188,8 @@ class ParallelConfig:
     """CPUs Ray reserves per training worker."""
 
     strategy: Literal["ddp", "fsdp"] = "ddp"
-    """ddp: replicate the model; fsdp: shard it (FSDP2 ``fully_shard`` per block, GPUs)."""
+    """ddp: replicate the model; fsdp: shard it (FSDP2 ``fully_shard`` per block; meant for GPUs,
+    also runs on CPU over gloo)."""
 
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: autocast the forward in bfloat16 (weights and optimizer state stay fp32)."""
@@ -213,8 +220,6 @@ class ParallelConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ValueError(f"ParallelConfig.num_workers must be >= 1, got {self.num_workers}")
-        if self.strategy == "fsdp" and not self.use_gpu:
-            raise ValueError("ParallelConfig.strategy 'fsdp' needs use_gpu=true (use 'ddp' on CPU)")
 
 
 @dataclass(kw_only=True)

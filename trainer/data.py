@@ -14,7 +14,9 @@ position), so it does not depend on where a run was resumed.
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -171,13 +173,54 @@ class SourceLoader:
                 "persistent_workers": False,
             }
         self.loader = DataLoader(self.dataset, batch_size=None, num_workers=data.num_workers, **kwargs)
+        self.queue_size = data.prefetch_batches
         self._iterator: Iterator[dict[str, Any]] | None = None
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start_processes(self) -> None:
+        """Fork the loader processes (call for every source before any ``start_prefetch``: forking
+        while a prefetch thread runs could copy a held lock into the child)."""
+        if self._iterator is None:
+            self._iterator = iter(self.loader)
+
+    def start_prefetch(self) -> None:
+        """Start the background receiving thread (after ``start_processes``)."""
+        self.start_processes()
+        if self.queue_size > 0 and self._thread is None:
+            self._queue = queue.Queue(maxsize=self.queue_size)
+            self._thread = threading.Thread(target=self._prefetch, name=f"prefetch-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _prefetch(self) -> None:
+        """Background thread: receive batches (IPC, unpickling) while the step computes."""
+        assert self._iterator is not None and self._queue is not None
+        while not self._stop.is_set():
+            try:
+                item: Any = next(self._iterator)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
 
     def next(self) -> dict[str, Any]:
         """The next item (see ``SourceStream``); updates the stream positions."""
-        if self._iterator is None:
-            self._iterator = iter(self.loader)
-        item = next(self._iterator)
+        if self._iterator is None or (self.queue_size > 0 and self._thread is None):
+            self.start_prefetch()
+        if self._queue is not None:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+        else:
+            assert self._iterator is not None
+            item = next(self._iterator)
         self.batches += 1
         self.positions[int(item["stream"])] = int(item["position"])
         self.counts.update(item["counts"])
@@ -193,8 +236,19 @@ class SourceLoader:
         }
 
     def close(self) -> None:
-        """Stop the loader processes."""
-        self._iterator = None
+        """Stop the prefetch thread and the loader processes."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread, self._queue, self._iterator = None, None, None
+
+
+def start_loaders(loaders: list[SourceLoader]) -> None:
+    """Fork every loader's processes, then start the prefetch threads."""
+    for loader in loaders:
+        loader.start_processes()
+    for loader in loaders:
+        loader.start_prefetch()
 
 
 def move_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -202,4 +256,4 @@ def move_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-__all__ = ["SourceLoader", "SourceStream", "default_open_dataset", "move_batch", "stream_seed"]
+__all__ = ["SourceLoader", "SourceStream", "default_open_dataset", "move_batch", "start_loaders", "stream_seed"]

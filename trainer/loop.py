@@ -30,7 +30,7 @@ from flamboyance.trainer.checkpoint import (
 )
 from flamboyance.trainer.collate import build_collator
 from flamboyance.trainer.config import FaultConfig, TrainConfig
-from flamboyance.trainer.data import SourceLoader, move_batch
+from flamboyance.trainer.data import SourceLoader, move_batch, start_loaders
 from flamboyance.trainer.metrics import GATES_PLOT_NAME, METRICS_NAME, RunLogger, gate_values, plot_gates
 from flamboyance.trainer.parallel import autocast, parallelize
 from flamboyance.trainer.step import build_optimizer, train_step
@@ -172,6 +172,8 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
 
     metrics: dict[str, Any] = {}
     try:
+        if start_step < cfg.max_steps:
+            start_loaders(list(loaders.values()))
         for step in range(start_step + 1, cfg.max_steps + 1):
             maybe_kill(cfg.faults, step=step, rank=rank)
             started = time.perf_counter()

@@ -1,0 +1,23 @@
+"""`flamboyance etl` argument handling: Beam defaults, pass-through options, early input checks."""
+
+from __future__ import annotations
+
+import pytest
+from flamboyance.cli import main
+from flamboyance.pipelines.cli import beam_args
+
+
+def test_beam_args_default_to_two_worker_processes_on_the_direct_runner():
+    args = beam_args([])
+    assert "--direct_num_workers=2" in args and "--direct_running_mode=multi_processing" in args
+    workers = [a for a in beam_args(["--direct_num_workers=4"]) if a.startswith("--direct_num_workers")]
+    assert workers == ["--direct_num_workers=4"]
+    assert beam_args(["--runner", "DataflowRunner", "--project", "p"]) == ["--runner", "DataflowRunner",
+                                                                           "--project", "p"]
+    assert beam_args(["--runner=FlinkRunner"]) == ["--runner=FlinkRunner"]
+
+
+def test_etl_names_an_input_that_matches_nothing(tmp_path):
+    with pytest.raises(SystemExit, match=r"etl m3w: no input file matches '.*nothing-\*\.warc\.gz'"):
+        main(["etl", "m3w", "--input", str(tmp_path / "nothing-*.warc.gz"), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,104 @@
+"""Image-text and video-text jobs from URL + caption tables (parquet, CSV, JSONL) over a loopback
+server: caption filters, duplicate pairs, dead letters, the held-out split, failure rows, and
+corrupt / oversized videos counted rather than fatal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from flamboyance.crawl.sample_media import ShapeSpec, render_video
+from flamboyance.pipelines.common import num_shards_for
+from flamboyance.pipelines.config import DownloadConfig, ImageTextConfig, VideoTextConfig
+from flamboyance.pipelines.image_text import build_image_text
+from flamboyance.pipelines.pairs import is_heldout, make_pair
+from flamboyance.pipelines.video_text import build_video_text
+from pipelines_fixtures import MediaServer, make_pipeline, picture, run, tar_members
+
+DOWNLOAD = DownloadConfig(retries=0, timeout_s=5, allow_private_hosts=True, image_size=64)
+
+
+def _members(root: Path) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    for tar in sorted(root.glob("*.tar")):
+        for name, data in tar_members(tar).items():
+            key, suffix = name.split(".", 1)
+            out.setdefault(key, {})[suffix] = data
+    return out
+
+
+def _rows(root: Path) -> list[dict]:
+    return [row for f in sorted(root.glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+
+
+def test_image_text_from_tables(tmp_path):
+    routes = {f"/img/{i}.png": (200, {"Content-Type": "image/png"}, picture(200, 160, seed=i)) for i in range(6)}
+    routes["/img/noai.png"] = (200, {"Content-Type": "image/png", "X-Robots-Tag": "noai"}, picture(200, 160))
+    server = MediaServer(routes)
+    with server.serve() as base:
+        good = [(f"{base}/img/{i}.png", f"a small shape number {i} on a plain background") for i in range(6)]
+        pq.write_table(pa.table({"url": [u for u, _ in good[:4]] + [good[0][0], f"{base}/img/noai.png",
+                                                                      f"{base}/img/5.png"],
+                                 "caption": [c for _, c in good[:4]] + [good[0][1], "a shape that opted out",
+                                                                         "IMG_0005.jpg"]}),
+                       tmp_path / "pairs.parquet")
+        (tmp_path / "more.csv").write_text(f"url,caption\n{good[4][0]},{good[4][1]}\n{good[5][0]},{good[5][1]}\n")
+        (tmp_path / "bad.jsonl").write_text(json.dumps({"caption": "a row without any url"}) + "\n")
+        p = make_pipeline()
+        build_image_text(p, inputs=[str(tmp_path / "*.parquet"), str(tmp_path / "*.csv"), str(tmp_path / "*.jsonl")],
+                         output=str(tmp_path / "out"),
+                         config=ImageTextConfig(samples_per_shard=2, heldout_fraction=0.5, download=DOWNLOAD))
+        counters = run(p, "image_text")
+    keys = {make_pair(u, c).key: (u, c) for u, c in good}
+    all_keys = [*keys, make_pair(f"{base}/img/noai.png", "a shape that opted out").key]
+    got = {}
+    for split in ("train", "heldout"):
+        for key, members in _members(tmp_path / "out" / split).items():
+            assert is_heldout(key, 0.5) == (split == "heldout") and key not in got
+            got[key] = (json.loads(members["json"])["url"], members["txt"].decode())
+            assert members["jpg"][:2] == b"\xff\xd8"
+    assert got == keys
+    failed = [r for split in ("train", "heldout") for r in _rows(tmp_path / "out" / split) if r["status"] != "success"]
+    assert [(r["url"], r["status"], r["error_message"]) for r in failed] == [
+        (f"{base}/img/noai.png", "failed_to_download", "disallowed_by_x_robots_tag")]
+    dead = [json.loads(line) for line in (tmp_path / "out" / "dead_letter" / "table.jsonl").read_text().splitlines()]
+    assert [(d["reason"], d["ref"].rsplit("/", 1)[-1]) for d in dead] == [("missing_url_or_caption", "bad.jsonl#0")]
+    assert counters == {
+        "pairs.from_tables": 9, "table.missing_url_or_caption": 1, "caption.caption_boilerplate": 1,
+        "dedup.same_pair": 1, "image.downloaded": 6, "image.disallowed_by_x_robots_tag": 1,
+        "pairs.train": sum(not is_heldout(k, 0.5) for k in keys), "pairs.heldout": sum(is_heldout(k, 0.5) for k in keys),
+        "pairs.failed": 1, "samples.written": 6, "shard.written": sum(
+            num_shards_for(sum(is_heldout(k, 0.5) == held for k in all_keys), 2) for held in (False, True))}
+    assert server.hits["/img/0.png"] == 1  # a duplicated URL is downloaded once
+
+
+def test_video_text_from_table_counts_bad_videos(tmp_path):
+    video = render_video(ShapeSpec("red", "circle", "white", "small"), "left_to_right", seed=1)
+    routes = {"/v/good.mp4": (200, {"Content-Type": "video/mp4"}, video),
+              "/v/corrupt.mp4": (200, {"Content-Type": "video/mp4"}, b"\x00\x00\x00\x18ftypmp42" + b"junk" * 500),
+              "/v/big.mp4": (200, {"Content-Type": "video/mp4"}, video + b"\x00" * 200_000)}
+    server = MediaServer(routes)
+    with server.serve() as base:
+        rows = [{"url": f"{base}/v/{name}.mp4", "caption": f"a red circle moving, take {name}"}
+                for name in ("good", "corrupt", "big", "missing")]
+        (tmp_path / "videos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        p = make_pipeline()
+        build_video_text(p, inputs=[str(tmp_path / "*.jsonl")], output=str(tmp_path / "out"),
+                         config=VideoTextConfig(max_video_bytes=len(video) + 1000, max_frames=4, download=DOWNLOAD))
+        counters = run(p, "video_text")
+    samples = _members(tmp_path / "out")
+    assert len(samples) == 1
+    (members,) = samples.values()
+    meta = json.loads(members["json"])
+    assert meta["url"] == f"{base}/v/good.mp4" and meta["timestamps"] == [0.0, 1.0, 2.0, 3.0]
+    assert sorted(k for k in members if k.endswith(".jpg")) == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
+    failed = sorted((r["url"].rsplit("/", 1)[-1], r["status"], r["error_message"])
+                    for r in _rows(tmp_path / "out") if r["status"] != "success")
+    assert failed == [("big.mp4", "failed_to_download", "too_large"),
+                      ("corrupt.mp4", "failed_to_decode", "corrupt"),
+                      ("missing.mp4", "failed_to_download", "http_404")]
+    assert counters == {"pairs.from_tables": 4, "video.downloaded": 1, "video.corrupt": 1, "video.too_large": 1,
+                        "video.http_404": 1, "pairs.kept": 1, "pairs.failed": 3, "samples.written": 1,
+                        "shard.written": 1}
