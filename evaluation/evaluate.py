@@ -99,14 +99,24 @@ class _Runner:
             self.device = next(model.parameters()).device
         except (AttributeError, StopIteration):
             self.device = torch.device("cpu")
+        self.max_length = _context_length(model)
+
+    def check_length(self, rows: Sequence[Sequence[int]], extra: int = 0) -> None:
+        """Fail clearly (not with an index error deep in the LM) when a prompt does not fit."""
+        longest = max(len(r) for r in rows) + extra
+        if self.max_length is not None and longest > self.max_length:
+            raise ValueError(f"a prompt of {longest - extra} tokens (+{extra} to generate) exceeds the language "
+                             f"model's context of {self.max_length} tokens; use fewer shots")
 
     def encode_prompt(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
+        # no BOS: the trainer tokenizes sequences the same way (add_special_tokens=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_continuation(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _batch(self, id_rows, image_rows):
+    def _batch(self, id_rows, image_rows, extra: int = 0):
+        self.check_length(id_rows, extra)
         ids, mask = _left_pad(id_rows, self.pad_id)
         media = _stack_media([[self.pixels(e) for e in images] for images in image_rows])
         return ids.to(self.device), mask.to(self.device), media.to(self.device)
@@ -123,7 +133,8 @@ class _Runner:
         out: list[str] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = queries[start : start + self.batch_size]
-            ids, mask, media = self._batch([self.encode_prompt(q.prompt) for q in chunk], [q.images for q in chunk])
+            ids, mask, media = self._batch([self.encode_prompt(q.prompt) for q in chunk], [q.images for q in chunk],
+                                           max_new_tokens)
             generated = self.model.generate(ids, mask, media, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                             length_penalty=length_penalty)
             out.extend(prompts.clean_generation(task, self.decode_generation(row)) for row in generated)
@@ -151,6 +162,16 @@ class _Runner:
     def embed(self, examples: Sequence[EvalExample], indices: Sequence[int]) -> torch.Tensor:
         pixels = torch.stack([self.pixels(examples[i]) for i in indices]).to(self.device)
         return self.model.image_embeddings(pixels)
+
+
+def _context_length(model: Any) -> int | None:
+    """The LM's maximum positions, when its config tells."""
+    config = getattr(getattr(model, "lm", None), "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _score(task: str, queries: Sequence[EvalExample], predictions: Sequence[str]) -> float:

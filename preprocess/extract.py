@@ -5,12 +5,16 @@ pick the best-scoring container (weighted by link density and class/id hints), m
 that belong to the same article, clean the container conditionally, then walk it in page order
 emitting text blocks, images and videos.
 
-Stages, each one pass over the tree (no recursion: trees may be 2,000 levels deep):
+Stages, each one pass over the tree (no recursion: trees may be 2,000 levels deep). Text sizes,
+link text, commas and element counts are measured ONCE per attempt, bottom-up (`_Stats`), and
+kept up to date through every removal: no rule re-reads a subtree's text, which would be
+quadratic on deeply nested pages.
 
 1. decode and size-check (`too_large`, `empty`), parse with lxml (huge_tree so a 10 MB text node
    is not silently dropped), count elements (`too_many_nodes`);
 2. prepare: drop scripts/styles/forms/nav/aside/footer, hidden elements, unlikely class/id
-   candidates (cookie banners, share bars, comments, ads), bylines; resolve lazy images;
+   candidates (cookie banners, share bars, comments, ads), bylines, dates, photo credits;
+   resolve lazy images (data-src & co., noscript copies, placeholders);
 3. score and choose the container (`_choose_content`), retrying with fewer removals when the
    result is short (as Readability does);
 4. clean the container conditionally (link-heavy lists, image-only or input-heavy blocks);
@@ -52,9 +56,9 @@ class ExtractConfig:
     max_images: int = 1_000
     """At most this many image nodes per document; the rest are dropped (counted in metadata)."""
     min_paragraph_chars: int = 25
-    """Paragraphs shorter than this do not vote for their container."""
+    """Paragraphs with fewer non-whitespace characters than this do not vote for their container."""
     char_threshold: int = 500
-    """A chosen container with less text than this triggers a retry with fewer removals."""
+    """A result with fewer text characters than this triggers a retry with fewer removals."""
     top_candidates: int = 5
     """How many top-scoring containers are compared when looking for a common ancestor."""
     min_text_chars: int = 1
@@ -87,7 +91,9 @@ _DROP_TAGS = frozenset({
 })
 # Boilerplate by tag that is only dropped when it is not most of the page (some sites wrap the whole
 # page in <header> or <form>).
-_SOFT_DROP_TAGS = frozenset({"header", "form", "footer", "aside", "nav"})
+_SOFT_DROP_TAGS = frozenset({"header", "form"})
+# What `_prepare` always removed (the soft ones it keeps when they hold most of the page).
+_HARD_DROP_TAGS = _DROP_TAGS - _SOFT_DROP_TAGS
 _BLOCK_TAGS = frozenset({
     "address", "article", "aside", "blockquote", "body", "center", "dd", "details", "dir", "div", "dl",
     "dt", "fieldset", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header",
@@ -137,8 +143,6 @@ _UNLIKELY_ROLES = frozenset({"menu", "menubar", "complementary", "navigation", "
                              "dialog", "banner", "contentinfo", "search", "toolbar"})
 _SHARE = re.compile(r"(\b|_)(share|sharedaddy|social|sharing)(\b|_)", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
-_VIDEO_HOSTS = re.compile(r"//(www\.)?((dailymotion|youtube|youtube-nocookie|player\.vimeo|v\.qq)\.com"
-                          r"|(archive|upload\.wikimedia)\.org|player\.twitch\.tv)", re.I)
 _PROMO_LINE = re.compile(r"(read|see|watch|click|get|sign up|subscribe|more|related|also|don'?t miss)\b"
                          r"[^:.!?]{0,40}(:|\bhere\b)|(related|recommended|further reading)\s*$", re.I)
 # A block whose whole text is an ad label or a loading message.
@@ -290,8 +294,8 @@ class _Page:
         body = root.find("body")
         if body is None:
             body = root
-        _prepare(body, flags, self.title, effects)
-        content = _choose_content(body, flags, self.config, effects)
+        stats = _prepare(body, flags, self.title, effects)
+        content = _choose_content(body, flags, self.config, effects, stats)
         if content is None:
             return []
         _clean_content(content, flags, effects)
@@ -346,11 +350,12 @@ def _text(el: etree._Element) -> str:
     return etree.tostring(el, method="text", encoding="unicode", with_tail=False)
 
 
-def _squashed_len(text: str | None) -> int:
-    """Length of `text` with whitespace runs counted as one character."""
+def _visible_len(text: str | None) -> int:
+    """Number of non-whitespace characters: additive, so merging text nodes (as removing an
+    element between them does) never changes a measured length."""
     if not text:
         return 0
-    return len(" ".join(text.split()))
+    return len("".join(text.split()))
 
 
 def _class_id(el: etree._Element) -> str:
@@ -400,8 +405,9 @@ def _hints(match: str) -> int:
 
 _SILENT_TAGS = frozenset({"script", "style", "noscript", "template"})  # their text is never shown
 # Detailed counters (conditional cleaning): index of each in `_Stats.counts[el]`.
-_C_P, _C_IMG, _C_LI, _C_INPUT, _C_VIDEO, _C_LIST_TEXT, _C_HEADING_TEXT = range(7)
-_COUNTED = {"p": _C_P, "img": _C_IMG, "li": _C_LI, "input": _C_INPUT, "video": _C_VIDEO}
+_C_P, _C_IMG, _C_LI, _C_INPUT, _C_VIDEO, _C_TABLE, _C_LIST_TEXT, _C_HEADING_TEXT = range(8)
+_N_COUNTS = 8
+_COUNTED = {"p": _C_P, "img": _C_IMG, "li": _C_LI, "input": _C_INPUT, "video": _C_VIDEO, "table": _C_TABLE}
 
 
 def _count_commas(text: str | None) -> int:
@@ -425,42 +431,50 @@ class _Stats:
         commas: dict[etree._Element, int] = {}
         block: dict[etree._Element, bool] = {}
         counts: dict[etree._Element, list[float]] = {}
+        block_tags, silent, counted, headings = _DIV_BLOCK_CHILDREN, _SILENT_TAGS, _COUNTED, _HEADINGS
+        comma_re = _COMMAS
         for el in reversed(list(root.iter())):
             tag = el.tag
             if not isinstance(tag, str):
                 continue
-            if tag in _SILENT_TAGS:
+            if tag in silent:
                 text[el], link[el], commas[el], block[el] = 0, 0.0, 0, False
                 if detailed:
-                    counts[el] = [0.0] * 7
+                    counts[el] = [0.0] * _N_COUNTS
                 continue
-            total = _squashed_len(el.text)
-            n_commas = _count_commas(el.text)
+            # Inlined `_visible_len` / `_count_commas`: this loop runs over every element.
+            own = el.text
+            if own:
+                total = len("".join(own.split()))
+                n_commas = own.count(",") if own.isascii() else len(comma_re.findall(own))
+            else:
+                total = n_commas = 0
             links = 0.0
             has_block = False
-            mine = [0.0] * 7 if detailed else None
+            mine = [0.0] * _N_COUNTS if detailed else None
             for child in el:
                 child_tag = child.tag
-                if isinstance(child_tag, str):
+                if child_tag.__class__ is str:
                     total += text[child]
                     links += link[child]
                     n_commas += commas[child]
-                    has_block = has_block or child_tag in _DIV_BLOCK_CHILDREN or block[child]
+                    if not has_block:
+                        has_block = child_tag in block_tags or block[child]
                     if mine is not None:
                         theirs = counts[child]
-                        for i in range(7):
+                        for i in range(_N_COUNTS):
                             mine[i] += theirs[i]
-                        index = _COUNTED.get(child_tag)
+                        index = counted.get(child_tag)
                         if index is not None:
                             mine[index] += 1
                         if child_tag in ("ul", "ol"):
                             mine[_C_LIST_TEXT] += text[child]
-                        elif child_tag in _HEADINGS:
+                        elif child_tag in headings:
                             mine[_C_HEADING_TEXT] = mine[_C_HEADING_TEXT] - theirs[_C_HEADING_TEXT] + text[child]
                 tail = child.tail
                 if tail:
-                    total += _squashed_len(tail)
-                    n_commas += _count_commas(tail)
+                    total += len("".join(tail.split()))
+                    n_commas += tail.count(",") if tail.isascii() else len(comma_re.findall(tail))
             if tag == "a":
                 # In-page anchors (footnotes, tables of contents) count less than outbound links.
                 links = total * (0.3 if (el.get("href") or "").startswith("#") else 1.0)
@@ -480,30 +494,63 @@ class _Stats:
         total = self.text.get(el, 0)
         return self.link.get(el, 0.0) / total if total else 0.0
 
-    def remove(self, el: etree._Element, stop: etree._Element) -> None:
-        """Subtract a removed element from its ancestors' figures, up to `stop` (inclusive).
+    def remove(self, el: etree._Element, stop: etree._Element | None = None) -> None:
+        """Account for `el` leaving the tree (call before detaching it): its ancestors, up to
+        `stop` inclusive, lose its text, links, commas and counts; their block-child flags are
+        recomputed. Its tail stays in the page (`_drop` keeps it), so only its own text goes."""
+        self._adjust(el, stop, -1)
+        skip: etree._Element | None = el  # at the parent's level, `el` no longer counts
+        ancestor = el.getparent()
+        while ancestor is not None and ancestor in self.block:
+            has_block = any(child is not skip and isinstance(child.tag, str)
+                            and (child.tag in _DIV_BLOCK_CHILDREN or self.block.get(child, False))
+                            for child in ancestor)
+            changed = has_block != self.block[ancestor]
+            self.block[ancestor] = has_block
+            if not changed or ancestor is stop:
+                break
+            skip = None
+            ancestor = ancestor.getparent()
 
-        Its tail stays in the page (`_drop` keeps it), so only the element's own text goes."""
+    def add(self, el: etree._Element, stop: etree._Element | None = None) -> None:
+        """Account for `el` (already measured) being inserted at its current place."""
+        self._adjust(el, stop, 1)
+        grows = el.tag in _DIV_BLOCK_CHILDREN or self.block.get(el, False)
+        ancestor = el.getparent()
+        while grows and ancestor is not None and ancestor in self.block and not self.block[ancestor]:
+            self.block[ancestor] = True
+            if ancestor is stop:
+                break
+            ancestor = ancestor.getparent()
+
+    def _adjust(self, el: etree._Element, stop: etree._Element | None, sign: int) -> None:
         size, links, n_commas = self.text.get(el, 0), self.link.get(el, 0.0), self.commas.get(el, 0)
         theirs = self.counts.get(el)
         tag = el.tag
         ancestor = el.getparent()
+        link_delta = sign * links
         while ancestor is not None:
             if ancestor in self.text:
-                self.text[ancestor] -= size
-                self.link[ancestor] -= links
-                self.commas[ancestor] -= n_commas
+                self.text[ancestor] += sign * size
+                if ancestor.tag == "a":  # a link's link text is all of its text
+                    factor = 0.3 if (ancestor.get("href") or "").startswith("#") else 1.0
+                    updated = self.text[ancestor] * factor
+                    link_delta = updated - self.link[ancestor]
+                    self.link[ancestor] = updated
+                else:
+                    self.link[ancestor] += link_delta
+                self.commas[ancestor] += sign * n_commas
                 mine = self.counts.get(ancestor)
                 if mine is not None and theirs is not None:
-                    for i in range(7):
-                        mine[i] -= theirs[i]
+                    for i in range(_N_COUNTS):
+                        mine[i] += sign * theirs[i]
                     index = _COUNTED.get(tag)
                     if index is not None:
-                        mine[index] -= 1
+                        mine[index] += sign
                     if tag in ("ul", "ol"):
-                        mine[_C_LIST_TEXT] -= size
+                        mine[_C_LIST_TEXT] += sign * size
                     elif tag in _HEADINGS:
-                        mine[_C_HEADING_TEXT] -= size - theirs[_C_HEADING_TEXT]
+                        mine[_C_HEADING_TEXT] += sign * (size - theirs[_C_HEADING_TEXT])
             if ancestor is stop:
                 break
             ancestor = ancestor.getparent()
@@ -555,18 +602,25 @@ def _drop(el: etree._Element) -> None:
 
 
 # --------------------------------------------------------------------------- stage 2: prepare
-def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects) -> None:
-    """Drop boilerplate, hidden and unlikely elements; resolve lazy images."""
+def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects) -> _Stats:
+    """Drop boilerplate, hidden and unlikely elements; resolve lazy images. Returns the body's
+    statistics, kept up to date through every removal (one measuring pass per attempt)."""
     _unwrap_noscript_images(body)
-    lengths = _Stats(body).text  # text sizes as parsed; never re-read a subtree's text
+    stats = _Stats(body)
+    lengths = stats.text
     body_text = max(1, lengths.get(body, 0))
+
+    def drop(el: etree._Element) -> None:
+        stats.remove(el)
+        _drop(el)
+
     # Explicit pre-order walk that does not descend into dropped subtrees.
     stack = list(reversed(body))
     while stack:
         el = stack.pop()
         tag = el.tag
         if not isinstance(tag, str):
-            _drop(el)
+            _drop(el)  # a comment or processing instruction: measured as nothing
             continue
         if tag == "amp-img":  # AMP pages: the same attributes as <img>
             el.tag = tag = "img"
@@ -575,10 +629,12 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                 # An article's own header: title, standfirst, byline and dates go, its lead
                 # picture or video stays (moved out in front of the header).
                 media = _outermost(el, ("figure", "picture", "img", "video"))
+                stats.remove(el)
                 for item in media:
                     item.tail = None
                     el.addprevious(item)
-                _drop(el)
+                    stats.add(item)
+                _drop(el)  # already taken out of the statistics above
                 stack.extend(reversed(media))
                 continue
             if tag in _SOFT_DROP_TAGS:
@@ -586,42 +642,43 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                 if lengths.get(el, 0) > 0.5 * body_text:
                     stack.extend(reversed(el))
                     continue
-            _drop(el)
+            drop(el)
             continue
         if _is_hidden(el):
-            _drop(el)
+            drop(el)
             continue
         role = el.get("role")
         if (role and role.lower() in _UNLIKELY_ROLES) or el.get("aria-modal") == "true":
-            _drop(el)
+            drop(el)
             continue
         match = _class_id(el)
         hints = _hints(match) if match else 0
         if hints and tag not in ("article", "main", "body", "html"):
             if hints & _H_COMMENTS and el.find(".//h1") is None:
-                _drop(el)
+                drop(el)
                 continue
             if hints & _H_CAPTION and lengths.get(el, 0) < 250 and tag != "figcaption" \
                     and tag not in _HEADINGS and el.find(".//img") is None:
-                _drop(el)
+                drop(el)
                 continue
             if (hints & _H_BYLINE or el.get("rel") == "author" or "author" in (el.get("itemprop") or "")) \
                     and lengths.get(el, 0) < 100 and el.find(".//img") is None:
-                _drop(el)
+                drop(el)
                 continue
             if (flags.strip_unlikely and tag not in ("a", "img", "figure", "picture", "video")
                     and hints & _H_UNLIKELY
                     and not _has_ancestor(el, ("table", "code", "pre"))):
                 effects.unlikely_dropped += 1
-                _drop(el)
+                drop(el)
                 continue
         if tag in _HEADINGS and title and lengths.get(el, 0) <= 2 * len(title) \
                 and _similar(normalize_text(_text(el)), title):
-            _drop(el)
+            drop(el)
             continue
         if tag == "img":
             _fix_lazy(el)
         stack.extend(reversed(el))
+    return stats
 
 
 def _outermost(root: etree._Element, tags: tuple[str, ...]) -> list[etree._Element]:
@@ -739,9 +796,8 @@ def _fix_lazy(el: etree._Element) -> None:
 
 # --------------------------------------------------------------------------- stage 3: choose
 def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
-                    effects: _Effects) -> etree._Element | None:
+                    effects: _Effects, stats: _Stats) -> etree._Element | None:
     """The element holding the main content (a new <div> when siblings are merged)."""
-    stats = _Stats(body)
     if stats.text.get(body, 0) == 0 and body.find(".//img") is None and body.find(".//video") is None:
         return None
     scores: dict[etree._Element, float] = {}
@@ -761,7 +817,7 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
         if tag in ("div", "article", "main") and stats.block.get(el):
             # Mixed containers: their own inline text counts as one paragraph of theirs.
             inline = [c for c in el if isinstance(c.tag, str) and c.tag not in _BLOCK_TAGS]
-            length = (_squashed_len(el.text) + sum(_squashed_len(c.tail) for c in el)
+            length = (_visible_len(el.text) + sum(_visible_len(c.tail) for c in el)
                       + sum(stats.text.get(c, 0) for c in inline))
             if length < min_chars:
                 continue
@@ -936,7 +992,7 @@ def _should_remove(el: etree._Element, flags: _Flags, stats: _Stats,
     if _has_ancestor(el, ("code", "pre")):
         return False
     # Data tables, and blocks inside or around them, are content whatever their link density.
-    if any(is_data_table(t) for t in el.iterdescendants("table")):
+    if stats.counts[el][_C_TABLE] and any(is_data_table(t) for t in el.iterdescendants("table")):
         return False
     ancestor = el.getparent()
     while ancestor is not None:
@@ -1013,6 +1069,8 @@ class _Emitter:
         self.captions: list[str] = []
         self.resolved: dict[str, str | None] = {}
         self.root: etree._Element | None = None
+        self.has_text = False
+        self.scanned = 0
 
     def walk(self, root: etree._Element) -> None:
         # Explicit stack of (element, entering?) so deep trees cannot overflow Python's stack.
@@ -1024,7 +1082,7 @@ class _Emitter:
             if not entering:
                 self._leave(el, tag)
                 continue
-            if not isinstance(tag, str) or tag in _DROP_TAGS:
+            if not isinstance(tag, str) or tag in _HARD_DROP_TAGS:
                 self._tail(el)
                 continue
             if tag in ("img", "video", "picture", "br", "hr"):
@@ -1052,8 +1110,8 @@ class _Emitter:
                 self.kinds.append(kind)
                 if tag == "figure":
                     self.captions.append(_figure_caption(el))
-            elif tag in ("td", "th"):
-                self.buffer.append(" | ")
+            elif tag in ("td", "th") and self._buffer_has_text():
+                self.buffer.append(" | ")  # between cells of a row, not before the first
             if el.text:
                 self.buffer.append(el.text)
             stack.append((el, False))
@@ -1072,11 +1130,21 @@ class _Emitter:
             self.kinds.pop()
             if tag == "figure":
                 self.captions.pop()
-        elif tag in ("td", "th"):
-            self.buffer.append(" ")
         self._tail(el)
 
+    def _buffer_has_text(self) -> bool:
+        # Amortised: each buffered piece is looked at once between flushes (rows can be very wide).
+        if not self.has_text:
+            for piece in self.buffer[self.scanned:]:
+                if piece.strip():
+                    self.has_text = True
+                    break
+            self.scanned = len(self.buffer)
+        return self.has_text
+
     def flush(self) -> None:
+        self.has_text = False
+        self.scanned = 0
         if not self.buffer:
             return
         raw = "".join(self.buffer)

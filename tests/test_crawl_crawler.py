@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import datetime
+import email.utils
 import gzip
 import hashlib
 import json
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from flamboyance.crawl import USER_AGENT, crawl, extract_links, is_public_address, normalize_url, read_warc
+from flamboyance.crawl.crawler import CrawlConfig, _retry_after
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from warcio.archiveiterator import ArchiveIterator
@@ -462,3 +465,51 @@ def test_normalize_url_is_idempotent(path, base):
     if url is not None:
         assert url.startswith(("http://", "https://"))
         assert normalize_url(url) == url
+
+
+def test_crawl_delay_is_capped_and_robots_fetched_once_per_host(tmp_path):
+    assert CrawlConfig().max_crawl_delay == 30.0  # the documented cap
+    site = Site({"/": ok(html("/a", "/b")), "/a": ok(html()), "/b": ok(html()),
+                 "/robots.txt": robots("User-agent: *\nCrawl-delay: 4\n")})
+    started = time.monotonic()
+    with serve(site) as base:
+        crawl([base + "/"], out_dir=tmp_path, delay=0.0, max_crawl_delay=0.25, allow_private_hosts=True)
+    assert time.monotonic() - started < 3.0  # 4 s per request asked for, 0.25 s taken
+    assert reasons(tmp_path, base) == {"/": "ok", "/a": "ok", "/b": "ok"}
+    assert site.paths() == ["/robots.txt", "/", "/a", "/b"]  # robots.txt cached for the host
+    gaps = [b - a for (a, _, _), (b, _, _) in zip(site.requests, site.requests[1:])]
+    assert min(gaps) >= 0.24 and max(gaps) < 3.0
+
+
+def test_retry_on_408_with_retry_after_capped_by_max_backoff(tmp_path):
+    state = collections.Counter()
+
+    def slow_client(handler: BaseHTTPRequestHandler) -> None:
+        state["hits"] += 1
+        status, body = (408, b"") if state["hits"] == 1 else (200, html())
+        handler.send_response(status)
+        handler.send_header("Retry-After", "5")  # more than max_backoff
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    site = Site({"/": ok(html("/t")), "/t": slow_client})
+    with serve(site) as base:
+        crawl([base + "/"], out_dir=tmp_path, **{**FAST, "max_backoff": 0.3})
+    entry = read_log(tmp_path)[base + "/t"]
+    assert (entry["reason"], entry["status"], entry["attempts"]) == ("ok", 200, 2)
+    times = [t for t, p, _ in site.requests if p == "/t"]
+    assert len(times) == 2 and 0.29 <= times[1] - times[0] < 3.0
+
+
+def test_retry_after_header_forms():
+    assert _retry_after(None) is None
+    assert _retry_after("") is None
+    assert _retry_after("7") == 7.0
+    assert _retry_after(" 12 ") == 12.0
+    assert _retry_after("soon") is None
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+    future = email.utils.format_datetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=100),
+                                         usegmt=True)
+    assert 95.0 <= _retry_after(future) <= 100.0

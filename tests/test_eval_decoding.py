@@ -7,16 +7,15 @@ import itertools
 
 import pytest
 import torch
-from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
-
 from flamboyance.evaluation.datasets import EvalDataset, EvalExample
 from flamboyance.evaluation.evaluate import _left_pad, _Query, _Runner, _stack_media, evaluate
 from flamboyance.evaluation.prompts import build_prompt, continuation_text
 from flamboyance.model import Flamingo
 from flamboyance.model.tiny import EOS_TOKEN, tiny_config
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN, PAD_FALLBACK_TOKEN
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 WORDS = ["Output:", "a", "red", "blue", "circle", "square"]
 MAX_NEW = 3
@@ -32,8 +31,17 @@ def _word_tokenizer() -> PreTrainedTokenizerFast:
                                    additional_special_tokens=[IMAGE_TOKEN, EOC_TOKEN])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run faster single-threaded, and far faster on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def model() -> Flamingo:
+def model(_one_thread) -> Flamingo:
     model = Flamingo.from_config(tiny_config(family="gpt2", tokenizer=_word_tokenizer(), init_seed=2))
     assert len(model.tokenizer) == 11
     with torch.no_grad():
@@ -98,7 +106,7 @@ def test_beam_search_equals_exhaustive_search(model):
     text_shot = f"Output: blue square{EOC_TOKEN}{IMAGE_TOKEN}Output: a"
     prompts = [one_shot, one_shot, f"{IMAGE_TOKEN}Output:", f"{IMAGE_TOKEN}Output:", text_shot, text_shot]
     colours = [("red", "blue"), ("blue", "red"), ("red",), ("blue",), ("blue",), ("red",)]
-    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     media_rows = [[_pixels(model, c) for c in cs] for cs in colours]
     ids, mask = _left_pad(prompt_ids, model.pad_token_id)  # the evaluation's batching, left padded
     media = _stack_media(media_rows)
@@ -117,3 +125,78 @@ def test_beam_search_equals_exhaustive_search(model):
     assert any(len(b) in (2, 3) and b[-1] == model.eoc_token_id for b in bests)
     assert any(len(b) == MAX_NEW and b[-1] != model.eoc_token_id for b in bests)
     assert bests[4] != bests[5]
+
+
+def _independent_option_scores(model, prompt, images, options):
+    """Total log-prob of ` {option}<EOC>` after `prompt`, one unpadded forward per option."""
+    tok = model.tokenizer
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    media = _stack_media([[_pixels(model, c) for c in images]])
+    scores = []
+    for option in options:
+        cont = tok(continuation_text(option), add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + cont])
+        logprobs = torch.log_softmax(model(ids, torch.ones_like(ids), media).logits[0].float(), dim=-1)
+        scores.append(sum(float(logprobs[len(prompt_ids) + i - 1, t]) for i, t in enumerate(cont)))
+    return scores
+
+
+OPTIONS = ["red circle", "blue circle", "red square", "blue square", "a"]
+RANK_CASES = [  # (support (caption, colour), query colour)
+    ([], "red"),
+    ([("red circle", "red")], "blue"),
+    ([("blue square", "blue"), ("red circle", "red")], "red"),
+    ([("a", "blue")], "blue"),
+]
+
+
+@torch.no_grad()
+def test_log_likelihood_ranking_picks_the_highest_scoring_option(model):
+    runner = _Runner(model, batch_size=3, cache_images=16)  # batches of 3 rows mix queries: padding
+    queries, expected = [], []
+    for support, colour in RANK_CASES:
+        prompt = build_prompt("classification", support=[(c, None) for c, _ in support])
+        images = [c for _, c in support] + [colour]
+        examples = tuple(EvalExample(key=f"{c}{i}", image=Image.new("RGB", (32, 32), COLOURS[c]), target=c,
+                                     references=(c,)) for i, c in enumerate(images))
+        queries.append(_Query(example=examples[-1], prompt=prompt, images=examples))
+        scores = _independent_option_scores(model, prompt, images, OPTIONS)
+        assert len(set(scores)) == len(OPTIONS)  # no ties: the choice is well defined
+        expected.append(OPTIONS[max(range(len(OPTIONS)), key=scores.__getitem__)])
+    assert runner.rank(queries, OPTIONS) == expected
+
+
+@torch.no_grad()
+def test_classification_accuracy_follows_the_ranking(model):
+    examples = tuple(
+        EvalExample(key=f"q{i}", image=Image.new("RGB", (32, 32), COLOURS[c]), target=name, references=(name,))
+        for i, (c, name) in enumerate([("red", "red circle"), ("blue", "blue square"), ("red", "red square"),
+                                       ("blue", "blue circle"), ("red", "red circle"), ("blue", "blue square")])
+    )
+    dataset = EvalDataset(task="classification", examples=examples, source="memory", class_names=tuple(OPTIONS[:4]))
+    result = evaluate(model, "classification", dataset, shots=[0, 2], seeds=[0], batch_size=4,
+                      num_examples=len(examples))
+    for shots in ("0", "2"):
+        rows = result["examples"][shots]
+        assert [r["key"] for r in rows] == [e.key for e in examples]
+        correct = 0
+        for row, example in zip(rows, examples):
+            assert row["prompt"].count(IMAGE_TOKEN) == int(shots) + 1 if shots != "0" else 1
+            support_colours = [] if shots == "0" else _support_colours(row["prompt"])
+            scores = _independent_option_scores(model, row["prompt"], [*support_colours, _colour(example)],
+                                                OPTIONS[:4])
+            best = OPTIONS[max(range(4), key=scores.__getitem__)]
+            assert row["prediction"] == best
+            correct += best == example.target
+        assert result["results"][shots]["mean"] == pytest.approx(100 * correct / len(examples))
+
+
+def _colour(example):
+    return next(c for c, rgb in COLOURS.items() if example.image.getpixel((0, 0)) == rgb)
+
+
+def _support_colours(prompt):
+    """The support images of a prompt are found from its support texts (class names here share a
+    colour word with their image)."""
+    names = [chunk.split("Output: ", 1)[1] for chunk in prompt.split(EOC_TOKEN)[:-1]]
+    return [name.split()[0] for name in names]

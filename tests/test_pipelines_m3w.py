@@ -4,6 +4,11 @@ identical bytes on rerun, and an injected failure midway then a rerun (every sam
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import fsspec
@@ -131,3 +136,46 @@ def test_m3w_job_reads_and_writes_any_fsspec_url(web_warc):
         assert memory.exists("/pipelines-test/out/dead_letter/image.jsonl")
     finally:
         memory.rm("/pipelines-test", recursive=True)
+
+
+_SLOW_WRITER = """
+import sys, time
+from flamboyance.shards import writer
+real_write = writer.write_shard
+def slow_write(*args, **kwargs):  # a slow disk, so that the kill lands between shards
+    info = real_write(*args, **kwargs)
+    time.sleep(1.0)
+    return info
+writer.write_shard = slow_write
+from flamboyance.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_m3w_job_sigkilled_midway_then_rerun(web_warc, tmp_path):
+    truth, glob = web_warc
+    out = tmp_path / "out"
+    args = ["etl", "m3w", "--input", glob, "--output", str(out), "--samples-per-shard", "2", "--retries", "0",
+            "--allow-private-hosts"]
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, *args, "--direct_running_mode=in_memory",
+                             "--direct_num_workers=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(out.glob("*_stats.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    written = shard_writer.completed_shards(str(out))
+    plan = json.loads((out / "etl_plan.json").read_text())
+    assert 2 <= len(written) < plan["num_shards"] and not (out / "manifest.json").exists()
+    rerun = subprocess.run([sys.executable, "-m", "flamboyance", *args], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    counters = json.loads((out / "etl_stats.json").read_text())["counters"]
+    assert counters["shard.written"] == plan["num_shards"] - len(written)
+    docs = _documents(out)
+    _check_against_truth(truth, docs)
+    assert json.loads((out / "manifest.json").read_text())["samples"] == len(docs)
+    assert not list(out.glob(".*tmp*"))

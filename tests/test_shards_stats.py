@@ -9,7 +9,7 @@ import pytest
 from flamboyance.cli import main
 from flamboyance.shards import ShardWriter, ShardWriterConfig, compute_stats, verify
 from flamboyance.shards.formats import ImageTextSample
-from shards_fixtures import write_dataset
+from shards_fixtures import read_members, write_dataset, write_members
 
 
 @pytest.mark.parametrize("kind", ["m3w", "image_text", "video_text"])
@@ -65,3 +65,43 @@ def test_verify_catches_changed_bytes_and_counts(tmp_path: Path, capsys: pytest.
     assert len(result.problems) == 1 and "00001.tar: sha256" in result.problems[0]
     assert main(["stats", str(tmp_path), "--verify"]) == 1
     assert "MISMATCH" in capsys.readouterr().err
+
+
+def test_verify_catches_a_wrong_sample_count_and_a_missing_shard(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    write_dataset(tmp_path, "image_text", 9, per_shard=3)
+    # only the count disagrees: the manifest claims one sample more than shard 0 holds
+    manifest_path = tmp_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shards"][0]["samples"] = 4
+    manifest_path.write_text(json.dumps(manifest))
+    result = verify(str(tmp_path))
+    assert (result.shards, result.samples) == (3, 9)
+    assert result.problems == [f"{tmp_path}/00000.tar: 3 samples, manifest says 4"]
+    assert main(["stats", str(tmp_path), "--verify"]) == 1
+    assert "00000.tar: 3 samples, manifest says 4" in capsys.readouterr().err
+    # a shard rewritten without one of its samples: a valid tar (padded by tarfile to the same
+    # size), but its hash and its sample count differ; and a shard that is gone
+    shard = tmp_path / "00001.tar"
+    write_members(shard, [m for m in read_members(shard) if not m[0].startswith("it0004.")])
+    assert shard.stat().st_size == manifest["shards"][1]["bytes"]
+    (tmp_path / "00002.tar").unlink()
+    problems = verify(str(tmp_path)).problems
+    assert len(problems) == 4
+    assert problems[0] == f"{tmp_path}/00000.tar: 3 samples, manifest says 4"
+    assert problems[1].startswith(f"{tmp_path}/00001.tar: sha256 ")
+    assert problems[2] == f"{tmp_path}/00001.tar: 2 samples, manifest says 3"
+    assert problems[3] == f"{tmp_path}/00002.tar: missing"
+    assert main(["stats", str(tmp_path), "--verify"]) == 1
+
+
+def test_verify_checks_plain_img2dataset_layout_against_stats_files(tmp_path: Path) -> None:
+    write_dataset(tmp_path, "image_text", 4, per_shard=2)
+    (tmp_path / "manifest.json").unlink()  # as img2dataset leaves it: tars + _stats.json only
+    assert verify(str(tmp_path)).ok
+    stats_path = tmp_path / "00001_stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats["successes"] = 3
+    stats_path.write_text(json.dumps(stats))
+    assert verify(str(tmp_path)).problems == [f"{tmp_path}/00001.tar: 2 samples, _stats.json says 3"]
+    assert main(["stats", str(tmp_path), "--verify"]) == 1

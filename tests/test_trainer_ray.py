@@ -76,9 +76,11 @@ def test_one_worker_every_loss_falls(ray_instance, workspace: dict) -> None:
     assert sorted(p.name for p in checkpoint.iterdir()) == ["COMMITTED", "meta.json", "rank_00000.pt", "train_state.pt"]
 
 
-def test_two_workers_survive_a_killed_worker(ray_instance, workspace: dict) -> None:
+@pytest.fixture(scope="module")
+def two_worker_run(ray_instance, workspace: dict) -> Path:
+    """2 DDP workers, rank 1 killed before step 8 on the first attempt (marker file)."""
     marker = workspace["root"] / "killed.marker"
-    run = _run(
+    return _run(
         workspace,
         "two",
         "parallel.num_workers=2",
@@ -88,6 +90,11 @@ def test_two_workers_survive_a_killed_worker(ray_instance, workspace: dict) -> N
         "faults.kill_rank=1",
         f"faults.marker_file={marker}",
     )
+
+
+def test_two_workers_survive_a_killed_worker(workspace: dict, two_worker_run: Path) -> None:
+    run = two_worker_run
+    marker = workspace["root"] / "killed.marker"
     assert marker.read_text() == "killed rank 1 before step 8\n"
     events = [json.loads(line) for line in (run / EVENTS_NAME).read_text().splitlines()]
     # first attempt from scratch, the restarted one from the step-5 checkpoint, then finished
@@ -106,3 +113,23 @@ def test_two_workers_survive_a_killed_worker(ray_instance, workspace: dict) -> N
     ]
     assert (run / "final" / "trainable.safetensors").exists()
     assert (run / "gates.png").exists()
+
+
+def test_fsdp_with_activation_checkpointing_matches_ddp(ray_instance, workspace: dict, two_worker_run: Path) -> None:
+    run = _run(
+        workspace,
+        "fsdp",
+        "parallel.num_workers=2",
+        "parallel.strategy=fsdp",
+        "parallel.activation_checkpointing=true",
+        "max_steps=4",
+        "checkpoint.every=4",
+    )
+    fsdp, ddp = read_metrics(run / METRICS_NAME), read_metrics(two_worker_run / METRICS_NAME)[:4]
+    assert [r["step"] for r in fsdp] == [1, 2, 3, 4]
+    for a, b in zip(fsdp, ddp):
+        for key in ("loss/m3w", "loss/image_text", "loss/video_text", "grad_norm", "gate/1/attn"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    checkpoint = run / RAY_STORAGE_DIR / RAY_RUN_NAME / "step_00000004"
+    assert (checkpoint / "COMMITTED").exists() and (checkpoint / "rank_00001.pt").exists()
+    assert (run / "final" / "trainable.safetensors").exists()
