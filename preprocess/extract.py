@@ -105,7 +105,6 @@ _BLOCK_TAGS = frozenset({
 _DIV_BLOCK_CHILDREN = frozenset({"blockquote", "dl", "div", "img", "ol", "p", "pre", "table", "ul",
                                  "section", "article", "figure", "h1", "h2", "h3", "h4", "h5", "h6",
                                  "header", "main", "aside", "nav", "footer", "video", "picture"})
-_PARAGRAPH_TAGS = frozenset({"p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote"})
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _KIND: dict[str, TextKind] = {
     **dict.fromkeys(_HEADINGS, "heading"), "li": "list_item", "dt": "list_item", "dd": "list_item",
@@ -137,7 +136,6 @@ _CAPTION_CLASS = re.compile(r"(^|[\s_-])(caption|credits?|photo-?credit|image-?c
                             re.I)
 _DATE_CLASS = re.compile(r"(^|[\s_-])(date|dateline|timestamp|published|pubdate|posted-?on|entry-meta|post-meta"
                          r"|article-meta|updated|publish-?date)([\s_-]|$)", re.I)
-_LOGO = re.compile(r"logo|avatar|icon|badge|sprite|emoji|banner", re.I)
 _BYLINE = re.compile(r"byline|author|dateline|writtenby|p-author", re.I)
 _UNLIKELY_ROLES = frozenset({"menu", "menubar", "complementary", "navigation", "alert", "alertdialog",
                              "dialog", "banner", "contentinfo", "search", "toolbar"})
@@ -151,10 +149,10 @@ _AD_OR_LOADING = re.compile(r"^(ad(vertising|vertisement)?|pub(licité)?|werb(un
 _COMMAS = re.compile(r"[,\u060c\ufe50\ufe10\ufe11\u2e41\u2e34\u2e32\uff0c]")
 _SENTENCE_END = re.compile(r"\.( |$)")
 
-# Image attributes, most trusted first. Lazy loaders put the real URL in one of these and a
-# placeholder in `src`.
 # Higher-resolution copies that win over a real `src`.
 _HI_RES_ATTRS = ("data-hi-res-src", "data-full-src", "data-zoom-src")
+# Image attributes, most trusted first. Lazy loaders put the real URL in one of these and a
+# placeholder (or nothing) in `src`.
 _LAZY_SRC_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-lazy", "data-url", "data-hi-res-src",
                    "data-full-src", "data-orig-src", "data-original-src", "data-image", "data-img-src",
                    "data-echo", "data-actualsrc", "data-pagespeed-lazy-src", "data-large-file", "original")

@@ -3,12 +3,16 @@ packed rows, gradients, dtype, media encoding, transforms, save/load. Tiny rando
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import pytest
 import torch
 from flamboyance.model import Flamingo, FlamingoConfig, media_attention_mask, prepare_tokenizer
 from flamboyance.model.language import decoder_layers
 from flamboyance.model.tiny import LM_FAMILIES, build_tokenizer, tiny_config
-from flamboyance.model.vision import CLIP_MEAN, CLIP_STD
+from flamboyance.model.vision import CLIP_MEAN, CLIP_STD, VisionEncoder
+from flamboyance.model.xattn import MaskedCrossAttention
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN, PAD_FALLBACK_TOKEN
 from PIL import Image
 
@@ -436,3 +440,78 @@ def test_tiny_models_are_tiny(family):
     total = sum(p.numel() for p in model.parameters())
     assert total < 400_000, total
     assert model.image_transform.size == 32
+
+
+# --- review additions: masking option, fully masked rows, media encoding, optional timm ---------------
+
+
+@pytest.mark.parametrize("immediate", [True, False])
+def test_only_attend_immediate_media_option_reaches_the_cross_attention(immediate):
+    defaults = {f.name: f.default for f in dataclasses.fields(FlamingoConfig)}
+    assert defaults["only_attend_immediate_media"] is True
+    model = make_model("gpt2", only_attend_immediate_media=immediate)
+    # the block before decoder layer 0 sees token embeddings only (no self-attention mixing yet),
+    # so its cross-attention output shows exactly which images each token attends to
+    outputs = []
+    model.xattn["0"].attn.register_forward_hook(lambda module, args, out: outputs.append(out))
+    ids, attention = encode(model, [f"{IMAGE_TOKEN}a red{EOC_TOKEN}{IMAGE_TOKEN}a blue square"])
+    first, second = (ids[0] == model.image_token_id).nonzero().flatten().tolist()
+    media = random_media(1, 2, seed=11)
+    context = model.media_context(ids, attention, media)
+    assert context.media_mask[0, -1].tolist() == [not immediate, True]
+    assert context.media_mask[0, second - 1].tolist() == [True, False]
+    model(ids, attention, media)
+    changed = media.clone()
+    changed[:, 0] = random_media(1, 1, seed=12)[:, 0]
+    model(ids, attention, changed)
+    base, after = outputs[0][0], outputs[1][0]  # (tokens, dim)
+    assert (after[first:second] - base[first:second]).abs().amax(dim=-1).min() > 1e-6  # all see image 0
+    if immediate:
+        assert torch.equal(after[second:], base[second:])  # image 1's tokens never see image 0
+    else:
+        assert (after[second:] - base[second:]).abs().amax(dim=-1).min() > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fully_masked_rows_output_exact_zero_without_nan(dtype):
+    torch.manual_seed(0)
+    attn = MaskedCrossAttention(dim=16, dim_visual=8, heads=2, head_dim=4).to(dtype)
+    x = torch.randn(2, 5, 16, dtype=dtype)
+    visual = torch.randn(2, 3, 4, 8, dtype=dtype)  # (batch, media, latents, dim_visual)
+    mask = torch.zeros(2, 5, 3, dtype=torch.bool)
+    mask[0, 2:, 0] = True  # row 0: tokens 0-1 come before the first image
+    mask[1, 4, 2] = True  # row 1: only the last token sees an image
+    out = attn(x, visual, mask)
+    sees = mask.any(dim=-1)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[~sees], torch.zeros_like(out[~sees]))  # no uniform spread over the images
+    assert (out[sees].abs().amax(dim=-1) > 0).all()
+    unseen = visual.clone()
+    unseen[0, 1:] = 1e3  # images no token of row 0 may see
+    unseen[1, :2] = -1e3
+    assert torch.equal(attn(x, unseen, mask), out)
+
+
+def test_video_and_imageless_batches_encode_only_real_slots():
+    model = make_model("gpt2", max_frames=3)
+    seen = []
+    model.vision.tower.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    ids, attention = encode(model, [f"{IMAGE_TOKEN}a clip", "no video here"])
+    model(ids, attention, random_media(2, 2, seed=3, frames=3))
+    assert seen == [3]  # one real slot x 3 frames, out of 2 x 2 slots
+    ids, attention = encode(model, ["plain text", "more text"])
+    model(ids, attention, random_media(2, 2, seed=3, frames=3))
+    assert seen == [3]  # no <image> token anywhere: the vision tower is not called at all
+
+
+def test_missing_timm_gives_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if the optional extra were not installed
+    with pytest.raises(ImportError, match=r"timm:nfnet_l0 needs timm: pip install 'flamboyance\[timm\]'"):
+        VisionEncoder.build("timm:nfnet_l0", pretrained=False)
+    config = tiny_config(family="gpt2", tokenizer=TOKENIZER).replace(
+        vision_encoder="timm:nfnet_l0", vision_pretrained=False, image_size=64
+    )
+    with pytest.raises(ImportError, match=r"pip install 'flamboyance\[timm\]'"):
+        Flamingo.from_config(config)

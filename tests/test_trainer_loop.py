@@ -120,6 +120,56 @@ def test_one_step_applies_the_weighted_sum_of_separate_gradients() -> None:
     assert any(not torch.equal(before[n], p) for n, p in model.trainable_parameters().items())
 
 
+def _rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    return {k: v[rank::world] for k, v in batch.items()}
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    from flamboyance.trainer.step import accumulate_gradients
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _model()
+        batches = {name: _rows(b, rank, world) for name, b in _batches(model).items()}
+        ddp = DistributedDataParallel(model)
+        accumulate_gradients(ddp, batches, {"image_text": 0.2, "m3w": 1.0})
+        grads = {n: p.grad.detach().clone() for n, p in model.trainable_parameters().items()}
+        torch.save(grads, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_workers_apply_the_mean_of_their_weighted_sums(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # single-process reference: per rank, per source gradients weighted and summed; mean over ranks
+    reference = _model()
+    params = reference.trainable_parameters()
+    names = list(params)
+    expected = {n: torch.zeros_like(p) for n, p in params.items()}
+    batches = _batches(reference)
+    for rank in range(2):
+        for source, weight in (("image_text", 0.2), ("m3w", 1.0)):
+            loss = forward_loss(reference, _rows(batches[source], rank, 2))
+            for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+                expected[n] += weight * g / 2
+    for n in names:
+        assert torch.equal(got[0][n], got[1][n]), n  # synchronised
+        assert torch.allclose(got[0][n], expected[n], atol=1e-7, rtol=1e-5), n
+
+
 # --- whole runs in one process ------------------------------------------------------------------
 
 
