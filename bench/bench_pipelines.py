@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/bench_pipelines.py [--out bench/out/pipelines.json] [--pages 400] [--quick]
 
-1. Throughput (pages/s) of the m3w job without downloads (read WARC -> extract -> filters ->
-   dedup -> frequency filters) on the DirectRunner with 2 worker processes, against a single
-   process running only `extract_document` over the same pages. Scaling efficiency =
-   job pages/s / (2 x single-process pages/s); target >= 0.7. The job on 1 worker is measured
-   too, for the efficiency of the job against itself.
-2. Peak memory (RSS of the whole process tree: runner + workers) of the same job when the
-   input grows 10x; target: flat.
+1. Throughput (pages/s, on the 10x input so that worker start-up is amortised) of the m3w job
+   without downloads (read WARC -> extract -> filters -> dedup -> frequency filters) on the
+   DirectRunner with 2 worker processes, against a single process running only
+   `extract_document` over the same pages. Scaling efficiency = job pages/s / (2 x
+   single-process pages/s); target >= 0.7. Also against a single process doing the job's whole
+   per-page work (extract + filters + MinHash) and against the job on 1 worker.
+2. Peak memory (RSS of the whole process tree: runner + workers) of the job on 2 workers when
+   the input grows 10x; target: flat.
 """
 
 from __future__ import annotations
@@ -171,29 +172,31 @@ def main() -> None:
         root = Path(tmp)
         small, small_pages = make_warcs(root / "small", num_pages=pages, files=args.files)
         large, large_pages = make_warcs(root / "large", num_pages=pages * 10, files=args.files)
-        results["baseline_single_process_extract"] = single_process(small, judge=False)
-        results["baseline_single_process_extract_filter_minhash"] = single_process(small, judge=True)
-        results["job_1_worker"] = run_job(small, workers=1, output=root / "out1")
+        # throughput on the large input (worker start-up, ~5 s with the language model, amortised)
+        results["baseline_single_process_extract"] = single_process(large, judge=False)
+        results["baseline_single_process_extract_filter_minhash"] = single_process(large, judge=True)
+        results["job_1_worker_10x"] = run_job(large, workers=1, output=root / "out1")
         results["job_2_workers"] = run_job(small, workers=2, output=root / "out2")
         results["job_2_workers_10x"] = run_job(large, workers=2, output=root / "out3")
+    results["pages"] = {"small": small_pages, "large": large_pages}
     base = results["baseline_single_process_extract"]["pages_per_s"]
-    two = results["job_2_workers"]["pages_per_s"]
+    two = results["job_2_workers_10x"]["pages_per_s"]
     results["scaling_efficiency_vs_extract"] = round(two / (2 * base), 3)
     judged = results["baseline_single_process_extract_filter_minhash"]["pages_per_s"]
     results["scaling_efficiency_vs_same_per_page_work"] = round(two / (2 * judged), 3)
-    results["scaling_efficiency_vs_job_1_worker"] = round(two / (2 * results["job_1_worker"]["pages_per_s"]), 3)
+    results["scaling_efficiency_vs_job_1_worker"] = round(two / (2 * results["job_1_worker_10x"]["pages_per_s"]), 3)
     results["peak_rss_ratio_10x"] = round(results["job_2_workers_10x"]["peak_rss_mb"]
                                           / results["job_2_workers"]["peak_rss_mb"], 3)
-    rows = [("single-process extract_document", base, "-"),
+    rows = [(f"single-process extract_document ({large_pages} pages)", base, "-"),
             ("single-process extract+filters+minhash", judged, "-"),
-            ("m3w job (no downloads), 1 worker", results["job_1_worker"]["pages_per_s"],
-             results["job_1_worker"]["peak_rss_mb"]),
-            ("m3w job (no downloads), 2 workers", two, results["job_2_workers"]["peak_rss_mb"]),
-            ("m3w job, 2 workers, 10x input", results["job_2_workers_10x"]["pages_per_s"],
-             results["job_2_workers_10x"]["peak_rss_mb"])]
-    print(f"{'run':<40} {'pages/s':>10} {'peak RSS MB':>12}")
+            ("m3w job (no downloads), 1 worker", results["job_1_worker_10x"]["pages_per_s"],
+             results["job_1_worker_10x"]["peak_rss_mb"]),
+            ("m3w job (no downloads), 2 workers", two, results["job_2_workers_10x"]["peak_rss_mb"]),
+            (f"m3w job, 2 workers, {small_pages} pages", results["job_2_workers"]["pages_per_s"],
+             results["job_2_workers"]["peak_rss_mb"])]
+    print(f"{'run':<48} {'pages/s':>10} {'peak RSS MB':>12}")
     for name, rate, rss in rows:
-        print(f"{name:<40} {rate:>10} {rss:>12}")
+        print(f"{name:<48} {rate:>10} {rss:>12}")
     print(f"scaling efficiency (2 workers vs 2 x extract): {results['scaling_efficiency_vs_extract']} (target >= 0.7)")
     print(f"scaling efficiency (2 workers vs 2 x same per-page work): "
           f"{results['scaling_efficiency_vs_same_per_page_work']}")

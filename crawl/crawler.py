@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +93,13 @@ class CrawlConfig:
         if self.max_retries < 0:
             raise ValueError(f"CrawlConfig.max_retries must be >= 0, got {self.max_retries}")
 
-    def fetch_config(self, *, max_body_bytes: int | None = None) -> FetchConfig:
+    def fetch_config(self, *, max_body_bytes: int | None = None, truncate_over_cap: bool = False) -> FetchConfig:
         return FetchConfig(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             total_timeout=self.total_timeout,
             max_body_bytes=max_body_bytes or self.max_body_bytes,
+            truncate_over_cap=truncate_over_cap,
             user_agent=self.user_agent,
             allow_private_hosts=self.allow_private_hosts,
             address_allowed=self.address_allowed,
@@ -133,6 +135,23 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _robots_body(response: Response) -> bytes | None:
+    """The robots.txt bytes to parse. A body over the cap (cut while downloading, or expanding
+    past it when decompressed) keeps the start of its decoded text instead of compressed bytes."""
+    if response.body is not None or response.payload is None:
+        return response.body
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return response.payload
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return None  # undecodable: parsed as empty rules (allow all), like a 4xx
+    wbits = zlib.MAX_WBITS if encoding == "deflate" else 16 + zlib.MAX_WBITS
+    try:
+        return zlib.decompressobj(wbits).decompress(response.payload, ROBOTS_MAX_BYTES)
+    except zlib.error:
+        return None
+
+
 class _Crawler:
     def __init__(self, config: CrawlConfig, writer: WarcWriter, log, seed_hosts: set[str]) -> None:
         self.cfg = config
@@ -140,7 +159,8 @@ class _Crawler:
         self.log = log
         self.seed_hosts = seed_hosts
         self.fetch_config = config.fetch_config()
-        self.robots_fetch_config = config.fetch_config(max_body_bytes=ROBOTS_MAX_BYTES)
+        # RFC 9309: a robots.txt over the limit is parsed up to it, not treated as unavailable
+        self.robots_fetch_config = config.fetch_config(max_body_bytes=ROBOTS_MAX_BYTES, truncate_over_cap=True)
         self.robots = RobotsCache(self._fetch_robots, ttl=config.robots_ttl)
         self.rng = random.Random(config.seed)
         self.ready: dict[str, float] = {}  # host -> monotonic time it may be contacted again
@@ -188,8 +208,7 @@ class _Crawler:
                     return RobotsRules.from_response(None, None, reason="bad_redirect")
                 current = target
                 continue
-            body = response.body if response.body is not None else response.payload
-            return RobotsRules.from_response(response.status, body)
+            return RobotsRules.from_response(response.status, _robots_body(response))
         return RobotsRules.from_response(404, None)  # RFC 9309: too many redirects = unavailable
 
     def _robots_verdict(self, url: str) -> str | None:

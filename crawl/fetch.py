@@ -60,6 +60,9 @@ class FetchConfig:
     """Wall-clock seconds for the whole exchange (connect, request, head, body)."""
     max_body_bytes: int = 5 * 2**20
     """Body bytes kept; a longer body is cut there and marked truncated."""
+    truncate_over_cap: bool = False
+    """A body whose Content-Length exceeds `max_body_bytes` is read up to the cap (marked
+    truncated) instead of failing with `body_too_large` (robots.txt: parse its first 500 KiB)."""
     user_agent: str = USER_AGENT
     """User-Agent header (names the project and a contact URL)."""
     allow_private_hosts: bool = False
@@ -304,12 +307,13 @@ def _read_body(conn: _Connection, response: Response, config: FetchConfig) -> No
             length = int(headers["content-length"].split(",")[0])
         except ValueError:
             raise FetchError("bad_response", f"Content-Length {headers['content-length']!r}") from None
-        if length > cap:
+        if length > cap and not config.truncate_over_cap:
             raise FetchError("body_too_large", f"Content-Length {length} > {cap}")
-        raw = conn.read_exact(length)
-        if len(raw) < length:
+        wanted = min(length, cap)
+        raw = conn.read_exact(wanted)
+        if len(raw) < wanted:
             raise FetchError("connection_error", f"body ended after {len(raw)} of {length} bytes")
-        payload, cut = raw, False
+        payload, cut = raw, length > cap
     else:
         raw, cut = conn.read_to_eof(cap)
         payload = raw

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from flamboyance.crawl import USER_AGENT, crawl, extract_links, is_public_address, normalize_url, read_warc
 from flamboyance.crawl.crawler import CrawlConfig, _retry_after
+from flamboyance.crawl.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsRules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from warcio.archiveiterator import ArchiveIterator
@@ -513,3 +514,54 @@ def test_retry_after_header_forms():
     future = email.utils.format_datetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=100),
                                          usegmt=True)
     assert 95.0 <= _retry_after(future) <= 100.0
+
+
+def test_oversize_robots_txt_is_parsed_up_to_500_kib(tmp_path):
+    rules = "User-agent: *\nDisallow: /private\n"
+    padding = "# " + "x" * 97 + "\n"
+    big = (rules + padding * 6000 + "Disallow: /beyond-the-cap\n").encode()  # ~600 KiB
+    assert len(big) > ROBOTS_MAX_BYTES
+    pages = {"/": ok(html("/private/a", "/beyond-the-cap")), "/beyond-the-cap": ok(html())}
+    declared = Site({**pages, "/robots.txt": robots(big.decode())})
+
+    def gz_chunked(handler: BaseHTTPRequestHandler) -> None:  # no Content-Length, gzip-encoded
+        data = gzip.compress(big, mtime=0)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+
+    compressed = Site({**pages, "/robots.txt": gz_chunked})
+    for name, site in (("declared", declared), ("gzip", compressed)):
+        with serve(site) as base:
+            crawl([base + "/"], out_dir=tmp_path / name, **FAST)
+        # the first 500 KiB are obeyed; what lies beyond them is not seen (RFC 9309 section 2.5)
+        assert reasons(tmp_path / name, base) == {"/": "ok", "/private/a": "robots_disallowed",
+                                                  "/beyond-the-cap": "ok"}, name
+
+
+def test_robots_cache_ttl_and_size_bound():
+    assert CrawlConfig().robots_ttl == 24 * 3600.0
+    fetched = []
+
+    def fetch_rules(site: str) -> RobotsRules:
+        fetched.append(site)
+        return RobotsRules.from_response(404, None)
+
+    cache = RobotsCache(fetch_rules, ttl=0.2, max_entries=2)
+    assert cache.get("http://a.example").mode == "allow_all"
+    cache.get("http://a.example")
+    assert fetched == ["http://a.example"]  # cached
+    time.sleep(0.25)
+    cache.get("http://a.example")
+    assert fetched == ["http://a.example"] * 2  # expired, fetched again
+    cache.get("http://b.example")
+    cache.get("http://c.example")  # evicts the least recently used origin (a)
+    cache.get("http://b.example")
+    cache.get("http://a.example")
+    assert fetched == ["http://a.example"] * 2 + ["http://b.example", "http://c.example", "http://a.example"]
+    assert RobotsRules.from_response(503, b"").mode == "disallow_all"
+    assert RobotsRules.from_response(None, None, reason="connect_error").mode == "disallow_all"
+    assert RobotsRules.from_response(403, b"").mode == "allow_all"

@@ -1,0 +1,135 @@
+"""`make bench`: every benchmark in one run, each as a ratio against a baseline measured in the
+same run, collected into one JSON file and printed as a table.
+
+    python bench/run_all.py [--out bench/results.json] [--only extract,shards,...] [--quick]
+
+Each benchmark is its own script (run in a fresh process, so one's imports and threads do not
+disturb another) that writes a detailed JSON under bench/out/; this file picks the headline
+ratio out of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Benchmark:
+    """One benchmark script and how to read its headline rows from its JSON."""
+
+    name: str
+    argv: Callable[[Path, bool], list[str]]
+    rows: Callable[[dict], list[dict]]
+
+
+def _row(measure: str, value: float, baseline: str, ratio: float, target: str) -> dict:
+    return {"measure": measure, "value": value, "baseline": baseline, "ratio": ratio, "target": target}
+
+
+def _extract_rows(r: dict) -> list[dict]:
+    rate = r["pages_per_second"]
+    return [_row("extract_document pages/s", rate["flamboyance"], f"trafilatura {rate['trafilatura']:.1f} pages/s",
+                 r["speed_ratio_vs_trafilatura"], ">= 2x")]
+
+
+def _pipelines_rows(r: dict) -> list[dict]:
+    two, base = r["job_2_workers"], r["baseline_single_process_extract"]
+    rows = [_row("m3w job pages/s (2 workers, no downloads)", two["pages_per_s"],
+                 f"single-process extract_document {base['pages_per_s']:.1f} pages/s",
+                 r["scaling_efficiency_vs_extract"], "efficiency >= 0.7")]
+    if "baseline_single_process_extract_filter_minhash" in r:
+        same = r["baseline_single_process_extract_filter_minhash"]
+        rows.append(_row("m3w job pages/s (2 workers)", two["pages_per_s"],
+                         f"single process, same per-page work {same['pages_per_s']:.1f} pages/s",
+                         r["scaling_efficiency_vs_same_per_page_work"], "efficiency >= 0.7"))
+    rows.append(_row("m3w job peak RSS, input x10 (MB)", r["job_2_workers_10x"]["peak_rss_mb"],
+                     f"input x1 {two['peak_rss_mb']:.0f} MB", r["peak_rss_ratio_10x"], "flat (~1x)"))
+    return rows
+
+
+def _shards_rows(r: dict) -> list[dict]:
+    read, stats = r["read"], r["stats"]
+    return [_row("open_dataset read MB/s", read["open_dataset_raw_MBps"],
+                 f"plain tarfile {read['tarfile_MBps']:.0f} MB/s", read["raw_vs_tarfile"], ">= 0.8x"),
+            _row(f"stats over {stats['shards']} shards (s)", stats["stats_s"], "-", float("nan"), "a few s")]
+
+
+def _trainer_rows(r: dict) -> list[dict]:
+    one, two = r["results"]["workers_1"], r["results"]["workers_2"]
+    return [_row("data-wait fraction of step time (2 workers)", two["data_wait_fraction"], "-",
+                 two["data_wait_fraction"], "< 0.05"),
+            _row("training samples/s, 2 workers", two["samples_per_s"], f"1 worker {one['samples_per_s']:.1f}/s",
+                 r["speedup_2_vs_1_workers"], "> 1x")]
+
+
+def _model_rows(r: dict) -> list[dict]:
+    return [_row("Flamingo fwd+bwd (s), xattn every 4th", r["flamingo_fwd_bwd_s"],
+                 f"LM alone {r['lm_alone_fwd_bwd_s']:.2f} s", r["flamingo_over_lm"], "overhead, lower is better"),
+            _row("trainable share of parameters", r["trainable_share"], f"{r['total_params']:,} total",
+                 r["trainable_share"], "-")]
+
+
+BENCHMARKS = [
+    Benchmark(name="extract", rows=_extract_rows,
+              argv=lambda out, quick: ["bench/bench_extract.py", "--json", str(out)] + (["--rounds", "1"] if quick else [])),
+    Benchmark(name="pipelines", rows=_pipelines_rows,
+              argv=lambda out, quick: ["bench/bench_pipelines.py", "--out", str(out)] + (["--quick"] if quick else [])),
+    Benchmark(name="shards", rows=_shards_rows,
+              argv=lambda out, quick: ["bench/bench_shards.py", "--out", str(out)] + (["--quick"] if quick else [])),
+    Benchmark(name="trainer", rows=_trainer_rows,
+              argv=lambda out, quick: ["bench/bench_trainer.py", "--out", str(out)] + (["--steps", "20"] if quick else [])),
+    Benchmark(name="model", rows=_model_rows,
+              argv=lambda out, quick: ["bench/bench_model.py", "--json", str(out)] + (["--repeats", "1"] if quick else [])),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(b.name for b in BENCHMARKS))
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = ap.parse_args(argv)
+    wanted = set(args.only.split(",")) if args.only else {b.name for b in BENCHMARKS}
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {"machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+                                "benchmarks": {}}
+    for bench in BENCHMARKS:
+        if bench.name not in wanted:
+            continue
+        detail = OUT / f"{bench.name}.json"
+        detail.unlink(missing_ok=True)
+        print(f"== {bench.name}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, *bench.argv(detail, args.quick)], cwd=ROOT)
+        entry: dict = {"seconds": round(time.perf_counter() - start, 1), "detail": str(detail.relative_to(ROOT))}
+        if proc.returncode != 0 or not detail.exists():
+            entry["error"] = f"exit code {proc.returncode}"
+        else:
+            entry["rows"] = bench.rows(json.loads(detail.read_text()))
+        results["benchmarks"][bench.name] = entry
+    args.out.write_text(json.dumps(results, indent=1, sort_keys=True))
+    print(f"\n{'benchmark':<10} {'measure':<46} {'value':>10} {'ratio':>8}  {'target':<26} baseline")
+    for name, entry in results["benchmarks"].items():
+        if "error" in entry:
+            print(f"{name:<10} FAILED ({entry['error']})")
+            continue
+        for row in entry["rows"]:
+            print(f"{name:<10} {row['measure']:<46} {row['value']:>10.3f} {row['ratio']:>8.3f}  "
+                  f"{row['target']:<26} {row['baseline']}")
+    print(f"\nwrote {args.out}")
+    return 1 if any("error" in e for e in results["benchmarks"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
