@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from flamboyance.preprocess import dedup
 from flamboyance.preprocess.document import Document, ImageNode
@@ -125,15 +126,18 @@ class DedupInfo:
     content_hash: str
     url_key: str
     image_set_key: str
-    signature: Any = None
-    """MinHash signature (np.ndarray) of the text, None for a document without text."""
+    band_keys: tuple[str, ...] = ()
+    """LSH band keys of the text's MinHash signature (none for a document without text)."""
+    signature: bytes = b""
+    """The signature's values truncated to 32 bits (uint32 bytes), enough to estimate Jaccard
+    similarity (a false slot match has probability 2**-32) at half the bytes in every shuffle."""
     image_urls: tuple[str, ...] = ()
     """Normalised URLs of the document's images (distinct, sorted)."""
     paragraph_keys: tuple[str, ...] = ()
     """`domain<US>paragraph_key` of its text nodes (distinct, sorted)."""
 
 
-def dedup_info(item: PageDocument, *, num_perm: int) -> DedupInfo:
+def dedup_info(item: PageDocument, *, bands: int, rows: int) -> DedupInfo:
     """The `DedupInfo` of a document (all keys from `flamboyance.preprocess.dedup`)."""
     doc = item.doc
     text = doc.text()
@@ -143,9 +147,14 @@ def dedup_info(item: PageDocument, *, num_perm: int) -> DedupInfo:
         url_key = dedup.normalize_url(doc.url)
     except ValueError:
         url_key = doc.url
+    band_keys: tuple[str, ...] = ()
+    signature = b""
+    if text.strip():
+        full = dedup.minhash_signature(text, num_perm=bands * rows)
+        band_keys = tuple(dedup.lsh_band_keys(full, bands=bands, rows=rows))
+        signature = full.astype(np.uint32).tobytes()
     return DedupInfo(key=item.key, rank=recency(item), content_hash=dedup.content_hash(doc), url_key=url_key,
-                     image_set_key=dedup.image_set_key(doc),
-                     signature=dedup.minhash_signature(text, num_perm=num_perm) if text.strip() else None,
+                     image_set_key=dedup.image_set_key(doc), band_keys=band_keys, signature=signature,
                      image_urls=tuple(sorted({normalized_image_url(image.url) for image in doc.images})),
                      paragraph_keys=tuple(sorted(f"{domain}\x1f{key}" for key in paragraphs)))
 
@@ -190,24 +199,25 @@ class NearDedup(beam.PTransform):
     every band it shares), and no two kept documents are confirmed near-duplicates of each other.
     """
 
-    def __init__(self, *, threshold: float, bands: int, rows: int, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, threshold: float, namespace: str = NAMESPACE) -> None:
         super().__init__()
-        self.threshold, self.bands, self.rows, self.namespace = threshold, bands, rows, namespace
+        self.threshold, self.namespace = threshold, namespace
 
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
-        bands, rows, threshold, namespace = self.bands, self.rows, self.threshold, self.namespace
+        threshold, namespace = self.threshold, self.namespace
 
-        def band_entries(info: DedupInfo) -> Iterator[tuple[str, tuple[tuple[float, str], Any]]]:
-            if info.signature is None:
-                return
-            for band_key in dedup.lsh_band_keys(info.signature, bands=bands, rows=rows):
+        def band_entries(info: DedupInfo) -> Iterator[tuple[str, tuple[tuple[float, str], bytes]]]:
+            for band_key in info.band_keys:
                 yield band_key, (info.rank, info.signature)
 
         def duplicates(element: tuple[str, Iterable[Any]]) -> Iterator[str]:
             members = sorted(element[1], key=lambda m: m[0], reverse=True)
-            for i, (rank, sig) in enumerate(members[1:], start=1):
-                if any(dedup.jaccard_estimate(sig, newer) >= threshold for _, newer in members[:i]):
-                    yield rank[1]
+            if len(members) < 2:
+                return
+            sigs = [np.frombuffer(sig, dtype=np.uint32) for _, sig in members]
+            for i in range(1, len(members)):
+                if any(dedup.jaccard_estimate(sigs[i], newer) >= threshold for newer in sigs[:i]):
+                    yield members[i][0][1]
 
         removed = (infos
                    | "BandKeys" >> beam.FlatMap(band_entries)
@@ -279,13 +289,11 @@ class DeduplicateDocuments(beam.PTransform):
     def expand(self, docs: beam.PCollection) -> beam.PCollection:
         cfg, namespace = self.config, self.namespace
         filters = cfg.filters
-        num_perm = cfg.minhash_bands * cfg.minhash_rows
         survivors = (docs
-                     | "DedupInfo" >> beam.Map(dedup_info, num_perm=num_perm)
+                     | "DedupInfo" >> beam.Map(dedup_info, bands=cfg.minhash_bands, rows=cfg.minhash_rows)
                      | "ExactDedup" >> KeepNewest(key_fn=lambda i: i.content_hash, reason="exact",
                                                   namespace=namespace)
-                     | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, bands=cfg.minhash_bands,
-                                                rows=cfg.minhash_rows, namespace=namespace)
+                     | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, namespace=namespace)
                      | "SameUrlDedup" >> KeepNewest(key_fn=lambda i: i.url_key, reason="same_url",
                                                     namespace=namespace)
                      | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: i.image_set_key, reason="same_image_set",

@@ -131,8 +131,10 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from flamboyance.trainer.step import accumulate_gradients
     from torch.nn.parallel import DistributedDataParallel
 
+    from datetime import timedelta
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     try:
         model = _model()
         batches = {name: _rows(b, rank, world) for name, b in _batches(model).items()}
@@ -144,6 +146,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.timeout(180)
 def test_two_ddp_workers_apply_the_mean_of_their_weighted_sums(tmp_path: Path) -> None:
     import socket
 
