@@ -163,22 +163,28 @@ def expand_glob(pattern: str) -> list[str]:
 
 
 class ReadWarcPages(beam.PTransform):
-    """WARC globs -> `PageRecord`s (HTML responses), redistributed across workers.
+    """WARC globs -> `PageRecord`s (HTML responses), read in parallel one file per worker task.
+
+    The file URLs are redistributed across workers, and each file's pages are handed, in the same
+    worker, straight to the steps that follow (Beam fuses them): page bodies are never shuffled.
+    That parallelises as far as there are files (Common Crawl: thousands); with
+    `spread_pages=True` the pages are redistributed too, for inputs of few large files on many
+    workers, at the price of moving every body through a shuffle.
 
     Skipped WARC records are counted as `<namespace>:warc.<reason>`.
     """
 
-    def __init__(self, *, namespace: str, max_body_bytes: int = 5 * 2**20) -> None:
+    def __init__(self, *, namespace: str, max_body_bytes: int = 5 * 2**20, spread_pages: bool = False) -> None:
         super().__init__()
-        self.namespace, self.max_body_bytes = namespace, max_body_bytes
+        self.namespace, self.max_body_bytes, self.spread_pages = namespace, max_body_bytes, spread_pages
 
     def expand(self, patterns: beam.PCollection) -> beam.PCollection:
-        return (patterns
-                | "ExpandGlobs" >> beam.FlatMap(expand_glob)
-                | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadWarc" >> beam.ParDo(_ReadWarcFn(namespace=self.namespace,
-                                                       max_body_bytes=self.max_body_bytes))
-                | "SpreadPages" >> beam.Reshuffle())
+        pages = (patterns
+                 | "ExpandGlobs" >> beam.FlatMap(expand_glob)
+                 | "SpreadFiles" >> beam.Reshuffle()
+                 | "ReadWarc" >> beam.ParDo(_ReadWarcFn(namespace=self.namespace,
+                                                        max_body_bytes=self.max_body_bytes)))
+        return pages | "SpreadPages" >> beam.Reshuffle() if self.spread_pages else pages
 
 
 class _ReadWarcFn(beam.DoFn):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flamboyance.preprocess.extract import ExtractConfig
 from flamboyance.preprocess.filters import FilterConfig
 
 DEFAULT_DISALLOWED_DIRECTIVES: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
@@ -69,6 +70,9 @@ class M3WConfig:
     """LSH bands (datatrove: 14 x 8)."""
     minhash_rows: int = 8
     """Rows per band."""
+    extract: ExtractConfig = field(default_factory=lambda: ExtractConfig(captions_as_text=True))
+    """Main-content extraction. Figure captions are kept as text after their image: the page shows
+    them, and the text right after an image is what M3W training ties to that image."""
     filters: FilterConfig = field(default_factory=FilterConfig)
     """Node/document filter thresholds, including the corpus-wide ones (`image_max_documents`,
     `paragraph_boilerplate_min_count`), the image bounds and the post-download image checks."""

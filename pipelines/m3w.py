@@ -71,11 +71,15 @@ def recency(item: PageDocument) -> tuple[float, str]:
 class ExtractDocumentFn(beam.DoFn):
     """PageRecord -> PageDocument via `extract_document`; rejections are dead letters with their reason."""
 
-    def __init__(self, *, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, namespace: str = NAMESPACE, extract_config: Any = None) -> None:
         self.namespace = namespace
+        self.extract_config = extract_config
 
     def setup(self) -> None:
+        from flamboyance.preprocess.extract import DEFAULT_CONFIG
+
         self.progress = Progress(namespace=self.namespace, stage="extract")
+        self.config = self.extract_config or DEFAULT_CONFIG
 
     def process(self, page: Any) -> Iterator[Any]:
         from flamboyance.preprocess.extract import ExtractionError, extract_document
@@ -83,7 +87,7 @@ class ExtractDocumentFn(beam.DoFn):
         self.progress.tick()
         ref = f"{page.warc_filename}@{page.warc_offset} {page.url}"
         try:
-            doc = extract_document(page.body, page.url, headers=page.headers)
+            doc = extract_document(page.body, page.url, headers=page.headers, config=self.config)
         except ExtractionError as err:
             yield dead_letter(self.namespace, "extract", err.reason, ref, err.detail)
             return
@@ -183,12 +187,37 @@ class KeepNewest(beam.PTransform):
         def keyed(info: DedupInfo) -> tuple[str, DedupInfo]:
             return (key_fn(info) or f"unique:{info.key}"), info
 
-        def newest(element: tuple[str, Iterable[DedupInfo]]) -> DedupInfo:
-            group = sorted(element[1], key=lambda info: info.rank, reverse=True)
-            count(namespace, f"dedup.{reason}", len(group) - 1)
-            return group[0]
+        def newest(element: tuple[str, tuple[DedupInfo, int]]) -> DedupInfo:
+            info, members = element[1]
+            count(namespace, f"dedup.{reason}", members - 1)
+            return info
 
-        return infos | "KeyBy" >> beam.Map(keyed) | "Group" >> beam.GroupByKey() | "Newest" >> beam.Map(newest)
+        return (infos | "KeyBy" >> beam.Map(keyed)
+                | "Newest" >> beam.CombinePerKey(_NewestCombineFn())
+                | "CountRemoved" >> beam.Map(newest))
+
+
+class _NewestCombineFn(beam.CombineFn):
+    """(newest `DedupInfo` by `rank`, number of infos): combined before the shuffle, so a group
+    of captures never has to sit in one worker's memory."""
+
+    def create_accumulator(self) -> tuple[DedupInfo | None, int]:
+        return None, 0
+
+    def add_input(self, accumulator: tuple[DedupInfo | None, int], info: DedupInfo) -> tuple[DedupInfo | None, int]:
+        best, members = accumulator
+        return (info if best is None or info.rank > best.rank else best), members + 1
+
+    def merge_accumulators(self, accumulators: Iterable[tuple[DedupInfo | None, int]]) -> tuple[DedupInfo | None, int]:
+        best, members = None, 0
+        for info, n in accumulators:
+            if info is not None and (best is None or info.rank > best.rank):
+                best = info
+            members += n
+        return best, members
+
+    def extract_output(self, accumulator: tuple[DedupInfo | None, int]) -> tuple[DedupInfo | None, int]:
+        return accumulator
 
 
 class NearDedup(beam.PTransform):
@@ -257,8 +286,10 @@ class CorpusFrequency(beam.PTransform):
 
         def frequent(kind: str, counter: str, threshold: int) -> Callable[[Any], Iterator[Any]]:
             def emit(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
+                # A document lists each of its URLs / paragraph keys once: members are distinct
+                # documents, no set needed (nor an order: the output is a PCollection).
                 value, docs = element
-                docs = sorted(set(docs))
+                docs = list(docs)
                 if len(docs) >= threshold:
                     count(namespace, f"frequency.{counter}")
                     value = value.split("\x1f", 1)[1] if kind == "paragraph" else value
@@ -409,7 +440,8 @@ class M3WDocuments(beam.PTransform):
     def expand(self, patterns: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cfg, namespace = self.config, self.namespace
         pages = patterns | "ReadWarcPages" >> ReadWarcPages(namespace=namespace)
-        extracted = pages | "ExtractDocuments" >> beam.ParDo(ExtractDocumentFn(namespace=namespace)).with_outputs(
+        extracted = pages | "ExtractDocuments" >> beam.ParDo(
+            ExtractDocumentFn(namespace=namespace, extract_config=cfg.extract)).with_outputs(
             DEAD_LETTER, main="docs")
         docs = (extracted.docs
                 | "FilterDocuments" >> beam.ParDo(FilterDocumentFn(filter_config=cfg.filters,

@@ -255,52 +255,20 @@ class VideoResult:
 
 def sample_frames(data: bytes, *, fps: float, max_frames: int, max_duration_s: float, image_size: int,
                   quality: int = 95) -> tuple[list[bytes], list[float], float]:
-    """Decode `data` with PyAV and return (JPEG frames, their timestamps, duration) at `fps`.
-
-    Frame i is the first decoded frame at or after i / fps seconds; frames are shrunk to
-    `image_size` on the longest side. Raises `ValueError("too_long" | "no_video_stream" |
-    "no_frames" | "corrupt: ...")` for videos that must be skipped.
+    """(JPEG frames, their timestamps, duration) of a downloaded video, by
+    `flamboyance.shards.video.sample_video_frames` (frame i is the first at or after i / fps
+    seconds; frames shrunk to `image_size` on the longest side). Raises `ValueError("<reason>: ...")`
+    with reason too_long, no_video_stream, no_frames or corrupt for videos that must be skipped.
     """
-    import av
-    from PIL import Image
+    from flamboyance.shards.video import FrameSamplingConfig, VideoDecodeError, sample_video_frames
 
+    config = FrameSamplingConfig(fps=fps, max_frames=max_frames, jpeg_quality=quality,
+                                 max_duration_s=max_duration_s, image_size=image_size)
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                raise ValueError("no_video_stream")
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000
-            else:
-                duration = 0.0
-            if duration > max_duration_s:
-                raise ValueError(f"too_long: {duration:.1f} s > {max_duration_s} s")
-            frames: list[bytes] = []
-            stamps: list[float] = []
-            last_time = 0.0
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    continue
-                last_time = float(frame.time)
-                if last_time > max_duration_s:
-                    raise ValueError(f"too_long: decoded past {max_duration_s} s")
-                if last_time + 1e-6 < len(frames) / fps:
-                    continue
-                image = frame.to_image()
-                image.thumbnail((image_size, image_size), Image.Resampling.LANCZOS)
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-                frames.append(buffer.getvalue())
-                stamps.append(round(last_time, 3))
-                if len(frames) >= max_frames:
-                    break
-    except av.error.FFmpegError as err:
-        raise ValueError(f"corrupt: {err}") from err
-    if not frames:
-        raise ValueError("no_frames")
-    return frames, stamps, round(duration or last_time, 3)
+        frames, meta = sample_video_frames(data, config=config)
+    except VideoDecodeError as err:
+        raise ValueError(f"{err.reason}: {err.detail}") from err
+    return frames, [round(t, 3) for t in meta["timestamps"]], round(meta["duration"], 3)
 
 
 class DownloadVideosFn(beam.DoFn):

@@ -1,6 +1,6 @@
 """Caption pairs shared by the image-text and video-text jobs: where pairs come from (pages or a
-URL + caption table), caption filters, the deterministic held-out split, and the join of
-downloaded media back onto their pairs.
+URL + caption table), the caption filters (`flamboyance.preprocess.captions`) as a step, the
+deterministic held-out split, and the join of downloaded media back onto their pairs.
 
 The only differences between the two jobs are which page nodes give pairs (images with a
 figcaption/alt text, or videos with a caption) and how a downloaded medium becomes a sample;
@@ -9,17 +9,17 @@ both are passed in, so the sources are defined once.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+from flamboyance.preprocess.captions import caption_filters
 from flamboyance.preprocess.document import Document, ImageNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig, image_filters
 from flamboyance.preprocess.html_text import normalize_text
-from flamboyance.preprocess.steps import Filter, run_filters
+from flamboyance.preprocess.steps import run_filters
 
 from .common import (
     DEAD_LETTER,
@@ -54,49 +54,6 @@ def make_pair(url: str, caption: str, *, source: str = "", metadata: dict[str, A
                        metadata=dict(metadata or {}))
 
 
-# --- caption filters (datatrove-style steps) ---------------------------------------------------
-
-_FILENAME_RE = re.compile(r"^\S+\.(jpe?g|png|gif|webp|bmp|tiff?|mp4|webm|mov)$", re.I)
-_URL_RE = re.compile(r"^(https?://|www\.)\S+$", re.I)
-_CAMERA_RE = re.compile(r"^(img|dsc|dscn|pxl|photo|image|screenshot|video|vid)[_\- ]?\d+$", re.I)
-_PLACEHOLDERS = frozenset({"image", "photo", "picture", "img", "untitled", "thumbnail", "placeholder", "logo",
-                           "video", "banner", "icon", "null", "none", "alt", "graphic"})
-
-
-class CaptionWordCountFilter(Filter):
-    """Keeps captions with `min_words`..`max_words` whitespace words."""
-
-    name = "caption_word_count"
-
-    def __init__(self, *, min_words: int = 2, max_words: int = 64) -> None:
-        self.min_words, self.max_words = min_words, max_words
-
-    def filter(self, caption: str) -> bool | tuple[bool, str]:
-        words = len(caption.split())
-        if words < self.min_words:
-            return False, "caption_too_few_words"
-        if words > self.max_words:
-            return False, "caption_too_many_words"
-        return True
-
-
-class CaptionBoilerplateFilter(Filter):
-    """Drops captions that are a file name, a URL, a camera default name or a placeholder word."""
-
-    name = "caption_boilerplate"
-
-    def filter(self, caption: str) -> bool:
-        text = caption.strip()
-        if _FILENAME_RE.match(text) or _URL_RE.match(text) or _CAMERA_RE.match(text):
-            return False
-        return text.lower().strip(" .") not in _PLACEHOLDERS
-
-
-def caption_filters(*, min_words: int = 2, max_words: int = 64) -> list[Filter]:
-    """The caption filters in order (boilerplate first, so "IMG_1234.jpg" is not counted as too short)."""
-    return [CaptionBoilerplateFilter(), CaptionWordCountFilter(min_words=min_words, max_words=max_words)]
-
-
 # --- sources -------------------------------------------------------------------------------------
 
 def image_pairs(doc: Document, *, filters: FilterConfig, use_alt_text: bool,
@@ -122,7 +79,8 @@ def image_pairs(doc: Document, *, filters: FilterConfig, use_alt_text: bool,
 
 
 def video_source(node: VideoNode) -> str | None:
-    """The best playable source of a video node: the first one that is not its poster image."""
+    """The best playable source of a video node: its first source (`extract_document` never lists
+    the poster as a source; a hand-built node that does still gets a playable one)."""
     for source in node.sources:
         if source != node.poster:
             return source

@@ -150,16 +150,20 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+_WORD_HASH_CACHE: dict[str, int] = {}
+_WORD_HASH_CACHE_SIZE = 1 << 17
+"""Words hashed so far in this process (word frequencies are Zipfian: most words of a document
+were seen in earlier ones); cleared when it reaches this many entries, so memory stays bounded."""
+
+
 def _word_hashes(words: list[str]) -> np.ndarray:
-    cache: dict[str, int] = {}
-    out = np.empty(len(words), dtype=np.uint64)
-    for i, word in enumerate(words):
-        h = cache.get(word)
-        if h is None:
-            h = cache[word] = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"),
-                                                             digest_size=8).digest(), "little")
-        out[i] = h
-    return out
+    cache = _WORD_HASH_CACHE
+    if len(cache) > _WORD_HASH_CACHE_SIZE:
+        cache.clear()
+    for word in set(words).difference(cache):
+        cache[word] = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"),
+                                                     digest_size=8).digest(), "little")
+    return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
 
 
 def shingle_hashes(text: str, *, ngram: int = DEFAULT_NGRAM) -> np.ndarray:

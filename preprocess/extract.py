@@ -1218,15 +1218,18 @@ class _Emitter:
             self._image(img, [s for s in srcsets if s])
 
     def _video(self, el: etree._Element) -> None:
+        # Lazy-loading markup may repeat the poster image in src/data-src: it is the still shown
+        # before playback (`poster`), never a playable source.
+        poster = self._absolute(el.get("poster") or el.get("data-poster"))
         sources: list[str] = []
         for raw in [el.get("src"), el.get("data-src"), *(s.get("src") or s.get("data-src") for s in el.iter("source"))]:
             url = self._absolute(raw)
-            if url and url not in sources:
+            if url and url != poster and url not in sources:
                 sources.append(url)
         if not sources:
             return
         self.flush()
-        self.nodes.append(VideoNode(sources=tuple(sources), poster=self._absolute(el.get("poster")),
+        self.nodes.append(VideoNode(sources=tuple(sources), poster=poster,
                                     caption=self.captions[-1] if self.captions else "",
                                     width=_dimension(el.get("width")), height=_dimension(el.get("height"))))
 

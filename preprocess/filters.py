@@ -59,17 +59,19 @@ left after node filtering, joined with "\\n":
 - mean_word_length: mean length of the words; alpha_word_ratio: fraction of whitespace tokens
   with at least one letter; symbol_word_ratio: max(count("#"), count("...") + count("…")) / words;
   duplicate_line_fraction: among non-blank stripped lines, the fraction equal to an earlier one.
-- language_score: langid's normalised probability of the detected language (`detect_language`).
+- language_score: langid's normalised probability of the detected language (`detect_language`),
+  on the first `FilterConfig.language_max_chars` characters (2000) of the text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,6 +97,7 @@ shouldn't wasn wasn't weren weren't won won't wouldn wouldn't would could also u
 
 PUNCTUATION = ".,;:!?…"
 """Characters counted by the punctuation ratio."""
+_PUNCTUATION_SET = frozenset(PUNCTUATION)
 
 KNOWN_IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "apng", "webp", "gif", "svg", "svgz",
                                     "bmp", "ico", "tif", "tiff", "avif", "heic", "heif", "jxl"})
@@ -180,6 +183,11 @@ class FilterConfig:
     """Languages kept (ISO 639-1); None keeps every language (the score threshold still applies)."""
     min_language_score: float = 0.8
     """Minimum langid probability of the detected language."""
+    language_max_chars: int = 2000
+    """Language identification reads only the first this many characters of the document text:
+    langid's cost grows linearly with the text while its answer is settled by a few hundred
+    words, and a bounded prefix keeps the cost per document bounded (2000 characters are about
+    350 English words; documents may have up to `doc_max_words`)."""
     download_min_side: int = 64
     """FL: minimum side of a downloaded image."""
     download_max_aspect_ratio: float = 3.0
@@ -204,7 +212,7 @@ class FilterConfig:
                      "min_stop_word_ratio", "min_punctuation_ratio", "min_language_score"):
             _check_fraction(name, getattr(self, name))
         for name in ("char_repetition_ngram", "word_repetition_ngram", "image_max_documents",
-                     "paragraph_boilerplate_min_count", "download_min_side"):
+                     "paragraph_boilerplate_min_count", "download_min_side", "language_max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FilterConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.languages is not None:
@@ -222,37 +230,67 @@ def _is_special(ch: str) -> bool:
     return unicodedata.category(ch)[0] not in "LM"
 
 
+_SPECIAL: dict[str, bool] = {}
+"""`_is_special` of every character met so far (at most the Unicode repertoire, in practice a
+few hundred characters)."""
+
+
+def _special_chars(chars: Iterable[str]) -> str:
+    """The special characters among `chars`, as one string (for `str.strip`)."""
+    known = _SPECIAL
+    out = []
+    for ch in chars:
+        special = known.get(ch)
+        if special is None:
+            special = known[ch] = _is_special(ch)
+        if special:
+            out.append(ch)
+    return "".join(out)
+
+
+def word_count(text: str) -> int:
+    """`len(words_of(text))` without building the words: the whitespace tokens that keep a
+    character once the special characters that are not whitespace are deleted."""
+    lowered = text.lower()
+    table = {ord(ch): None for ch in _special_chars(set(lowered)) if not ch.isspace()}
+    return len(lowered.translate(table).split())
+
+
 def _strip_special(token: str) -> str:
-    start, end = 0, len(token)
-    while start < end and _is_special(token[start]):
-        start += 1
-    while end > start and _is_special(token[end - 1]):
-        end -= 1
-    return token[start:end]
+    return token.strip(_special_chars(set(token)))
+
+
+def _words_of_lowered(lowered: str, specials: str) -> list[str]:
+    # str.strip(chars) strips exactly the leading/trailing characters in `chars`: with `specials`
+    # the special characters of the text, this is `_strip_special` at C speed.
+    return [w for w in (t.strip(specials) for t in lowered.split()) if w]
 
 
 def words_of(text: str) -> list[str]:
     """The filter notion of words: lower-cased whitespace tokens stripped of special characters."""
-    return [w for w in (_strip_special(t) for t in text.lower().split()) if w]
+    lowered = text.lower()
+    return _words_of_lowered(lowered, _special_chars(set(lowered)))
 
 
 def char_repetition_ratio(text: str, n: int = 10) -> float:
     """OBELICS character repetition ratio (see the module docstring); 0.0 for text shorter than n."""
-    counts = Counter(text[i:i + n] for i in range(len(text) - n + 1))
-    if not counts:
+    size = len(text) - n + 1
+    if size <= 0:
         return 0.0
+    # every n-gram as a slice, built and counted in C (map over slice objects)
+    counts = Counter(map(text.__getitem__, map(slice, range(size), range(n, size + n))))
     freqs = sorted(counts.values(), reverse=True)
     repeated = sum(1 for f in freqs if f > 1)
     k = min(math.isqrt(len(freqs)), repeated)
-    return sum(freqs[:k]) / sum(freqs)
+    return sum(freqs[:k]) / size
 
 
 def word_repetition_ratio(words: Sequence[str], n: int = 5) -> float:
     """Fraction of word n-grams that occur more than once (0.0 for fewer than n words)."""
-    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    if not counts:
+    if len(words) < n:
         return 0.0
-    return sum(f for f in counts.values() if f > 1) / sum(counts.values())
+    counts = Counter(zip(*(words[i:] for i in range(n))))
+    return sum(f for f in counts.values() if f > 1) / (len(words) - n + 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,28 +317,38 @@ class DocumentStats:
 
 
 def text_stats(text: str, *, image_count: int = 0, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
-    """`DocumentStats` of a plain text (lines separated by "\\n")."""
-    words = words_of(text)
+    """`DocumentStats` of a plain text (lines separated by "\\n").
+
+    The text is split, lower-cased and scanned once per notion (characters, whitespace tokens,
+    words, lines); per-character questions are asked once per distinct character.
+    """
+    char_counts = Counter(text)
+    special = {ch for ch in char_counts if _is_special(ch)}
+    lowered = text.lower()
+    lowered_specials = "".join(special) if lowered == text else _special_chars(set(lowered))
+    words = _words_of_lowered(lowered, lowered_specials)
     tokens = text.split()
     n_words = len(words)
     lines = [line.strip() for line in text.split("\n")]
     lines = [line for line in lines if line]
     punct_tokens = _TOKEN_PUNCT_RE.findall(text)
-    language, language_score = detect_language(text)
+    # Deleting every character that is neither a letter nor whitespace leaves exactly the
+    # whitespace tokens that contain a letter.
+    non_letters = {ord(ch): None for ch in char_counts if not ch.isalpha() and not ch.isspace()}
+    language, language_score = detect_language(text[:cfg.language_max_chars])
     return DocumentStats(
         image_count=image_count,
         word_count=n_words,
         mean_word_length=sum(map(len, words)) / n_words if n_words else 0.0,
         symbol_word_ratio=(max(text.count("#"), text.count("...") + text.count("…")) / n_words
                            if n_words else 0.0),
-        alpha_word_ratio=(sum(1 for t in tokens if any(c.isalpha() for c in t)) / len(tokens)
-                          if tokens else 0.0),
+        alpha_word_ratio=len(text.translate(non_letters).split()) / len(tokens) if tokens else 0.0,
         duplicate_line_fraction=(len(lines) - len(set(lines))) / len(lines) if lines else 0.0,
         char_repetition=char_repetition_ratio(text, cfg.char_repetition_ngram),
         word_repetition=word_repetition_ratio(words, cfg.word_repetition_ngram),
-        special_char_ratio=sum(1 for c in text if _is_special(c)) / len(text) if text else 0.0,
-        stop_word_ratio=sum(1 for w in words if w in STOP_WORDS) / n_words if n_words else 0.0,
-        punctuation_ratio=(sum(1 for t in punct_tokens if t in PUNCTUATION) / len(punct_tokens)
+        special_char_ratio=sum(char_counts[ch] for ch in special) / len(text) if text else 0.0,
+        stop_word_ratio=sum(map(STOP_WORDS.__contains__, words)) / n_words if n_words else 0.0,
+        punctuation_ratio=(sum(map(_PUNCTUATION_SET.__contains__, punct_tokens)) / len(punct_tokens)
                            if punct_tokens else 0.0),
         language=language,
         language_score=language_score,
@@ -463,7 +511,11 @@ def image_filters(cfg: FilterConfig = DEFAULT_CONFIG, *,
 
 
 class BoilerplateParagraphFilter(Filter):
-    """Drops text nodes whose `paragraph_key` is in a set of keys repeated within the domain."""
+    """Drops text nodes whose `paragraph_key` is in a set of keys repeated within the domain.
+
+    Figure captions are exempt: a caption describes its own image, so two pages showing similar
+    pictures legitimately share caption text; a repeated *image* is caught by the image-URL
+    frequency filter instead."""
 
     name = "paragraph_boilerplate"
 
@@ -471,7 +523,7 @@ class BoilerplateParagraphFilter(Filter):
         self.keys = keys
 
     def filter(self, node: TextNode) -> bool:
-        return paragraph_key(node.text) not in self.keys
+        return node.kind == "caption" or paragraph_key(node.text) not in self.keys
 
 
 class ParagraphWordCountFilter(Filter):
@@ -485,7 +537,7 @@ class ParagraphWordCountFilter(Filter):
     def filter(self, node: TextNode) -> bool | tuple[bool, str]:
         if node.kind != "paragraph":
             return True
-        n = len(words_of(node.text))
+        n = word_count(node.text)
         if n < self.min_words:
             return False, "paragraph_too_few_words"
         if n > self.max_words:
@@ -588,6 +640,13 @@ def document_filters(cfg: FilterConfig = DEFAULT_CONFIG) -> list[Filter]:
 # Whole-document application
 
 
+@functools.lru_cache(maxsize=16)
+def _filter_chains(cfg: FilterConfig) -> tuple[tuple[Filter, ...], tuple[Filter, ...], tuple[Filter, ...]]:
+    """The image, paragraph and document filters of `cfg` without the corpus-wide ones, built once
+    per configuration (the steps hold only thresholds)."""
+    return tuple(image_filters(cfg)), tuple(paragraph_filters(cfg)), tuple(document_filters(cfg))
+
+
 def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Counter | None = None, *,
                   frequent_image_urls: Collection[str] | None = None,
                   boilerplate_paragraphs: Collection[str] | None = None,
@@ -602,8 +661,11 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
     Video nodes are kept untouched.
     """
     counter = counter if counter is not None else Counter()
-    img_steps = image_filters(cfg, frequent_image_urls=frequent_image_urls)
-    text_steps = paragraph_filters(cfg, boilerplate_paragraphs=boilerplate_paragraphs)
+    img_steps, text_steps, doc_steps = _filter_chains(cfg)
+    if frequent_image_urls:
+        img_steps = [*img_steps, FrequentImageFilter(frequent_urls=frequent_image_urls)]
+    if boilerplate_paragraphs:
+        text_steps = [BoilerplateParagraphFilter(keys=boilerplate_paragraphs), *text_steps]
     nodes: list[Node] = []
     for node in doc.nodes:
         if isinstance(node, ImageNode):
@@ -616,7 +678,7 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
     kept = Document(url=doc.url, nodes=nodes, title=doc.title, language=doc.language,
                     metadata=dict(doc.metadata))
     stats = document_stats(kept, cfg)
-    reason = run_filters(document_filters(cfg), stats, counter)
+    reason = run_filters(doc_steps, stats, counter)
     if reason is not None:
         return None, reason
     kept.language = stats.language

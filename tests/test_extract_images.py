@@ -122,6 +122,14 @@ def test_video_sources_and_poster():
     assert videos[0]["sources"] == ["https://news.example.com/v/clip.webm", "https://news.example.com/v/clip.mp4"]
 
 
+def test_poster_repeated_as_src_is_not_a_video_source():
+    body = ('<video poster="/v/still.jpg" src="/v/still.jpg" data-src="/v/clip.mp4"></video>'
+            '<video data-poster="/v/p2.jpg" src="/v/p2.jpg"></video>')
+    html = f"<html><body><article><p>{TEXT}</p>{body}<p>{TEXT}</p></article></body></html>"
+    assert extract_document(html, PAGE_URL).videos == [
+        VideoNode(sources=("https://news.example.com/v/clip.mp4",), poster="https://news.example.com/v/still.jpg")]
+
+
 def test_image_only_page_is_a_document():
     html = "<html><body><div><img src='/only/one.png' alt='Only'></div></body></html>"
     assert extract_document(html, PAGE_URL).nodes == [ImageNode(url="https://news.example.com/only/one.png",

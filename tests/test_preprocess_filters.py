@@ -172,6 +172,13 @@ def test_paragraph_boilerplate():
     assert run_filters(steps, TextNode(text=GOOD[0])) is None
 
 
+def test_repeated_caption_is_not_paragraph_boilerplate():
+    caption = "A small red circle on a white background."
+    steps = paragraph_filters(boilerplate_paragraphs={paragraph_key(caption)})
+    assert run_filters(steps, TextNode(text=caption, kind="caption")) is None
+    assert run_filters(steps, TextNode(text=caption)) == "paragraph_boilerplate"
+
+
 # ---------------------------------------------------------------- document reasons
 
 

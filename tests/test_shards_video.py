@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flamboyance.shards import open_dataset
-from flamboyance.shards.video import FrameSamplingConfig, make_video_sample, sample_video_frames
+from flamboyance.shards.video import (
+    FrameSamplingConfig,
+    VideoDecodeError,
+    make_video_sample,
+    sample_video_frames,
+)
 from flamboyance.shards.writer import write_shard
 
 
@@ -43,3 +48,18 @@ def test_one_frame_per_second_up_to_the_limit(tmp_path: Path) -> None:
     assert [round(f.getpixel((16, 8))[0] / 20) for f in record.frames] == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="http://bad: cannot decode video"):
         sample_video_frames(b"not a video", source="http://bad")
+
+
+def test_duration_cap_resizing_and_reasons() -> None:
+    from PIL import Image
+
+    video = _mp4(3, size=(64, 32))
+    frames, meta = sample_video_frames(video, config=FrameSamplingConfig(image_size=16, max_duration_s=10))
+    assert meta["timestamps"] == [0.0, 1.0, 2.0] and meta["duration"] == 3.0
+    assert [Image.open(io.BytesIO(f)).size for f in frames] == [(16, 8)] * 3
+    with pytest.raises(VideoDecodeError, match="http://long: too long") as info:
+        sample_video_frames(video, config=FrameSamplingConfig(max_duration_s=2), source="http://long")
+    assert info.value.reason == "too_long"
+    with pytest.raises(VideoDecodeError) as info:
+        sample_video_frames(b"garbage" * 10)
+    assert info.value.reason == "corrupt"

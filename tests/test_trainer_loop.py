@@ -126,27 +126,25 @@ def _rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, to
 
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import os
+    from datetime import timedelta
 
     import torch.distributed as dist
     from flamboyance.trainer.step import accumulate_gradients
     from torch.nn.parallel import DistributedDataParallel
 
-    from datetime import timedelta
-
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
-    try:
-        model = _model()
-        batches = {name: _rows(b, rank, world) for name, b in _batches(model).items()}
-        ddp = DistributedDataParallel(model)
-        accumulate_gradients(ddp, batches, {"image_text": 0.2, "m3w": 1.0})
-        grads = {n: p.grad.detach().clone() for n, p in model.trainable_parameters().items()}
-        torch.save(grads, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    model = _model()
+    batches = {name: _rows(b, rank, world) for name, b in _batches(model).items()}
+    ddp = DistributedDataParallel(model)
+    accumulate_gradients(ddp, batches, {"image_text": 0.2, "m3w": 1.0})
+    grads = {n: p.grad.detach().clone() for n, p in model.trainable_parameters().items()}
+    torch.save(grads, f"{out_dir}/rank{rank}.pt")
+    # no destroy_process_group: rank 0 hosts the store, and a rank tearing down after rank 0 has
+    # exited can wait on it; the processes end here anyway
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(60)
 def test_two_ddp_workers_apply_the_mean_of_their_weighted_sums(tmp_path: Path) -> None:
     import socket
 
