@@ -78,9 +78,10 @@ def single_process(glob: str, *, judge: bool) -> dict:
     return {"pages": pages, "seconds": round(seconds, 3), "pages_per_s": round(pages / seconds, 1)}
 
 
-def _tree_rss(pid: int) -> tuple[int, int]:
-    """RSS bytes of `pid` (the runner) and of all its descendants (the SDK workers), from /proc."""
-    root, total, stack = 0, 0, [pid]
+def _tree_rss(pid: int) -> tuple[int, int, int]:
+    """RSS bytes of `pid` (the runner) and of all its descendants (the SDK workers), and how many
+    descendant processes hold memory (the SDK worker processes actually running), from /proc."""
+    root, total, workers, stack = 0, 0, 0, [pid]
     while stack:
         current = stack.pop()
         try:
@@ -90,12 +91,14 @@ def _tree_rss(pid: int) -> tuple[int, int]:
                         rss = int(line.split()[1]) * 1024
                         total += rss
                         root = rss if current == pid else root
+                        # shells and launchers stay small; an SDK worker imports Beam (> 50 MB)
+                        workers += current != pid and rss > 50 * 2**20
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as handle:
                     stack += [int(c) for c in handle.read().split()]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return root, total - root
+    return root, total - root, workers
 
 
 def run_job(glob: str, *, workers: int, output: Path) -> dict:
@@ -103,15 +106,16 @@ def run_job(glob: str, *, workers: int, output: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", "--glob", glob, "--workers", str(workers), "--output", str(output)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = {"total": 0, "runner": 0, "workers": 0}
+    peak = {"total": 0, "runner": 0, "workers": 0, "processes": 0}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            runner, workers = _tree_rss(proc.pid)
+            runner, workers, processes = _tree_rss(proc.pid)
             peak["total"] = max(peak["total"], runner + workers)
             peak["runner"] = max(peak["runner"], runner)
             peak["workers"] = max(peak["workers"], workers)
+            peak["processes"] = max(peak["processes"], processes)
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -128,7 +132,8 @@ def run_job(glob: str, *, workers: int, output: Path) -> dict:
             "seconds": round(seconds, 3), "pipeline_seconds": child["seconds"],
             "pages_per_s": round(pages / child["seconds"], 1), "peak_rss_mb": round(peak["total"] / 2**20, 1),
             "peak_runner_rss_mb": round(peak["runner"] / 2**20, 1),
-            "peak_workers_rss_mb": round(peak["workers"] / 2**20, 1)}
+            "peak_workers_rss_mb": round(peak["workers"] / 2**20, 1),
+            "sdk_worker_processes": peak["processes"]}
 
 
 def _child(args: argparse.Namespace) -> None:

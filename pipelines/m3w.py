@@ -25,7 +25,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from flamboyance.preprocess import dedup
 from flamboyance.preprocess.document import Document, ImageNode
-from flamboyance.preprocess.filters import FilterConfig, apply_filters
+from flamboyance.preprocess.filters import FilterConfig, apply_filters, judged_stats
 
 from .common import (
     DEAD_LETTER,
@@ -342,8 +342,10 @@ class DeduplicateDocuments(beam.PTransform):
                     yield item
                     continue
                 reasons: Counter = Counter()
+                # item.doc is FilterDocuments' output, unchanged since: its stored scores are those
+                # of its text, so the text is scored again only if a paragraph goes.
                 doc, _ = apply_filters(item.doc, filters, reasons, frequent_image_urls=images,
-                                       boilerplate_paragraphs=paragraphs)
+                                       boilerplate_paragraphs=paragraphs, known_stats=judged_stats(item.doc))
                 count_all(namespace, "filter", reasons)
                 if doc is not None:
                     yield dataclasses.replace(item, doc=doc)

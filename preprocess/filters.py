@@ -360,6 +360,20 @@ def document_stats(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG) -> Documen
     return text_stats(doc.text("\n"), image_count=len(doc.images), cfg=cfg)
 
 
+def judged_stats(doc: Document) -> DocumentStats | None:
+    """The `DocumentStats` that `apply_filters` stored in a document it kept (`language` and
+    `metadata["filter_scores"]`), or None if it carries none. They describe the text the document
+    had when it was kept; valid for `apply_filters(..., known_stats=)` only while that text is
+    unchanged and with the same `FilterConfig`."""
+    scores = doc.metadata.get("filter_scores")
+    names = [f.name for f in dataclasses.fields(DocumentStats) if f.name != "language"]
+    if not isinstance(scores, dict) or doc.language is None or any(name not in scores for name in names):
+        return None
+    counts = {"image_count", "word_count"}
+    return DocumentStats(language=doc.language,
+                         **{name: int(scores[name]) if name in counts else float(scores[name]) for name in names})
+
+
 def document_scores(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG) -> dict[str, float]:
     """The numbers behind the document filters, as `{score_name: float}` (see `DocumentStats`)."""
     return document_stats(doc, cfg).scores()
@@ -650,6 +664,7 @@ def _filter_chains(cfg: FilterConfig) -> tuple[tuple[Filter, ...], tuple[Filter,
 def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Counter | None = None, *,
                   frequent_image_urls: Collection[str] | None = None,
                   boilerplate_paragraphs: Collection[str] | None = None,
+                  known_stats: DocumentStats | None = None,
                   ) -> tuple[Document | None, str | None]:
     """Run node filters (dropping nodes) then document filters (dropping the document).
 
@@ -659,6 +674,10 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
     `frequent_image_urls` (normalised URLs) and `boilerplate_paragraphs` (`paragraph_key`s for this
     document's domain) come from the pipeline's cross-document counts; omit them to skip those checks.
     Video nodes are kept untouched.
+
+    `known_stats`: the `DocumentStats` of `doc`'s text under `cfg`, when the caller has them (a
+    document judged before, see `judged_stats`). If no text node is dropped the text is unchanged,
+    so they are reused with only the image count updated, instead of scoring the text again.
     """
     counter = counter if counter is not None else Counter()
     img_steps, text_steps, doc_steps = _filter_chains(cfg)
@@ -667,17 +686,22 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
     if boilerplate_paragraphs:
         text_steps = [BoilerplateParagraphFilter(keys=boilerplate_paragraphs), *text_steps]
     nodes: list[Node] = []
+    text_changed = False
     for node in doc.nodes:
         if isinstance(node, ImageNode):
             if run_filters(img_steps, node, counter) is not None:
                 continue
         elif isinstance(node, TextNode):
             if not node.text.strip() or run_filters(text_steps, node, counter) is not None:
+                text_changed = True
                 continue
         nodes.append(node)
     kept = Document(url=doc.url, nodes=nodes, title=doc.title, language=doc.language,
                     metadata=dict(doc.metadata))
-    stats = document_stats(kept, cfg)
+    if known_stats is not None and not text_changed:
+        stats = dataclasses.replace(known_stats, image_count=len(kept.images))
+    else:
+        stats = document_stats(kept, cfg)
     reason = run_filters(doc_steps, stats, counter)
     if reason is not None:
         return None, reason

@@ -46,3 +46,30 @@ def test_language_reads_a_bounded_prefix() -> None:
                                   "«quoted» (paren) x\u00a0y\u3000z", "a...b … #tag", "日本語 テキスト。"])
 def test_word_count_matches_words_of(text: str) -> None:
     assert word_count(text) == len(words_of(text))
+
+
+def test_known_stats_are_reused_only_while_the_text_is_unchanged() -> None:
+    from collections import Counter
+
+    from flamboyance.preprocess.dedup import paragraph_key
+    from flamboyance.preprocess.document import Document, ImageNode, TextNode
+    from flamboyance.preprocess.filters import apply_filters, judged_stats
+
+    body = ("The gardeners planted a row of young apple trees along the old stone wall, and they "
+            "watered them every evening until the first leaves appeared in the spring.")
+    more = ("By the end of summer the branches were heavy with fruit, so the whole village came "
+            "to help with the harvest and to share a long lunch under the trees.")
+    footer = "Subscribe to our newsletter for more stories about gardens and the people who tend them."
+    doc = Document(url="http://example.com/a", nodes=[
+        TextNode(text=body), ImageNode(url="http://example.com/a.jpg"), TextNode(text=more),
+        ImageNode(url="http://example.com/b.jpg"), TextNode(text=footer)])
+    judged, reason = apply_filters(doc)
+    assert reason is None and judged_stats(judged) is not None and judged_stats(doc) is None
+    for extra in ({"frequent_image_urls": {"http://example.com/b.jpg"}},
+                  {"boilerplate_paragraphs": {paragraph_key(footer)}}):
+        plain, fast = Counter(), Counter()
+        expected = apply_filters(judged, counter=plain, **extra)
+        assert apply_filters(judged, counter=fast, known_stats=judged_stats(judged), **extra) == expected
+        assert plain == fast and expected[0] is not None
+    assert apply_filters(judged, frequent_image_urls={"http://example.com/b.jpg"})[0].metadata[
+        "filter_scores"]["image_count"] == 1.0

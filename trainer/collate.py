@@ -189,15 +189,18 @@ def _stack_media(media: list[list[torch.Tensor]]) -> torch.Tensor:  # (M, F, C, 
 
 
 class _CaptionCollator:
-    def __init__(self, *, tokenizer: Any, image_transform: ImageTransform, max_tokens: int = 32) -> None:
+    def __init__(self, *, tokenizer: Any, image_transform: ImageTransform, max_tokens: int = 32,
+                 caption_template: str = "{caption}") -> None:
         self.tokens = _Tokens(tokenizer)
         self.image_transform = image_transform
         self.max_tokens = max_tokens
+        self.caption_template = caption_template
 
     def _caption_ids(self, caption: str, key: str) -> tuple[list[int], list[int]]:
         if not isinstance(caption, str) or not caption.strip():
             raise Rejected("empty_caption", f"record {key!r}")
-        ids = self.tokens.encode(IMAGE_TOKEN + caption.strip() + EOC_TOKEN)
+        text = self.caption_template.format(caption=caption.strip())
+        ids = self.tokens.encode(IMAGE_TOKEN + text + EOC_TOKEN)
         if len(ids) > self.max_tokens:  # keep <EOC> last: it teaches when to stop
             ids = ids[: self.max_tokens - 1] + [self.tokens.eoc]
         return ids, _labels(ids, self.tokens, ignore_before_first_image=False)
@@ -228,6 +231,30 @@ class VideoTextCollator(_CaptionCollator):
         return _sample(ids, labels, _stack_media([[pixels[i] for i in frames]]))
 
 
+class PackedPairs:
+    """Packs ``pairs`` consecutive image/video-text samples into one sequence
+    (``<image>c1<EOC><image>c2<EOC>...``; media concatenated in order).
+
+    Returns None while a pack is being filled. The stream cuts batches only right after a sample is
+    returned, so a pack never spans a batch boundary and stream positions stay exact for resume.
+    Each caption still attends only to its own medium (the model's per-image masking).
+    """
+
+    def __init__(self, collator: Any, *, pairs: int) -> None:
+        self.collator = collator
+        self.pairs = pairs
+        self._pending: list[Sample] = []
+
+    def __call__(self, record: Any, rng: random.Random) -> Sample | None:
+        self._pending.append(self.collator(record, rng))
+        if len(self._pending) < self.pairs:
+            return None
+        pack, self._pending = self._pending, []
+        return Sample(input_ids=torch.cat([s.input_ids for s in pack]),
+                      labels=torch.cat([s.labels for s in pack]),
+                      media=torch.cat([s.media for s in pack]))
+
+
 def select_frames(available: int, wanted: int) -> list[int]:
     """Indices of ``wanted`` frames out of ``available``: evenly spaced, the last repeated when short."""
     if available >= wanted:
@@ -240,10 +267,11 @@ def build_collator(kind: str, *, tokenizer: Any, image_transform: ImageTransform
     common = {"tokenizer": tokenizer, "image_transform": image_transform, "max_tokens": source.max_tokens}
     if kind == "m3w":
         return M3WCollator(**common, max_images=source.max_images, next_image_p=source.next_image_p)
-    if kind == "image_text":
-        return ImageTextCollator(**common)
-    if kind == "video_text":
-        return VideoTextCollator(**common, num_frames=source.num_frames)
+    if kind in ("image_text", "video_text"):
+        common["caption_template"] = source.caption_template
+        collator = (ImageTextCollator(**common) if kind == "image_text"
+                    else VideoTextCollator(**common, num_frames=source.num_frames))
+        return PackedPairs(collator, pairs=source.pairs_per_sequence) if source.pairs_per_sequence > 1 else collator
     raise ValueError(f"unknown source kind {kind!r}; expected m3w, image_text or video_text")
 
 

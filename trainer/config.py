@@ -53,6 +53,16 @@ class SourceConfig:
     shuffle_buffer: int = 100
     """Records held in each stream's shuffle buffer (0: no shuffling)."""
 
+    caption_template: str = "{caption}"
+    """Image/video-text: the text after the medium, ``<image>{template}<EOC>`` (FL: the bare caption).
+    A small LM trained from scratch cannot pick up an evaluation prompt such as ``Output: {caption}``
+    in context the way a pretrained LM does; the CPU demo trains in that format instead."""
+
+    pairs_per_sequence: int = 1
+    """Image/video-text: pairs packed one after another into one sample
+    (``<image>c1<EOC><image>c2<EOC>...``, each caption attending only to its own medium). FL trains
+    single pairs (1); packing gives a from-scratch LM the multi-image context of few-shot prompts."""
+
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
             self.urls = [self.urls]
@@ -60,7 +70,9 @@ class SourceConfig:
             raise ValueError("SourceConfig.urls must name at least one dataset URL")
         if self.weight < 0:
             raise ValueError(f"SourceConfig.weight must be >= 0, got {self.weight}")
-        for name in ("batch_size", "max_tokens", "max_images", "num_frames"):
+        if "{caption}" not in self.caption_template:
+            raise ValueError(f"SourceConfig.caption_template must contain '{{caption}}', got {self.caption_template!r}")
+        for name in ("batch_size", "max_tokens", "max_images", "num_frames", "pairs_per_sequence"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SourceConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.next_image_p <= 1.0:

@@ -99,9 +99,13 @@ class SourceStream(IterableDataset):
             position = dataset.position
             rng = random.Random(f"{self.seed}/{self.name}/{self.rank}/{stream}/{position}")
             try:
-                samples.append(self.collator(record, rng))
+                sample = self.collator(record, rng)
             except Rejected as rejected:
                 counts[f"dropped/{rejected.reason}"] += 1
+                continue
+            if sample is None:  # a packing collator is still filling its pack
+                continue
+            samples.append(sample)
             if len(samples) < self.source.batch_size:
                 continue
             skipped = Counter(getattr(dataset, "skipped", {}))
