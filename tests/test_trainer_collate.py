@@ -13,6 +13,7 @@ from flamboyance.trainer.collate import (
     IGNORE_INDEX,
     ImageTextCollator,
     M3WCollator,
+    PackedPairs,
     Rejected,
     VideoTextCollator,
     pad_batch,
@@ -130,6 +131,24 @@ def test_caption_collators(tokenizer) -> None:
     clip = video(SimpleNamespace(key="v", frames=frames, caption="a red circle"), random.Random(0))
     assert clip.media.shape == (1, 8, 3, 2, 2)
     assert [int(clip.media[0, f, 0, 0, 0]) for f in range(8)] == [0, 1, 2, 2, 2, 2, 2, 2]
+
+
+def test_caption_template_and_packed_pairs(tokenizer) -> None:
+    inner = ImageTextCollator(tokenizer=tokenizer, image_transform=_marker_transform, max_tokens=32,
+                              caption_template="before the {caption}")
+    packed = PackedPairs(inner, pairs=2)
+    red, blue = Image.new("RGB", (4, 4), (10, 0, 0)), Image.new("RGB", (4, 4), (20, 0, 0))
+    assert packed(SimpleNamespace(key="a", image=red, caption="red circle"), random.Random(0)) is None
+    with pytest.raises(Rejected):  # a rejected record leaves the pack as it was
+        packed(SimpleNamespace(key="b", image=red, caption=" "), random.Random(0))
+    sample = packed(SimpleNamespace(key="c", image=blue, caption="white background"), random.Random(0))
+    assert tokenizer.decode(sample.input_ids) == (f"{IMAGE_TOKEN}before the red circle{EOC_TOKEN}"
+                                                  f"{IMAGE_TOKEN}before the white background{EOC_TOKEN}")
+    assert [int(sample.media[m, 0, 0, 0, 0]) for m in range(2)] == [10, 20]
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert [int(t) for t, l in zip(sample.input_ids, sample.labels) if l == IGNORE_INDEX] == [image_id, image_id]
+    # the next pack starts empty
+    assert packed(SimpleNamespace(key="d", image=red, caption="red circle"), random.Random(0)) is None
 
 
 def test_select_frames() -> None:
