@@ -286,15 +286,21 @@ class CorpusFrequency(beam.PTransform):
 
         def frequent(kind: str, counter: str, threshold: int) -> Callable[[Any], Iterator[Any]]:
             def emit(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
-                # A document lists each of its URLs / paragraph keys once: members are distinct
-                # documents, no set needed (nor an order: the output is a PCollection).
+                # A document lists each of its URLs / paragraph keys once, so members are distinct
+                # documents. One pass holding at most `threshold` keys: a logo on every page of a
+                # site makes a group as large as the site, and it is streamed, not collected.
                 value, docs = element
-                docs = list(docs)
-                if len(docs) >= threshold:
-                    count(namespace, f"frequency.{counter}")
-                    value = value.split("\x1f", 1)[1] if kind == "paragraph" else value
-                    for doc_key in docs:
-                        yield doc_key, (kind, value)
+                removal = (kind, value.split("\x1f", 1)[1] if kind == "paragraph" else value)
+                pending: list[str] | None = []
+                for doc_key in docs:
+                    if pending is None:
+                        yield doc_key, removal
+                        continue
+                    pending.append(doc_key)
+                    if len(pending) >= threshold:
+                        count(namespace, f"frequency.{counter}")
+                        yield from ((key, removal) for key in pending)
+                        pending = None
             return emit
 
         images = (infos | "ImageRefs" >> beam.FlatMap(lambda i: [(url, i.key) for url in i.image_urls])
