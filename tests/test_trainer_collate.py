@@ -146,7 +146,7 @@ def test_caption_template_and_packed_pairs(tokenizer) -> None:
                                                   f"{IMAGE_TOKEN}before the white background{EOC_TOKEN}")
     assert [int(sample.media[m, 0, 0, 0, 0]) for m in range(2)] == [10, 20]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    assert [int(t) for t, l in zip(sample.input_ids, sample.labels) if l == IGNORE_INDEX] == [image_id, image_id]
+    assert [int(t) for t, label in zip(sample.input_ids, sample.labels) if label == IGNORE_INDEX] == [image_id, image_id]
     # the next pack starts empty
     assert packed(SimpleNamespace(key="d", image=red, caption="red circle"), random.Random(0)) is None
 
