@@ -59,9 +59,14 @@ class RunLogger:
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step + 1)
         self.bar = None
         if progress:
+            import sys
+
             from tqdm import tqdm
 
-            self.bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+            # Under Ray (no terminal) every refresh becomes a log line: refresh every few seconds.
+            interval = 0.1 if sys.stderr.isatty() else 5.0
+            self.bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                            mininterval=interval)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Record the metrics of optimizer step ``step`` (1-based)."""
