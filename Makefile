@@ -41,7 +41,7 @@ crawl: setup
 ifdef INPUT
 	$(BIN)/flamboyance crawl $(INPUT) --out $(or $(OUTPUT),$(DATA)/web)
 else
-	printf 'http://127.0.0.1:%s/\n' $(WEB_PORT) > $(DATA)/seeds.txt 2>/dev/null || (mkdir -p $(DATA) && printf 'http://127.0.0.1:%s/\n' $(WEB_PORT) > $(DATA)/seeds.txt)
+	mkdir -p $(DATA) && printf 'http://127.0.0.1:%s/\n' $(WEB_PORT) > $(DATA)/seeds.txt
 	$(WITH_WEB) $(BIN)/flamboyance crawl $(DATA)/seeds.txt --out $(or $(OUTPUT),$(DATA)/web) \
 		--max-pages 1000 --same-host --allow-private-hosts --delay 0
 endif
@@ -49,14 +49,16 @@ endif
 M3W_INPUT = $(or $(INPUT),$(DATA)/web/*.warc.gz)
 # The sample web lives on 127.0.0.1, which the downloaders refuse unless told (SSRF guard).
 ETL_FLAGS ?= $(if $(INPUT),,--allow-private-hosts)
+# ... and is only served when the default input (the crawl of the sample web) is used.
+ETL_WEB := $(if $(INPUT),,$(WITH_WEB))
 m3w: setup
-	$(WITH_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) --runner $(RUNNER) $(ETL_FLAGS)
+	$(ETL_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) --runner $(RUNNER) $(ETL_FLAGS)
 
 image-text: setup
-	$(WITH_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) --runner $(RUNNER) $(ETL_FLAGS)
+	$(ETL_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) --runner $(RUNNER) $(ETL_FLAGS)
 
 video-text: setup
-	$(WITH_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) --runner $(RUNNER) $(ETL_FLAGS)
+	$(ETL_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) --runner $(RUNNER) $(ETL_FLAGS)
 
 etl: m3w image-text video-text
 
