@@ -23,6 +23,17 @@ _OWNERS: dict[str, str] = {
     "eval": "flamboyance.evaluation.cli",
 }
 
+# one-line summaries for `flamboyance --help` (the owners give the full help of each command)
+_SUMMARIES: dict[str, str] = {
+    "extract": "one HTML page -> its interleaved document (OBELICS JSON)",
+    "crawl": "crawl the web politely into WARC (robots.txt, SSRF and size guards)",
+    "sample-web": "serve the bundled synthetic website, or write it as a WARC",
+    "etl": "Beam ETL jobs: m3w, image-text, video-text shards",
+    "stats": "shard statistics, --verify, and an HTML --report",
+    "train": "train a Flamingo model on Ray from a YAML config",
+    "eval": "few-shot evaluation of a checkpoint (captioning, VQA, classification)",
+}
+
 # subcommands whose unknown options are passed through (standard Beam pipeline options)
 _PASS_THROUGH = {"etl"}
 
@@ -33,7 +44,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, owner in _OWNERS.items():
         if name != command:
             # Listed for --help without importing the owner.
-            sub.add_parser(name, help=f"see `flamboyance {name} --help`", add_help=False)
+            sub.add_parser(name, help=_SUMMARIES[name], add_help=False)
             continue
         help_text, add_arguments, _ = importlib.import_module(owner).COMMANDS[name]
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
