@@ -9,7 +9,10 @@
    single-process pages/s); target >= 0.7. Also against a single process doing the job's whole
    per-page work (extract + filters + MinHash) and against the job on 1 worker.
 2. Peak memory (RSS of the whole process tree: runner + workers) of the job on 2 workers when
-   the input grows 10x; target: flat.
+   the input grows 10x; target: flat. The runner's and the workers' peaks are recorded apart:
+   the DirectRunner (FnApiRunner) keeps every PCollection between stages in the runner process
+   and hands each stage's input to the workers as one partition per worker (one bundle), so on
+   this runner both grow with the input even when every DoFn streams.
 """
 
 from __future__ import annotations
@@ -190,8 +193,17 @@ def main() -> None:
     judged = results["baseline_single_process_extract_filter_minhash"]["pages_per_s"]
     results["scaling_efficiency_vs_same_per_page_work"] = round(two / (2 * judged), 3)
     results["scaling_efficiency_vs_job_1_worker"] = round(two / (2 * results["job_1_worker_10x"]["pages_per_s"]), 3)
+    # What perfect 2-worker scaling of the job's own per-page work (extract + filters + MinHash)
+    # would score against bare extraction: the vs-extract target cannot be met above this.
+    results["scaling_efficiency_ceiling_vs_extract"] = round(judged / base, 3)
     results["peak_rss_ratio_10x"] = round(results["job_2_workers_10x"]["peak_rss_mb"]
                                           / results["job_2_workers"]["peak_rss_mb"], 3)
+    # Where the growth is: the DirectRunner process (it holds every PCollection between stages)
+    # and the SDK worker processes, separately.
+    results["peak_rss_growth_10x_mb"] = {
+        part: round(results["job_2_workers_10x"][f"peak_{part}_rss_mb"] - results["job_2_workers"][f"peak_{part}_rss_mb"], 1)
+        for part in ("runner", "workers")}
+    results["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     rows = [(f"single-process extract_document ({large_pages} pages)", base, "-"),
             ("single-process extract+filters+minhash", judged, "-"),
             ("m3w job (no downloads), 1 worker", results["job_1_worker_10x"]["pages_per_s"],
@@ -203,6 +215,8 @@ def main() -> None:
     for name, rate, rss in rows:
         print(f"{name:<48} {rate:>10} {rss:>12}")
     print(f"scaling efficiency (2 workers vs 2 x extract): {results['scaling_efficiency_vs_extract']} (target >= 0.7)")
+    print(f"  ceiling vs extract (same per-page work, perfect scaling): "
+          f"{results['scaling_efficiency_ceiling_vs_extract']}")
     print(f"scaling efficiency (2 workers vs 2 x same per-page work): "
           f"{results['scaling_efficiency_vs_same_per_page_work']}")
     print(f"scaling efficiency (2 workers vs 2 x 1 worker): {results['scaling_efficiency_vs_job_1_worker']}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,13 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from flamboyance.preprocess import dedup
 from flamboyance.preprocess.document import Document, ImageNode
-from flamboyance.preprocess.filters import FilterConfig, apply_filters, judged_stats
+from flamboyance.preprocess.filters import (
+    BoilerplateParagraphFilter,
+    FilterConfig,
+    FrequentImageFilter,
+    apply_filters,
+    judged_stats,
+)
 
 from .common import (
     DEAD_LETTER,
@@ -312,6 +318,20 @@ class CorpusFrequency(beam.PTransform):
         return (images, paragraphs) | "AllRemovals" >> beam.Flatten()
 
 
+def removals_hit(doc: Document, *, images: Collection[str], paragraphs: Collection[str]) -> bool:
+    """Whether the corpus-wide removals (frequent image URLs, boilerplate paragraph keys) drop a
+    node of `doc`, judged by the same filter steps `apply_filters` runs for them."""
+    if images:
+        frequent = FrequentImageFilter(frequent_urls=images)
+        if any(frequent(node) is not True for node in doc.images):
+            return True
+    if paragraphs:
+        boilerplate = BoilerplateParagraphFilter(keys=paragraphs)
+        if any(boilerplate(node) is not True for node in doc.texts):
+            return True
+    return False
+
+
 class DeduplicateDocuments(beam.PTransform):
     """PageDocuments -> the documents that survive dedup (exact, near, same URL, same image set:
     the newest capture wins), with corpus-frequent images and domain-boilerplate paragraphs
@@ -344,7 +364,8 @@ class DeduplicateDocuments(beam.PTransform):
             images = {value for kind, value in grouped["removed"] if kind == "image"}
             paragraphs = {value for kind, value in grouped["removed"] if kind == "paragraph"}
             for item in grouped["doc"]:
-                if not images and not paragraphs:
+                if not removals_hit(item.doc, images=images, paragraphs=paragraphs):
+                    # apply_filters would keep every node and reuse the stored scores: same document
                     yield item
                     continue
                 reasons: Counter = Counter()

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import re
 import unicodedata
@@ -75,6 +76,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from .dedup import normalize_url, paragraph_key
 from .document import Document, ImageNode, Node, TextNode
@@ -235,6 +238,10 @@ _SPECIAL: dict[str, bool] = {}
 few hundred characters)."""
 
 
+_DELETE_SPECIAL: dict[int, None] = {}
+"""`str.translate` table deleting every special, non-whitespace character in `_SPECIAL`."""
+
+
 def _special_chars(chars: Iterable[str]) -> str:
     """The special characters among `chars`, as one string (for `str.strip`)."""
     known = _SPECIAL
@@ -243,6 +250,8 @@ def _special_chars(chars: Iterable[str]) -> str:
         special = known.get(ch)
         if special is None:
             special = known[ch] = _is_special(ch)
+            if special and not ch.isspace():
+                _DELETE_SPECIAL[ord(ch)] = None
         if special:
             out.append(ch)
     return "".join(out)
@@ -252,8 +261,11 @@ def word_count(text: str) -> int:
     """`len(words_of(text))` without building the words: the whitespace tokens that keep a
     character once the special characters that are not whitespace are deleted."""
     lowered = text.lower()
-    table = {ord(ch): None for ch in _special_chars(set(lowered)) if not ch.isspace()}
-    return len(lowered.translate(table).split())
+    unseen = set(lowered).difference(_SPECIAL)
+    if unseen:
+        _special_chars(unseen)
+    # Deleting characters the text does not have changes nothing: one table for every text.
+    return len(lowered.translate(_DELETE_SPECIAL).split())
 
 
 def _strip_special(token: str) -> str:
@@ -263,7 +275,8 @@ def _strip_special(token: str) -> str:
 def _words_of_lowered(lowered: str, specials: str) -> list[str]:
     # str.strip(chars) strips exactly the leading/trailing characters in `chars`: with `specials`
     # the special characters of the text, this is `_strip_special` at C speed.
-    return [w for w in (t.strip(specials) for t in lowered.split()) if w]
+    tokens = lowered.split()
+    return list(filter(None, map(str.strip, tokens, itertools.repeat(specials, len(tokens)))))
 
 
 def words_of(text: str) -> list[str]:
@@ -272,17 +285,34 @@ def words_of(text: str) -> list[str]:
     return _words_of_lowered(lowered, _special_chars(set(lowered)))
 
 
+def _dense_ranks(keys: np.ndarray) -> np.ndarray:
+    """Each key's rank among the distinct keys (0 .. distinct - 1), as int64."""
+    return np.unique(keys, return_inverse=True)[1].astype(np.int64).reshape(-1)
+
+
 def char_repetition_ratio(text: str, n: int = 10) -> float:
     """OBELICS character repetition ratio (see the module docstring); 0.0 for text shorter than n."""
     size = len(text) - n + 1
     if size <= 0:
         return 0.0
-    # every n-gram as a slice, built and counted in C (map over slice objects)
-    counts = Counter(map(text.__getitem__, map(slice, range(size), range(n, size + n))))
-    freqs = sorted(counts.values(), reverse=True)
-    repeated = sum(1 for f in freqs if f > 1)
+    # Exact n-gram counts without building n-gram strings: rank the 1-, 2-, 4-, ...-grams by
+    # prefix doubling (an m-gram followed by a k-gram is the pair of their ranks; ranks are below
+    # len(text) and code points below 2**21, so a pair fits an int64), then count the n-gram pairs.
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+    ranks_of = {1: codes}
+    length, keys = 1, codes
+    while length < n:
+        step = min(length, 1 << ((n - length).bit_length() - 1))
+        ranks, tail = ranks_of[length], ranks_of[step]
+        grams = len(text) - (length + step) + 1
+        keys = ranks[:grams] * (int(tail.max()) + 1) + tail[length:length + grams]
+        length += step
+        if length < n:  # the n-grams themselves only need counting
+            ranks_of[length] = _dense_ranks(keys)
+    freqs = np.sort(np.unique(keys, return_counts=True)[1])[::-1]
+    repeated = int(np.count_nonzero(freqs > 1))
     k = min(math.isqrt(len(freqs)), repeated)
-    return sum(freqs[:k]) / size
+    return int(freqs[:k].sum()) / size
 
 
 def word_repetition_ratio(words: Sequence[str], n: int = 5) -> float:
