@@ -4,49 +4,33 @@ the colour and the shape ("a red circle on a white background"), written with
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
+from flamboyance.crawl.sample_media import ShapeSpec, render_image
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
-from PIL import Image, ImageDraw
 
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 60),
-    "blue": (40, 60, 220),
-    "yellow": (235, 210, 40),
-    "purple": (130, 40, 160),
-    "orange": (240, 140, 20),
-}
-SHAPES = ("circle", "square", "triangle")
+# A learnable subset of the sample web's colours and shapes (drawn by the same code).
+COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
 
-def shape_png(colour: str, shape: str, *, size: int = 32, offset: tuple[int, int] = (0, 0)) -> bytes:
-    """A PNG of one coloured shape on white."""
-    image = Image.new("RGB", (size, size), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    dx, dy = offset
-    box = (size // 5 + dx, size // 5 + dy, size - size // 5 + dx, size - size // 5 + dy)
-    fill = COLOURS[colour]
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=fill)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+def _spec(colour: str, shape: str) -> ShapeSpec:
+    return ShapeSpec(colour, shape, "white", "large")
+
+
+def shape_png(colour: str, shape: str, *, size: int = 32, seed: int = 0) -> bytes:
+    """A PNG of one coloured shape on white (the position varies with ``seed``)."""
+    return render_image(_spec(colour, shape), seed=seed, width=size, height=size, fmt="PNG")
 
 
 def caption(colour: str, shape: str) -> str:
     """The caption of a shape image."""
-    return f"a {colour} {shape} on a white background"
+    return _spec(colour, shape).caption
 
 
 def _pick(rng: random.Random) -> tuple[str, str]:
-    return rng.choice(list(COLOURS)), rng.choice(SHAPES)
+    return rng.choice(COLOURS), rng.choice(SHAPES)
 
 
 def write_tiny_shards(
@@ -75,14 +59,14 @@ def write_tiny_shards(
                     writer.write(
                         ImageTextSample(
                             key=f"it{i:05d}",
-                            image=shape_png(colour, shape, offset=(rng.randint(-3, 3), rng.randint(-3, 3))),
+                            image=shape_png(colour, shape, seed=rng.randrange(2**31)),
                             caption=caption(colour, shape),
                             metadata={"url": f"http://127.0.0.1/it/{i}.png"},
                         )
                     )
                 elif kind == "video_text":
                     colour, shape = _pick(rng)
-                    frame_bytes = [shape_png(colour, shape, offset=(t - frames // 2, 0)) for t in range(frames)]
+                    frame_bytes = [shape_png(colour, shape, seed=i * frames + t) for t in range(frames)]
                     writer.write(
                         VideoTextSample(
                             key=f"vid{i:05d}",
