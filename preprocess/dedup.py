@@ -14,8 +14,10 @@ with probability 1 - (1 - s^8)^14 (0.92 at s = 0.8, 0.03 at s = 0.5).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import threading
 import unicodedata
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -141,50 +143,146 @@ def paragraph_key(text: str) -> str:
     return _digest(norm, 8) if norm else ""
 
 
+_SHIFT30, _SHIFT27, _SHIFT31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser on uint64 arrays (a bijection; wraps modulo 2**64)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x = x ^ (x >> _SHIFT30)
+    x = x * _MIX1
+    x = x ^ (x >> _SHIFT27)
+    x = x * _MIX2
+    return x ^ (x >> _SHIFT31)
 
 
-_WORD_HASH_CACHE: dict[str, int] = {}
+def _xorshift(x: np.ndarray, shift: np.uint64, scratch: np.ndarray) -> np.ndarray:
+    """x ^= x >> shift, in place."""
+    np.right_shift(x, shift, out=scratch)
+    x ^= scratch
+    return x
+
+
+def _mix_tail(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """splitmix64 after its first xor-shift, in place: multiply, xor-shift, multiply, xor-shift."""
+    x *= _MIX1
+    _xorshift(x, _SHIFT27, scratch)
+    x *= _MIX2
+    return _xorshift(x, _SHIFT31, scratch)
+
+
+class _WordHashes(dict):
+    """Word (UTF-8 bytes) -> 64-bit BLAKE2b hash, computed on first lookup (`__missing__`), so
+    looking up a document's words is one `map` over a dict in C and only new words cost a
+    Python call."""
+
+    def __missing__(self, word: bytes) -> int:
+        value = self[word] = int.from_bytes(hashlib.blake2b(word, digest_size=8).digest(), "little")
+        return value
+
+
+_WORD_HASH_CACHE = _WordHashes()
 _WORD_HASH_CACHE_SIZE = 1 << 17
 """Words hashed so far in this process (word frequencies are Zipfian: most words of a document
 were seen in earlier ones); cleared when it reaches this many entries, so memory stays bounded."""
 
 
-def _word_hashes(words: list[str]) -> np.ndarray:
+def _word_hashes(words: list[bytes]) -> np.ndarray:
     cache = _WORD_HASH_CACHE
     if len(cache) > _WORD_HASH_CACHE_SIZE:
         cache.clear()
-    for word in set(words).difference(cache):
-        cache[word] = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"),
-                                                     digest_size=8).digest(), "little")
     return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
+
+
+_ASCII_SEPARATORS = (bytes(b if chr(b).isalnum() or b == ord("_") else ord(" ") for b in range(128))
+                     + bytes(range(128, 256)))
+r"""`bytes.translate` table turning every ASCII byte that is not `\w` into a space (other bytes,
+including every byte of a multi-byte UTF-8 character, stay)."""
+_MAX_SEPARATORS = 64
+"""At most this many distinct non-ASCII separators are replaced one by one (`_words`)."""
+
+
+def _words(text: str) -> list[bytes]:
+    r"""The MinHash words of `text`: the `\w+` runs of its NFKC-normalised, lower-cased form, as
+    UTF-8 bytes (the bytes their hashes are taken of).
+
+    Equivalent to `_WORD_RE.findall`, at a fraction of its cost (the regex engine asks the
+    Unicode database about every character): the few distinct non-ASCII characters that are not
+    `\w` (curly quotes, dashes, ...) are replaced by spaces, then the UTF-8 bytes are split with
+    every ASCII non-word byte translated to a space."""
+    norm = unicodedata.normalize("NFKC", text).lower()
+    if not norm.isascii():
+        codes = np.frombuffer(norm.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        wide = _sorted_unique(codes[codes > 127]).tolist()
+        separators = [ch for ch in map(chr, wide) if not _WORD_RE.match(ch)]
+        if len(separators) > _MAX_SEPARATORS:
+            return [word.encode("utf-8") for word in _WORD_RE.findall(norm)]
+        for ch in separators:
+            norm = norm.replace(ch, " ")
+    return norm.encode("utf-8", "surrogatepass").translate(_ASCII_SEPARATORS).split()
 
 
 def shingle_hashes(text: str, *, ngram: int = DEFAULT_NGRAM) -> np.ndarray:
     """Unique 64-bit hashes of the word `ngram`-grams of `text` (sorted uint64; empty for no words)."""
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
-    words = _WORD_RE.findall(unicodedata.normalize("NFKC", text).lower())
+    words = _words(text)
     if not words:
         return np.empty(0, dtype=np.uint64)
     hashes = _word_hashes(words)
+    # acc = mix(acc ^ w_k) at every position (order-sensitive). splitmix64's first step, the
+    # xor-shift by 30, is linear over xor: it is applied to acc and to the words apart.
+    hashes ^= hashes >> _SHIFT30
     n = max(len(words) - ngram + 1, 1)
     acc = np.zeros(n, dtype=np.uint64)
+    scratch = np.empty(n, dtype=np.uint64)
     for k in range(min(ngram, len(words))):
-        # order-sensitive combination: mix(acc ^ w_k) at every position
-        acc = _splitmix64(acc ^ hashes[k:k + n])
-    return np.unique(acc)
+        if k:
+            _xorshift(acc, _SHIFT30, scratch)
+        acc ^= hashes[k:k + n]
+        _mix_tail(acc, scratch)
+    return _sorted_unique(acc)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)` (sorted distinct values) by one sort: numpy 2's `np.unique` goes
+    through a hash table first and is an order of magnitude slower on small uint64 arrays."""
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def _permutation_keys(num_perm: int, seed: int) -> np.ndarray:
     base = np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
     return _splitmix64(np.arange(1, num_perm + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + base)
+
+
+@functools.lru_cache(maxsize=8)
+def _permutation_keys_mixed(num_perm: int, seed: int) -> np.ndarray:
+    """`a ^ (a >> 30)` of the permutation keys `a`, as a (num_perm, 1) column (read-only)."""
+    keys = _permutation_keys(num_perm, seed)
+    mixed = (keys ^ (keys >> _SHIFT30))[:, None]
+    mixed.flags.writeable = False
+    return mixed
+
+
+_MINHASH_BLOCK = 1 << 16
+"""Elements of the (num_perm, shingles) scratch arrays of `minhash_signature` (512 KiB each):
+small enough to stay in the CPU's L2 cache, large enough that numpy's per-call cost is small."""
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint64 buffers of at least `size` elements, kept per thread and reused by every call:
+    fresh arrays of this size are fresh pages from the kernel, and faulting them in costs more
+    than the arithmetic done in them."""
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None or len(buffers[0]) < size:
+        buffers = _SCRATCH.buffers = (np.empty(size, dtype=np.uint64), np.empty(size, dtype=np.uint64))
+    return buffers
 
 
 def minhash_signature(text: str, *, num_perm: int = DEFAULT_NUM_PERM, ngram: int = DEFAULT_NGRAM,
@@ -193,16 +291,29 @@ def minhash_signature(text: str, *, num_perm: int = DEFAULT_NUM_PERM, ngram: int
 
     A text without words gets the all-ones signature (2**64 - 1 everywhere): all such texts collide,
     which is harmless because the word-count filter has already dropped them.
+
+    Permutation i of shingle s is `splitmix64(s ^ a_i)`, whose first step is the xor-shift
+    `y ^= y >> 30` of `y = s ^ a_i`. That step is linear over xor, so it equals
+    `(s ^ (s >> 30)) ^ (a_i ^ (a_i >> 30))`: it is applied once per shingle and once per key
+    instead of once per (permutation, shingle) pair, and the rest of splitmix64 runs in place on
+    cache-sized blocks of shingles, in buffers reused across calls (`_scratch`).
     """
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
     shingles = shingle_hashes(text, ngram=ngram)
-    keys = _permutation_keys(num_perm, seed)
     signature = np.full(num_perm, _MASK64, dtype=np.uint64)
-    chunk = max(1, 2**20 // num_perm)  # bound the (num_perm, chunk) scratch array to ~8 MiB
+    if not len(shingles):
+        return signature
+    keys = _permutation_keys_mixed(num_perm, seed)
+    shingles = shingles ^ (shingles >> _SHIFT30)
+    chunk = min(len(shingles), max(1, _MINHASH_BLOCK // num_perm))
+    block, scratch = _scratch(num_perm * chunk)
     for start in range(0, len(shingles), chunk):
-        block = _splitmix64(shingles[None, start:start + chunk] ^ keys[:, None])  # (num_perm, chunk)
-        np.minimum(signature, block.min(axis=1), out=signature)
+        part = shingles[start:start + chunk]
+        size = num_perm * len(part)  # contiguous (num_perm, len(part)) views of the buffers
+        x, tmp = block[:size].reshape(num_perm, len(part)), scratch[:size].reshape(num_perm, len(part))
+        np.bitwise_xor(part[None, :], keys, out=x)
+        np.minimum(signature, _mix_tail(x, tmp).min(axis=1), out=signature)
     return signature
 
 

@@ -70,9 +70,11 @@ import functools
 import itertools
 import math
 import re
+import sys
+import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -233,94 +235,226 @@ def _is_special(ch: str) -> bool:
     return unicodedata.category(ch)[0] not in "LM"
 
 
-_SPECIAL: dict[str, bool] = {}
-"""`_is_special` of every character met so far (at most the Unicode repertoire, in practice a
-few hundred characters)."""
+# Per-character questions are asked once per distinct character and process: every character
+# met gets a small id (`_CHAR_IDS[code point]`, 0 = not met yet) and a byte of flags
+# (`_ID_FLAGS[id]`). A text becomes an int32 array of ids (one `str.encode` and one gather), and
+# each statistic is a few whole-array operations on the flags instead of a Python loop per
+# character or token. Lower-casing never changes these flags (every code point's lower-case
+# form is special, whitespace, ... exactly when the code point is; a test checks all of
+# Unicode), so the flags of a text are those of its lower-cased form.
+_F_SPACE = 1
+"""`str.isspace`: the whitespace `str.split()` splits on."""
+_F_ALPHA = 2
+"""`str.isalpha`."""
+_F_SPECIAL = 4
+"""`_is_special`: neither a letter nor a combining mark."""
+_F_WORD = 8
+r"""Matches `[\w']`: a character of a word token of the punctuation ratio."""
+_F_PUNCT = 16
+"""In `PUNCTUATION`."""
+_WORD_CHAR_RE = re.compile(r"[\w']")
+
+_CHAR_IDS = np.zeros(sys.maxunicode + 1, dtype=np.int32)
+"""Code point -> id (1, 2, ...) of the characters met so far in this process; 0 = not met. Zeroed
+memory that is never written is never touched, so this costs about one page per Unicode block met."""
+_ID_FLAGS = np.zeros(1, dtype=np.uint8)
+"""Id -> flags (`_F_*`); index 0 is unused."""
+_ID_CHARS: list[str] = [""]
+"""Id -> character."""
+_CHAR_LOCK = threading.Lock()
+"""Serialises registering new characters (Beam may run bundles in threads). Readers take no
+lock: a character's flags are published before its id."""
 
 
-_DELETE_SPECIAL: dict[int, None] = {}
-"""`str.translate` table deleting every special, non-whitespace character in `_SPECIAL`."""
+def _char_flags(ch: str) -> int:
+    return ((_F_SPACE if ch.isspace() else 0) | (_F_ALPHA if ch.isalpha() else 0)
+            | (_F_SPECIAL if _is_special(ch) else 0) | (_F_WORD if _WORD_CHAR_RE.match(ch) else 0)
+            | (_F_PUNCT if ch in _PUNCTUATION_SET else 0))
 
 
-def _special_chars(chars: Iterable[str]) -> str:
-    """The special characters among `chars`, as one string (for `str.strip`)."""
-    known = _SPECIAL
-    out = []
-    for ch in chars:
-        special = known.get(ch)
-        if special is None:
-            special = known[ch] = _is_special(ch)
-            if special and not ch.isspace():
-                _DELETE_SPECIAL[ord(ch)] = None
-        if special:
-            out.append(ch)
-    return "".join(out)
+def _register_chars(codes: np.ndarray) -> None:
+    """Give ids and flags to the code points `codes` (distinct) not met before."""
+    global _ID_FLAGS
+    with _CHAR_LOCK:
+        new = [int(code) for code in codes if not _CHAR_IDS[code]]
+        if not new:
+            return
+        first = len(_ID_CHARS)
+        chars = [chr(code) for code in new]
+        _ID_FLAGS = np.concatenate([_ID_FLAGS, np.array([_char_flags(ch) for ch in chars], dtype=np.uint8)])
+        _ID_CHARS.extend(chars)
+        _CHAR_IDS[np.array(new, dtype=np.int64)] = np.arange(first, first + len(new), dtype=np.int32)
+
+
+def _char_ids(text: str) -> np.ndarray:
+    """The id of every character of `text` (int32 array of `len(text)`; lone surrogates included)."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    ids = _CHAR_IDS[codes]
+    if not ids.all():
+        _register_chars(np.unique(codes[ids == 0]))
+        ids = _CHAR_IDS[codes]
+    return ids
+
+
+def _token_starts(space: np.ndarray) -> np.ndarray:
+    """Bool mask of the first character of every whitespace token (`space`: whitespace mask)."""
+    starts = ~space
+    starts[1:] &= space[:-1]
+    return starts
+
+
+def _tokens_having(starts: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Positions of the first `has` character of every whitespace token that has one (`starts`
+    from `_token_starts`; `has` must be False on whitespace)."""
+    positions = np.flatnonzero(has)
+    token = np.cumsum(starts)[positions]  # token number of each `has` character
+    first = np.ones(len(positions), dtype=bool)
+    first[1:] = token[1:] != token[:-1]
+    return positions[first]
 
 
 def word_count(text: str) -> int:
-    """`len(words_of(text))` without building the words: the whitespace tokens that keep a
-    character once the special characters that are not whitespace are deleted."""
-    lowered = text.lower()
-    unseen = set(lowered).difference(_SPECIAL)
-    if unseen:
-        _special_chars(unseen)
-    # Deleting characters the text does not have changes nothing: one table for every text.
-    return len(lowered.translate(_DELETE_SPECIAL).split())
+    """`len(words_of(text))` without building the words: the whitespace tokens that have a
+    character that is not special. Memoised per text (`word_counts` fills the memo for many texts
+    at once; `apply_filters` does so for a document's paragraphs)."""
+    count = _WORD_COUNTS.get(text)
+    if count is None:
+        count = word_counts([text])[0]
+    return count
 
 
-def _strip_special(token: str) -> str:
-    return token.strip(_special_chars(set(token)))
+_WORD_COUNTS: dict[str, int] = {}
+_WORD_COUNTS_SIZE = 1 << 12
+"""Memo of `word_count` (the last texts counted; cleared at this many entries, so memory stays
+bounded)."""
+
+
+def word_counts(texts: Sequence[str]) -> list[int]:
+    """`[word_count(t) for t in texts]` in one pass over the texts joined with "\\n" (whitespace,
+    so no token spans two texts): one numpy pass instead of one per (short) paragraph."""
+    if not texts:
+        return []
+    joined = "\n".join(texts)
+    ids = _char_ids(joined)
+    flags = _ID_FLAGS[ids]
+    space = (flags & _F_SPACE).astype(bool)
+    words = _tokens_having(_token_starts(space), (flags & (_F_SPECIAL | _F_SPACE)) == 0)
+    ends = np.cumsum([len(t) + 1 for t in texts])  # text i spans [ends[i-1], ends[i] - 1)
+    counts = np.bincount(np.searchsorted(ends, words, side="right"), minlength=len(texts)).tolist()
+    memo = _WORD_COUNTS
+    if len(memo) > _WORD_COUNTS_SIZE:
+        memo.clear()
+    memo.update(zip(texts, counts))
+    return counts
+
+
+def _specials_of(ids: np.ndarray) -> str:
+    """The special characters among `ids` and their lower-case forms, as one string (for
+    `str.strip` of lower-cased tokens; lower-casing maps special characters to special ones)."""
+    flags = _ID_FLAGS  # ids are published after their flags: every id in `ids` is in `flags`
+    present = np.zeros(len(flags), dtype=bool)
+    present[ids] = True
+    specials = "".join(_ID_CHARS[i] for i in np.flatnonzero(present & ((flags & _F_SPECIAL) != 0)).tolist())
+    lowered = specials.lower()
+    return specials if lowered == specials else specials + lowered
 
 
 def _words_of_lowered(lowered: str, specials: str) -> list[str]:
     # str.strip(chars) strips exactly the leading/trailing characters in `chars`: with `specials`
-    # the special characters of the text, this is `_strip_special` at C speed.
+    # the special characters of the text, this is stripping special characters at C speed.
     tokens = lowered.split()
     return list(filter(None, map(str.strip, tokens, itertools.repeat(specials, len(tokens)))))
 
 
 def words_of(text: str) -> list[str]:
     """The filter notion of words: lower-cased whitespace tokens stripped of special characters."""
-    lowered = text.lower()
-    return _words_of_lowered(lowered, _special_chars(set(lowered)))
+    return _words_of_lowered(text.lower(), _specials_of(_char_ids(text)))
+
+
+def _repeated_counts(keys: np.ndarray) -> np.ndarray:
+    """How often each distinct value of `keys` occurs (the counts of `np.unique`, by one sort)."""
+    ordered = np.sort(keys)
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    return np.diff(bounds, prepend=0, append=len(ordered))
 
 
 def _dense_ranks(keys: np.ndarray) -> np.ndarray:
-    """Each key's rank among the distinct keys (0 .. distinct - 1), as int64."""
-    return np.unique(keys, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    """Each key's rank among the distinct keys (0 .. distinct - 1), as uint64."""
+    return np.unique(keys, return_inverse=True)[1].astype(np.uint64).reshape(-1)
 
 
-def char_repetition_ratio(text: str, n: int = 10) -> float:
-    """OBELICS character repetition ratio (see the module docstring); 0.0 for text shorter than n."""
-    size = len(text) - n + 1
-    if size <= 0:
-        return 0.0
-    # Exact n-gram counts without building n-gram strings: rank the 1-, 2-, 4-, ...-grams by
-    # prefix doubling (an m-gram followed by a k-gram is the pair of their ranks; ranks are below
-    # len(text) and code points below 2**21, so a pair fits an int64), then count the n-gram pairs.
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
-    ranks_of = {1: codes}
-    length, keys = 1, codes
+_KEY_LIMIT = 1 << 64
+
+
+def _ngram_keys(ranks: np.ndarray, base: int, n: int) -> np.ndarray:
+    """One uint64 per n-gram of `ranks` (values in 0 .. base - 1), equal exactly when the n-grams
+    are equal.
+
+    Prefix doubling: the 1-, 2-, 4-, ...-grams are numbered, and an m-gram followed by a k-gram
+    is the number `head * bound(k-grams) + tail`, exact while the product of the two bounds fits
+    64 bits. Up to 84 distinct characters, 10-grams are plain base-`base` numbers; past that, the
+    longer grams are first renumbered densely (one sort each) to bring their bound down to their
+    count of distinct values."""
+    grams = {1: (ranks.astype(np.uint64), base)}
+    length = 1
     while length < n:
         step = min(length, 1 << ((n - length).bit_length() - 1))
-        ranks, tail = ranks_of[length], ranks_of[step]
-        grams = len(text) - (length + step) + 1
-        keys = ranks[:grams] * (int(tail.max()) + 1) + tail[length:length + grams]
+        (head, head_bound), (tail, tail_bound) = grams[length], grams[step]
+        if head_bound * tail_bound > _KEY_LIMIT:
+            head = _dense_ranks(head)
+            head_bound = int(head.max()) + 1
+            grams[length] = (head, head_bound)
+            if step == length:
+                tail, tail_bound = head, head_bound
+            if head_bound * tail_bound > _KEY_LIMIT:  # both below len(ranks) once ranked
+                tail = _dense_ranks(tail)
+                tail_bound = int(tail.max()) + 1
+        count = len(ranks) - (length + step) + 1
         length += step
-        if length < n:  # the n-grams themselves only need counting
-            ranks_of[length] = _dense_ranks(keys)
-    freqs = np.sort(np.unique(keys, return_counts=True)[1])[::-1]
+        grams[length] = (head[:count] * np.uint64(tail_bound) + tail[length - step:length - step + count],
+                         head_bound * tail_bound)
+    return grams[n][0]
+
+
+def _char_repetition(ids: np.ndarray, n: int) -> float:
+    size = len(ids) - n + 1
+    if size <= 0:
+        return 0.0
+    # The text's characters ranked densely (0 .. distinct - 1): the smaller the base, the more
+    # characters fit one 64-bit n-gram number.
+    used = np.zeros(len(_ID_FLAGS), dtype=np.int64)
+    used[ids] = 1
+    distinct = int(used.sum())
+    ranks = (np.cumsum(used) - 1)[ids]
+    freqs = np.sort(_repeated_counts(_ngram_keys(ranks, distinct, n)))[::-1]
     repeated = int(np.count_nonzero(freqs > 1))
     k = min(math.isqrt(len(freqs)), repeated)
     return int(freqs[:k].sum()) / size
 
 
+def char_repetition_ratio(text: str, n: int = 10) -> float:
+    """OBELICS character repetition ratio (see the module docstring); 0.0 for text shorter than n.
+
+    Exact n-gram counts without building n-gram strings (see `_ngram_keys`)."""
+    return _char_repetition(_char_ids(text), n) if len(text) >= n else 0.0
+
+
 def word_repetition_ratio(words: Sequence[str], n: int = 5) -> float:
-    """Fraction of word n-grams that occur more than once (0.0 for fewer than n words)."""
+    """Fraction of word n-grams that occur more than once (0.0 for fewer than n words).
+
+    Each word is numbered by its last position (one dict built in C), the n-grams are counted as
+    integers (`_ngram_keys`) instead of as tuples in a Counter, and an n-gram is repeated when it
+    equals a neighbour once sorted."""
     if len(words) < n:
         return 0.0
-    counts = Counter(zip(*(words[i:] for i in range(n))))
-    return sum(f for f in counts.values() if f > 1) / (len(words) - n + 1)
+    last = dict(zip(words, range(len(words))))
+    ranks = np.fromiter(map(last.__getitem__, words), dtype=np.int64, count=len(words))
+    ordered = np.sort(_ngram_keys(ranks, len(words), n))
+    same = ordered[1:] == ordered[:-1]
+    repeated = np.zeros(len(ordered), dtype=bool)
+    repeated[1:] = same
+    repeated[:-1] |= same
+    return int(np.count_nonzero(repeated)) / (len(words) - n + 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,22 +483,25 @@ class DocumentStats:
 def text_stats(text: str, *, image_count: int = 0, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
     """`DocumentStats` of a plain text (lines separated by "\\n").
 
-    The text is split, lower-cased and scanned once per notion (characters, whitespace tokens,
-    words, lines); per-character questions are asked once per distinct character.
+    Character-level notions are whole-array operations on the text's character flags (see
+    `_char_ids`): whitespace tokens are runs of non-space characters, "tokens with a letter" the
+    distinct tokens of the letters, the punctuation ratio's `[\\w']+` tokens the runs of word
+    characters. Only the words (needed as strings for stop words and lengths) are Python objects.
     """
-    char_counts = Counter(text)
-    special = {ch for ch in char_counts if _is_special(ch)}
-    lowered = text.lower()
-    lowered_specials = "".join(special) if lowered == text else _special_chars(set(lowered))
-    words = _words_of_lowered(lowered, lowered_specials)
-    tokens = text.split()
+    ids = _char_ids(text)
+    flags = _ID_FLAGS[ids]
+    words = _words_of_lowered(text.lower(), _specials_of(ids))
     n_words = len(words)
+    space = (flags & _F_SPACE).astype(bool)
+    starts = _token_starts(space)
+    n_tokens = int(np.count_nonzero(starts))
+    alpha_tokens = len(_tokens_having(starts, (flags & _F_ALPHA).astype(bool)))
+    word_chars = (flags & _F_WORD).astype(bool)
+    word_runs = int(np.count_nonzero(word_chars[1:] & ~word_chars[:-1])) + bool(len(text) and word_chars[0])
+    n_punct = int(np.count_nonzero(flags & _F_PUNCT))
+    n_special = int(np.count_nonzero(flags & _F_SPECIAL))
     lines = [line.strip() for line in text.split("\n")]
     lines = [line for line in lines if line]
-    punct_tokens = _TOKEN_PUNCT_RE.findall(text)
-    # Deleting every character that is neither a letter nor whitespace leaves exactly the
-    # whitespace tokens that contain a letter.
-    non_letters = {ord(ch): None for ch in char_counts if not ch.isalpha() and not ch.isspace()}
     language, language_score = detect_language(text[:cfg.language_max_chars])
     return DocumentStats(
         image_count=image_count,
@@ -372,14 +509,13 @@ def text_stats(text: str, *, image_count: int = 0, cfg: FilterConfig = DEFAULT_C
         mean_word_length=sum(map(len, words)) / n_words if n_words else 0.0,
         symbol_word_ratio=(max(text.count("#"), text.count("...") + text.count("…")) / n_words
                            if n_words else 0.0),
-        alpha_word_ratio=len(text.translate(non_letters).split()) / len(tokens) if tokens else 0.0,
+        alpha_word_ratio=alpha_tokens / n_tokens if n_tokens else 0.0,
         duplicate_line_fraction=(len(lines) - len(set(lines))) / len(lines) if lines else 0.0,
-        char_repetition=char_repetition_ratio(text, cfg.char_repetition_ngram),
+        char_repetition=_char_repetition(ids, cfg.char_repetition_ngram),
         word_repetition=word_repetition_ratio(words, cfg.word_repetition_ngram),
-        special_char_ratio=sum(char_counts[ch] for ch in special) / len(text) if text else 0.0,
+        special_char_ratio=n_special / len(text) if text else 0.0,
         stop_word_ratio=sum(map(STOP_WORDS.__contains__, words)) / n_words if n_words else 0.0,
-        punctuation_ratio=(sum(map(_PUNCTUATION_SET.__contains__, punct_tokens)) / len(punct_tokens)
-                           if punct_tokens else 0.0),
+        punctuation_ratio=n_punct / (n_punct + word_runs) if n_punct + word_runs else 0.0,
         language=language,
         language_score=language_score,
     )
@@ -715,6 +851,9 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
         img_steps = [*img_steps, FrequentImageFilter(frequent_urls=frequent_image_urls)]
     if boilerplate_paragraphs:
         text_steps = [BoilerplateParagraphFilter(keys=boilerplate_paragraphs), *text_steps]
+    # The word counts of all paragraphs in one pass (the word-count filter reads them from
+    # `word_count`'s memo).
+    word_counts([node.text for node in doc.nodes if isinstance(node, TextNode) and node.kind == "paragraph"])
     nodes: list[Node] = []
     text_changed = False
     for node in doc.nodes:

@@ -1,0 +1,270 @@
+"""The vectorised filter statistics, MinHash and language features against plain reference
+implementations (the straightforward definitions), on random texts with small and large alphabets."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import sys
+import unicodedata
+from collections import Counter
+
+import numpy as np
+import pytest
+from flamboyance.preprocess import dedup, filters, language
+from flamboyance.preprocess.filters import (
+    PUNCTUATION,
+    STOP_WORDS,
+    char_repetition_ratio,
+    text_stats,
+    word_count,
+    word_counts,
+    word_repetition_ratio,
+    words_of,
+)
+
+ALPHABETS = [
+    "ab ",
+    "abcdefghij klmnop\n",
+    "The quick brown fox, jumps over... the lazy dog! 0123456789 #'’“”—…\n\t",
+    "aäbcçdeéfghiİjklmnoöpqrsßtuüvwxyz ABCÄÖÜ .,;:!?…'_-©®™¹²½ﬁ"
+    "\u0301\u00a0\u2009\u3000\x1c\x85\u2028",
+    "".join(chr(c) for c in range(0x20, 0x250)) + " \n",  # a few hundred distinct characters
+    "日本語のテキスト、漢字とかなカナ。Русский текст. "
+    "😀👍🏽 مرحبا हिन्दी ",
+]
+
+
+def random_texts(count: int = 12, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    texts = ["", " ", "a", "\n\n", "ab" * 40, "x" * 25]
+    for alphabet in ALPHABETS:
+        for _ in range(count):
+            pool = alphabet if rng.random() < 0.5 else rng.sample(alphabet, min(len(alphabet), 12))
+            piece = "".join(rng.choice(pool) for _ in range(rng.randint(1, 60)))
+            texts.append(" ".join(piece if rng.random() < 0.5 else rng.choice(ALPHABETS[2].split())
+                                  for _ in range(rng.randint(1, 40))))
+    return texts
+
+
+# ---------------------------------------------------------------- references (the definitions)
+
+
+def ref_is_special(ch: str) -> bool:
+    return unicodedata.category(ch)[0] not in "LM"
+
+
+def ref_words(text: str) -> list[str]:
+    out = []
+    for token in text.lower().split():
+        token = token.strip("".join(ch for ch in set(token) if ref_is_special(ch)))
+        if token:
+            out.append(token)
+    return out
+
+
+def ref_char_repetition(text: str, n: int) -> float:
+    grams = Counter(text[i:i + n] for i in range(len(text) - n + 1))
+    if not grams:
+        return 0.0
+    freqs = sorted(grams.values(), reverse=True)
+    k = min(math.isqrt(len(freqs)), sum(f > 1 for f in freqs))
+    return sum(freqs[:k]) / (len(text) - n + 1)
+
+
+def ref_word_repetition(words: list[str], n: int) -> float:
+    if len(words) < n:
+        return 0.0
+    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return sum(f for f in counts.values() if f > 1) / (len(words) - n + 1)
+
+
+def ref_stats(text: str) -> dict[str, float]:
+    words = ref_words(text)
+    tokens = text.split()
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    punct = re.findall(r"[\w']+|[" + re.escape(PUNCTUATION) + "]", text)
+    return {
+        "word_count": len(words),
+        "mean_word_length": sum(map(len, words)) / len(words) if words else 0.0,
+        "alpha_word_ratio": sum(any(c.isalpha() for c in t) for t in tokens) / len(tokens) if tokens else 0.0,
+        "duplicate_line_fraction": (len(lines) - len(set(lines))) / len(lines) if lines else 0.0,
+        "char_repetition": ref_char_repetition(text, 10),
+        "word_repetition": ref_word_repetition(words, 5),
+        "special_char_ratio": sum(map(ref_is_special, text)) / len(text) if text else 0.0,
+        "stop_word_ratio": sum(w in STOP_WORDS for w in words) / len(words) if words else 0.0,
+        "punctuation_ratio": sum(t in PUNCTUATION for t in punct) / len(punct) if punct else 0.0,
+    }
+
+
+def test_lower_casing_keeps_character_classes():
+    """The filters classify the characters of a text, not of its lower-cased form: valid because
+    lower-casing maps special characters to special ones, whitespace to whitespace, and others to
+    others (checked over all of Unicode, for this Python's Unicode database)."""
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        lowered = ch.lower()
+        if lowered != ch:
+            assert all(ref_is_special(c) == ref_is_special(ch) for c in lowered), hex(code)
+            assert all(c.isspace() == ch.isspace() for c in lowered), hex(code)
+
+
+@pytest.mark.parametrize("text", random_texts())
+def test_text_stats_match_the_definitions(text):
+    stats = text_stats(text)
+    for name, value in ref_stats(text).items():
+        assert getattr(stats, name) == value, name
+    assert words_of(text) == ref_words(text)
+    assert word_count(text) == len(ref_words(text))
+
+
+def test_word_counts_of_many_texts():
+    texts = [t for t in random_texts(seed=1) if t]
+    assert word_counts(texts) == [len(ref_words(t)) for t in texts]
+    assert word_counts([]) == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 10, 13])
+def test_repetition_ratios_match_the_definitions(n):
+    for text in random_texts(6, seed=n):
+        assert char_repetition_ratio(text, n) == ref_char_repetition(text, n)
+        words = text.split()
+        assert word_repetition_ratio(words, n) == ref_word_repetition(words, n)
+
+
+def test_ngram_keys_renumber_large_alphabets():
+    rng = np.random.default_rng(0)
+    for base in (2, 84, 85, 300, 70000):
+        ranks = rng.integers(0, base, 3000)
+        ranks[1000:1500] = ranks[:500]  # repeats
+        for n in (1, 4, 10, 16):
+            keys = filters._ngram_keys(ranks, base, n)
+            grams = [tuple(ranks[i:i + n]) for i in range(len(ranks) - n + 1)]
+            first: dict = {}
+            assert all(first.setdefault(g, k) == k for g, k in zip(grams, keys.tolist()))
+            assert len(set(keys.tolist())) == len(set(grams))
+
+
+# ---------------------------------------------------------------- MinHash
+
+
+def ref_splitmix(x: int) -> int:
+    m = (1 << 64) - 1
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & m
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def ref_signature(text: str, num_perm: int, ngram: int, seed: int) -> list[int]:
+    words = re.findall(r"\w+", unicodedata.normalize("NFKC", text).lower())
+    hashes = [int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little") for w in words]
+    shingles = set()
+    for i in range(max(len(words) - ngram + 1, 1) if words else 0):
+        acc = 0
+        for h in hashes[i:i + ngram]:
+            acc = ref_splitmix(acc ^ h)
+        shingles.add(acc)
+    m = (1 << 64) - 1
+    base = (seed * 0x9E3779B97F4A7C15) & m
+    keys = [ref_splitmix(((i * 0x9E3779B97F4A7C15) + base) & m) for i in range(1, num_perm + 1)]
+    return [min((ref_splitmix(s ^ a) for s in shingles), default=m) for a in keys]
+
+
+EXTRA_TEXTS = ["a «quoted» word — and ‘more’…", "x\ud800y z"]
+
+
+@pytest.mark.parametrize("text", random_texts(3, seed=7) + EXTRA_TEXTS)
+def test_minhash_matches_the_definition(text):
+    for num_perm, ngram, seed in [(112, 5, 1), (16, 2, 7), (3, 1, 0)]:
+        assert dedup.minhash_signature(text, num_perm=num_perm, ngram=ngram, seed=seed).tolist() == \
+            ref_signature(text, num_perm, ngram, seed)
+
+
+def test_minhash_of_long_text_spans_several_blocks():
+    words = [f"w{i % 997}" for i in range(5000)]
+    text = " ".join(words)
+    assert dedup.minhash_signature(text, num_perm=20).tolist() == ref_signature(text, 20, 5, 1)
+
+
+def test_minhash_words_with_many_separators_fall_back_to_the_regex():
+    text = " ".join(f"a{chr(0x2190 + i)}b" for i in range(dedup._MAX_SEPARATORS + 10))  # arrows
+    assert dedup._words(text) == [w.encode() for w in re.findall(r"\w+", text.lower())]
+
+
+# ---------------------------------------------------------------- language
+
+
+@pytest.mark.parametrize("text", random_texts(2, seed=3))
+def test_language_features_are_langids(text):
+    identifier = language._identifier()
+    data = " ".join(text.split()).encode("utf-8", "surrogatepass")
+    dense = np.asarray(identifier.instance2fv(data))
+    indices, counts = language._feature_counts(language._automaton(), data)
+    assert indices.tolist() == np.flatnonzero(dense).tolist()
+    assert counts.tolist() == dense[indices].astype(np.uint32).tolist()
+
+
+def test_identifier_cache(tmp_path, monkeypatch):
+    from langid.langid import model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = language._model_cache_path(model)
+    assert path.parent == tmp_path / "flamboyance" and not path.exists()
+    slow = language._load_model(path)
+    assert slow is None
+    language._identifier.cache_clear()
+    language._automaton.cache_clear()
+    try:
+        first = language._identifier()  # slow path, writes the cache
+        assert path.exists() and not list(path.parent.glob("*.tmp"))
+        cached = language._load_model(path)
+        assert cached is not None
+        for name in ("nb_ptc", "nb_pc"):
+            assert np.array_equal(getattr(cached, name), getattr(first, name))
+            assert getattr(cached, name).dtype == getattr(first, name).dtype
+        assert cached.nb_classes == first.nb_classes and cached.tk_output == first.tk_output
+        assert cached.tk_nextmove == first.tk_nextmove and cached.nb_numfeats == first.nb_numfeats
+        text = "Der schnelle braune Fuchs springt über den faulen Hund."
+        assert cached.classify(text) == first.classify(text)
+
+        # a later process reads the file
+        language._identifier.cache_clear()
+        calls = []
+        monkeypatch.setattr(language, "_load_model", lambda p: calls.append(p) or cached)
+        assert language._identifier() is cached and calls == [path]
+        monkeypatch.undo()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+        # a corrupt file falls back to the model string (and is rewritten)
+        path.write_bytes(b"not a zip file")
+        assert language._load_model(path) is None
+        language._identifier.cache_clear()
+        language._automaton.cache_clear()
+        again = language._identifier()
+        assert again.classify(text) == first.classify(text)
+        assert language._load_model(path) is not None
+        assert language.detect_language(text)[0] == "de"
+
+        # an unwritable cache directory is no error
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+        language._identifier.cache_clear()
+        language._automaton.cache_clear()
+        assert language._identifier().classify(text) == first.classify(text)
+    finally:
+        language._identifier.cache_clear()
+        language._automaton.cache_clear()
+
+
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert language.cache_dir() == tmp_path / "flamboyance"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")
+    assert language.cache_dir().parts[-2:] == (".cache", "flamboyance")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert language.cache_dir().parts[-2:] == (".cache", "flamboyance")
