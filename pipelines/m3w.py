@@ -1,10 +1,20 @@
 """The M3W job: WARC pages -> interleaved image-text documents -> m3w shards.
 
-    pages -> ExtractDocuments -> FilterDocuments
-          -> Deduplicate (on DedupInfo records: ExactDedup -> NearDedup -> SameUrlDedup
-             -> SameImageSetDedup -> CorpusFrequency; one join back onto the documents)
+    WARC files -> StageDocuments (per file: read, extract, filter; the documents go to a staging
+                  file beside the output, only their small DedupInfo records go on)
+          -> DedupDecisions (on DedupInfos: ExactDedup -> NearDedup -> SameUrlDedup
+             -> SameImageSetDedup; CorpusFrequency counts image URLs and paragraphs over the
+             survivors, combined before the shuffle, and only the frequent keys come out)
+          -> ApplySurvivors (per staging file: stream its documents, keep the survivors, drop
+             the corpus-frequent images and boilerplate paragraphs, given as side inputs)
           -> AssignShards -> DownloadImages (unique URLs)
           -> JoinImages (CoGroupByKey by URL, then by document) -> AssembleSamples -> WriteShards
+
+Documents are never shuffled before dedup has decided: what crosses the dedup shuffles is a
+few hundred bytes per document, so the runner's memory (the DirectRunner keeps every shuffled
+PCollection in memory) and the serialisation work stay small whatever the pages weigh. A rerun
+into the same output reuses every staging file written by an earlier run with the same
+extraction and filter settings (its counters and dead letters are replayed).
 
 Each step wraps a `flamboyance.preprocess` function (extraction, filters, dedup keys, sequence
 text, PII redaction); nothing here re-implements them. Documents that share a dedup key keep
@@ -14,6 +24,11 @@ the newest capture (then the smallest key, so ties are deterministic).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import pickle
+import posixpath
+import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,8 +36,10 @@ from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
+import fsspec
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pvalue import TaggedOutput
 from flamboyance.preprocess import dedup
 from flamboyance.preprocess.document import Document, ImageNode
 from flamboyance.preprocess.filters import (
@@ -35,15 +52,18 @@ from flamboyance.preprocess.filters import (
 
 from .common import (
     DEAD_LETTER,
+    LOG,
     AssignShards,
+    DeadLetter,
     Progress,
-    ReadWarcPages,
     ShardItem,
     WriteDeadLetters,
     WriteShards,
     count,
     count_all,
     dead_letter,
+    expand_glob,
+    join_url,
     make_key,
     run_and_report,
 )
@@ -74,6 +94,24 @@ def recency(item: PageDocument) -> tuple[float, str]:
 
 # --- extraction and filtering ----------------------------------------------------------------
 
+def page_ref(page: Any) -> str:
+    """How a dead letter names a page: its WARC location and URL."""
+    return f"{page.warc_filename}@{page.warc_offset} {page.url}"
+
+
+def page_document(page: Any, config: Any) -> PageDocument:
+    """The `PageDocument` of a WARC `PageRecord` (raises `ExtractionError` with its reason)."""
+    from flamboyance.preprocess.extract import extract_document
+
+    doc = extract_document(page.body, page.url, headers=page.headers, config=config)
+    # Timings would make reruns differ byte for byte; they belong in counters, not in samples.
+    doc.metadata.pop("extraction_seconds", None)
+    doc.metadata.update({"fetch_time": page.fetch_time, "warc_filename": page.warc_filename,
+                         "warc_offset": page.warc_offset})
+    return PageDocument(key=make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset),
+                        fetch_time=page.fetch_time, doc=doc)
+
+
 class ExtractDocumentFn(beam.DoFn):
     """PageRecord -> PageDocument via `extract_document`; rejections are dead letters with their reason."""
 
@@ -88,22 +126,16 @@ class ExtractDocumentFn(beam.DoFn):
         self.config = self.extract_config or DEFAULT_CONFIG
 
     def process(self, page: Any) -> Iterator[Any]:
-        from flamboyance.preprocess.extract import ExtractionError, extract_document
+        from flamboyance.preprocess.extract import ExtractionError
 
         self.progress.tick()
-        ref = f"{page.warc_filename}@{page.warc_offset} {page.url}"
         try:
-            doc = extract_document(page.body, page.url, headers=page.headers, config=self.config)
+            item = page_document(page, self.config)
         except ExtractionError as err:
-            yield dead_letter(self.namespace, "extract", err.reason, ref, err.detail)
+            yield dead_letter(self.namespace, "extract", err.reason, page_ref(page), err.detail)
             return
         count(self.namespace, "extract.documents")
-        # Timings would make reruns differ byte for byte; they belong in counters, not in samples.
-        doc.metadata.pop("extraction_seconds", None)
-        doc.metadata.update({"fetch_time": page.fetch_time, "warc_filename": page.warc_filename,
-                             "warc_offset": page.warc_offset})
-        yield PageDocument(key=make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset),
-                           fetch_time=page.fetch_time, doc=doc)
+        yield item
 
 
 class FilterDocumentFn(beam.DoFn):
@@ -123,8 +155,10 @@ class FilterDocumentFn(beam.DoFn):
 # --- dedup ---------------------------------------------------------------------------------------
 #
 # Dedup decisions are made on small `DedupInfo` records (hashes, keys, a MinHash signature),
-# computed next to extraction where the work parallelises; full documents are shuffled once, to
-# join the decisions back (`DeduplicateDocuments`).
+# computed next to extraction where the work parallelises; the documents wait in their staging
+# files (`StageDocumentsFn`) and only the survivors' keys go back to them. Keys that are only
+# compared (URLs, paragraph keys) travel as 64-bit hashes (`short_key`): a false match among a
+# billion keys has probability about 2**-34.
 
 @dataclass(frozen=True, kw_only=True)
 class DedupInfo:
@@ -135,6 +169,7 @@ class DedupInfo:
     """`recency` of the capture: larger is newer."""
     content_hash: str
     url_key: str
+    """`short_key` of the normalised page URL."""
     image_set_key: str
     band_keys: tuple[str, ...] = ()
     """LSH band keys of the text's MinHash signature (none for a document without text)."""
@@ -142,21 +177,20 @@ class DedupInfo:
     """The signature's values truncated to 32 bits (uint32 bytes), enough to estimate Jaccard
     similarity (a false slot match has probability 2**-32) at half the bytes in every shuffle."""
     image_urls: tuple[str, ...] = ()
-    """Normalised URLs of the document's images (distinct, sorted)."""
+    """`image_url_key`s of the document's images (distinct, sorted)."""
     paragraph_keys: tuple[str, ...] = ()
-    """`domain<US>paragraph_key` of its text nodes (distinct, sorted)."""
+    """`boilerplate_key`s of its text nodes (distinct, sorted)."""
+    staged: str = ""
+    """URL of the staging file holding the document ("" when the documents travel in the pipeline)."""
 
 
-def dedup_info(item: PageDocument, *, bands: int, rows: int) -> DedupInfo:
+def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -> DedupInfo:
     """The `DedupInfo` of a document (all keys from `flamboyance.preprocess.dedup`)."""
     doc = item.doc
     text = doc.text()
     domain = dedup.domain_of(doc.url)
     paragraphs = {dedup.paragraph_key(node.text) for node in doc.texts} - {""}
-    try:
-        url_key = dedup.normalize_url(doc.url)
-    except ValueError:
-        url_key = doc.url
+    url_key = short_key(normalized_image_url(doc.url))
     band_keys: tuple[str, ...] = ()
     signature = b""
     if text.strip():
@@ -165,8 +199,13 @@ def dedup_info(item: PageDocument, *, bands: int, rows: int) -> DedupInfo:
         signature = full.astype(np.uint32).tobytes()
     return DedupInfo(key=item.key, rank=recency(item), content_hash=dedup.content_hash(doc), url_key=url_key,
                      image_set_key=dedup.image_set_key(doc), band_keys=band_keys, signature=signature,
-                     image_urls=tuple(sorted({normalized_image_url(image.url) for image in doc.images})),
-                     paragraph_keys=tuple(sorted(f"{domain}\x1f{key}" for key in paragraphs)))
+                     image_urls=tuple(sorted({image_url_key(image.url) for image in doc.images})),
+                     paragraph_keys=tuple(sorted(boilerplate_key(domain, key) for key in paragraphs)), staged=staged)
+
+
+def short_key(text: str) -> str:
+    """A 64-bit hash of `text` (16 hex digits): what dedup compares instead of a long string."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def normalized_image_url(url: str) -> str:
@@ -175,6 +214,16 @@ def normalized_image_url(url: str) -> str:
         return dedup.normalize_url(url)
     except ValueError:
         return url
+
+
+def image_url_key(url: str) -> str:
+    """The key an image URL is counted under for image frequency (its normalised form, hashed)."""
+    return short_key(normalized_image_url(url))
+
+
+def boilerplate_key(domain: str, paragraph_key: str) -> str:
+    """The key a paragraph is counted under for domain boilerplate (its domain and key, hashed)."""
+    return short_key(f"{domain}\x1f{paragraph_key}")
 
 
 class KeepNewest(beam.PTransform):
@@ -241,21 +290,40 @@ class NearDedup(beam.PTransform):
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
         threshold, namespace = self.threshold, self.namespace
 
-        def band_entries(info: DedupInfo) -> Iterator[tuple[str, tuple[tuple[float, str], bytes]]]:
+        def band_members(info: DedupInfo) -> Iterator[tuple[str, str]]:
             for band_key in info.band_keys:
-                yield band_key, (info.rank, info.signature)
+                yield band_key, info.key
+
+        def shared(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]:
+            # Almost every band key is a document's own: only members of shared bands go on.
+            band_key, keys = element
+            keys = list(keys)
+            if len(keys) > 1:
+                yield from ((key, band_key) for key in keys)
+
+        def with_signature(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
+            _, grouped = element
+            for rank, signature in grouped["signature"]:
+                for band_key in grouped["band"]:
+                    yield band_key, (rank, signature)
 
         def duplicates(element: tuple[str, Iterable[Any]]) -> Iterator[str]:
             members = sorted(element[1], key=lambda m: m[0], reverse=True)
-            if len(members) < 2:
-                return
             sigs = [np.frombuffer(sig, dtype=np.uint32) for _, sig in members]
             for i in range(1, len(members)):
                 if any(dedup.jaccard_estimate(sigs[i], newer) >= threshold for newer in sigs[:i]):
                     yield members[i][0][1]
 
-        removed = (infos
-                   | "BandKeys" >> beam.FlatMap(band_entries)
+        # Signatures travel only for the documents that share a band with another one.
+        candidates = (infos
+                      | "BandKeys" >> beam.FlatMap(band_members)
+                      | "GroupBandKeys" >> beam.GroupByKey()
+                      | "SharedBands" >> beam.FlatMap(shared))
+        signatures = (infos | "Signatures" >> beam.FlatMap(
+            lambda info: [(info.key, (info.rank, info.signature))] if info.band_keys else []))
+        removed = ({"signature": signatures, "band": candidates}
+                   | "AttachSignatures" >> beam.CoGroupByKey()
+                   | "CandidateBands" >> beam.FlatMap(with_signature)
                    | "GroupBands" >> beam.GroupByKey()
                    | "Candidates" >> beam.FlatMap(duplicates)
                    | "OncePerDoc" >> beam.Distinct()
@@ -266,7 +334,8 @@ class NearDedup(beam.PTransform):
                 if element[1]["removed"]:
                     count(namespace, "dedup.near_duplicate")
                 else:
-                    yield info
+                    # the signature and band keys have served: later shuffles carry the rest only
+                    yield dataclasses.replace(info, band_keys=(), signature=b"")
 
         return ({"info": infos | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "removed": removed}
                 | "JoinRemovals" >> beam.CoGroupByKey()
@@ -274,48 +343,39 @@ class NearDedup(beam.PTransform):
 
 
 class CorpusFrequency(beam.PTransform):
-    """`DedupInfo`s -> `(doc key, ("image", normalised URL) | ("paragraph", paragraph key))` for
-    every image URL found on more than `image_max_documents` documents and every paragraph
-    repeated on at least `paragraph_boilerplate_min_count` documents of one domain.
+    """`DedupInfo`s -> (frequent image keys, boilerplate paragraph keys): the `image_url_key` of
+    every image URL found on more than `image_max_documents` documents, and the `boilerplate_key`
+    of every paragraph repeated on at least `paragraph_boilerplate_min_count` documents of one domain.
 
-    Counts `frequency.frequent_image_urls` and `frequency.boilerplate_paragraphs` (distinct keys).
+    Documents list each of their URLs and paragraph keys once, so a count is a number of
+    documents. Counting is combined before the shuffle (one integer per distinct key leaves each
+    worker) and only the frequent keys come out: they are few, and go to the documents as side
+    inputs. Counts `frequency.frequent_image_urls` and `frequency.boilerplate_paragraphs`.
     """
 
     def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE) -> None:
         super().__init__()
         self.filter_config, self.namespace = filter_config, namespace
 
-    def expand(self, infos: beam.PCollection) -> beam.PCollection:
+    def expand(self, infos: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         max_docs = self.filter_config.image_max_documents
         min_repeats = self.filter_config.paragraph_boilerplate_min_count
         namespace = self.namespace
 
-        def frequent(kind: str, counter: str, threshold: int) -> Callable[[Any], Iterator[Any]]:
-            def emit(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, tuple[str, str]]]:
-                # A document lists each of its URLs / paragraph keys once, so members are distinct
-                # documents. One pass holding at most `threshold` keys: a logo on every page of a
-                # site makes a group as large as the site, and it is streamed, not collected.
-                value, docs = element
-                removal = (kind, value.split("\x1f", 1)[1] if kind == "paragraph" else value)
-                pending: list[str] | None = []
-                for doc_key in docs:
-                    if pending is None:
-                        yield doc_key, removal
-                        continue
-                    pending.append(doc_key)
-                    if len(pending) >= threshold:
-                        count(namespace, f"frequency.{counter}")
-                        yield from ((key, removal) for key in pending)
-                        pending = None
+        def frequent(counter: str, at_least: int) -> Callable[[tuple[str, int]], Iterator[str]]:
+            def emit(element: tuple[str, int]) -> Iterator[str]:
+                if element[1] >= at_least:
+                    count(namespace, f"frequency.{counter}")
+                    yield element[0]
             return emit
 
-        images = (infos | "ImageRefs" >> beam.FlatMap(lambda i: [(url, i.key) for url in i.image_urls])
-                  | "GroupImageRefs" >> beam.GroupByKey()
-                  | "FrequentImages" >> beam.FlatMap(frequent("image", "frequent_image_urls", max_docs + 1)))
-        paragraphs = (infos | "ParagraphRefs" >> beam.FlatMap(lambda i: [(k, i.key) for k in i.paragraph_keys])
-                      | "GroupParagraphs" >> beam.GroupByKey()
-                      | "Boilerplate" >> beam.FlatMap(frequent("paragraph", "boilerplate_paragraphs", min_repeats)))
-        return (images, paragraphs) | "AllRemovals" >> beam.Flatten()
+        images = (infos | "ImageRefs" >> beam.FlatMap(lambda info: info.image_urls)
+                  | "CountImageDocs" >> beam.combiners.Count.PerElement()
+                  | "FrequentImages" >> beam.FlatMap(frequent("frequent_image_urls", max_docs + 1)))
+        paragraphs = (infos | "ParagraphRefs" >> beam.FlatMap(lambda info: info.paragraph_keys)
+                      | "CountParagraphDocs" >> beam.combiners.Count.PerElement()
+                      | "Boilerplate" >> beam.FlatMap(frequent("boilerplate_paragraphs", min_repeats)))
+        return images, paragraphs
 
 
 def removals_hit(doc: Document, *, images: Collection[str], paragraphs: Collection[str]) -> bool:
@@ -332,22 +392,21 @@ def removals_hit(doc: Document, *, images: Collection[str], paragraphs: Collecti
     return False
 
 
-class DeduplicateDocuments(beam.PTransform):
-    """PageDocuments -> the documents that survive dedup (exact, near, same URL, same image set:
-    the newest capture wins), with corpus-frequent images and domain-boilerplate paragraphs
-    removed by `apply_filters(..., frequent_image_urls=, boilerplate_paragraphs=)` (counted as
-    `filter.image_frequent_url`, `filter.paragraph_boilerplate`, and any document-level reason
-    that then applies)."""
+class DedupDecisions(beam.PTransform):
+    """`DedupInfo`s -> (survivors, frequent image keys, boilerplate paragraph keys).
+
+    Survivors are `(doc key, (staging file URL, touched))` of the documents that survive dedup
+    (exact, near, same URL, same image set: the newest capture wins); the two key sets
+    (`CorpusFrequency`, over the survivors) are applied with `apply_removals` to the documents
+    they touch."""
 
     def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
         super().__init__()
         self.config, self.namespace = config, namespace
 
-    def expand(self, docs: beam.PCollection) -> beam.PCollection:
+    def expand(self, infos: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
         cfg, namespace = self.config, self.namespace
-        filters = cfg.filters
-        survivors = (docs
-                     | "DedupInfo" >> beam.Map(dedup_info, bands=cfg.minhash_bands, rows=cfg.minhash_rows)
+        survivors = (infos
                      | "ExactDedup" >> KeepNewest(key_fn=lambda i: i.content_hash, reason="exact",
                                                   namespace=namespace)
                      | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, namespace=namespace)
@@ -355,33 +414,98 @@ class DeduplicateDocuments(beam.PTransform):
                                                     namespace=namespace)
                      | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: i.image_set_key, reason="same_image_set",
                                                          namespace=namespace))
-        removals = survivors | "CorpusFrequency" >> CorpusFrequency(filter_config=filters, namespace=namespace)
+        images, paragraphs = survivors | "CorpusFrequency" >> CorpusFrequency(filter_config=cfg.filters,
+                                                                              namespace=namespace)
+        image_set, paragraph_set = _KeySet(), _KeySet()
 
-        def apply(element: tuple[str, dict[str, list[Any]]]) -> Iterator[PageDocument]:
+        def survivor(info: DedupInfo, frequent: list[str], boilerplate: list[str]) -> tuple[str, tuple[str, bool]]:
+            # whether a corpus-wide removal touches the document: the others go through untouched
+            touched = (not image_set(frequent).isdisjoint(info.image_urls)
+                       or not paragraph_set(boilerplate).isdisjoint(info.paragraph_keys))
+            return info.key, (info.staged, touched)
+
+        survivors = survivors | "Survivors" >> beam.Map(survivor, beam.pvalue.AsList(images),
+                                                         beam.pvalue.AsList(paragraphs))
+        return survivors, images, paragraphs
+
+
+def apply_removals(item: PageDocument, *, frequent_images: Collection[str], boilerplate: Collection[str],
+                   filters: FilterConfig, namespace: str = NAMESPACE) -> PageDocument | None:
+    """`item` with the corpus-wide removals that touch it (its images whose `image_url_key` is in
+    `frequent_images`, its paragraphs whose `boilerplate_key` is in `boilerplate`) applied by
+    `apply_filters(..., frequent_image_urls=, boilerplate_paragraphs=)` (counted as
+    `filter.image_frequent_url`, `filter.paragraph_boilerplate` and any document-level reason
+    that then applies), or None if the document goes."""
+    doc = item.doc
+    images: set[str] = set()
+    if frequent_images:
+        images = {url for url in map(normalized_image_url, (n.url for n in doc.images))
+                  if short_key(url) in frequent_images}
+    paragraphs: set[str] = set()
+    if boilerplate:
+        domain = dedup.domain_of(doc.url)
+        paragraphs = {key for key in (dedup.paragraph_key(node.text) for node in doc.texts)
+                      if key and boilerplate_key(domain, key) in boilerplate}
+    if not removals_hit(doc, images=images, paragraphs=paragraphs):
+        # apply_filters would keep every node and reuse the stored scores: the same document
+        return item
+    reasons: Counter = Counter()
+    # item.doc is FilterDocuments' output, unchanged since: its stored scores are those of its
+    # text, so the text is scored again only if a paragraph goes.
+    kept, _ = apply_filters(doc, filters, reasons, frequent_image_urls=images, boilerplate_paragraphs=paragraphs,
+                            known_stats=judged_stats(doc))
+    count_all(namespace, "filter", reasons)
+    return None if kept is None else dataclasses.replace(item, doc=kept)
+
+
+class _KeySet:
+    """A side input list as a set, built once per list object (a bundle's side input)."""
+
+    def __init__(self) -> None:
+        self._source: Any = None
+        self._set: frozenset[str] = frozenset()
+
+    def __call__(self, values: list[str]) -> frozenset[str]:
+        if values is not self._source:
+            self._source, self._set = values, frozenset(values)
+        return self._set
+
+
+class DeduplicateDocuments(beam.PTransform):
+    """PageDocuments -> the documents that survive dedup, with their corpus-wide removals applied
+    (`DedupDecisions` + `apply_removals` on documents carried in the pipeline; the job itself
+    stages its documents instead, see `StageDocumentsFn`)."""
+
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        super().__init__()
+        self.config, self.namespace = config, namespace
+
+    def expand(self, docs: beam.PCollection) -> beam.PCollection:
+        cfg, namespace = self.config, self.namespace
+        survivors, images, paragraphs = (
+            docs
+            | "DedupInfo" >> beam.Map(dedup_info, bands=cfg.minhash_bands, rows=cfg.minhash_rows)
+            | "Decisions" >> DedupDecisions(config=cfg, namespace=namespace))
+        image_set, paragraph_set = _KeySet(), _KeySet()
+
+        def apply(element: tuple[str, dict[str, list[Any]]], frequent: list[str],
+                  boilerplate: list[str]) -> Iterator[PageDocument]:
             _, grouped = element
             if not grouped["keep"]:
                 return
-            images = {value for kind, value in grouped["removed"] if kind == "image"}
-            paragraphs = {value for kind, value in grouped["removed"] if kind == "paragraph"}
+            _, touched = grouped["keep"][0]
             for item in grouped["doc"]:
-                if not removals_hit(item.doc, images=images, paragraphs=paragraphs):
-                    # apply_filters would keep every node and reuse the stored scores: same document
+                if not touched:
                     yield item
                     continue
-                reasons: Counter = Counter()
-                # item.doc is FilterDocuments' output, unchanged since: its stored scores are those
-                # of its text, so the text is scored again only if a paragraph goes.
-                doc, _ = apply_filters(item.doc, filters, reasons, frequent_image_urls=images,
-                                       boilerplate_paragraphs=paragraphs, known_stats=judged_stats(item.doc))
-                count_all(namespace, "filter", reasons)
-                if doc is not None:
-                    yield dataclasses.replace(item, doc=doc)
+                kept = apply_removals(item, frequent_images=image_set(frequent), boilerplate=paragraph_set(boilerplate),
+                                      filters=cfg.filters, namespace=namespace)
+                if kept is not None:
+                    yield kept
 
-        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)),
-                 "keep": survivors | "KeyKept" >> beam.Map(lambda info: (info.key, True)),
-                 "removed": removals}
-                | "JoinDecisions" >> beam.CoGroupByKey()
-                | "ApplyDecisions" >> beam.FlatMap(apply))
+        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)), "keep": survivors}
+                | "JoinSurvivors" >> beam.CoGroupByKey()
+                | "ApplyRemovals" >> beam.FlatMap(apply, beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs)))
 
 
 def image_bounds_reason(doc: Document, config: FilterConfig) -> str | None:
@@ -457,27 +581,208 @@ class AssembleSampleFn(beam.DoFn):
         yield shard, ShardItem(key=key, sample=M3WSample(key=key, document=document, images=images))
 
 
+# --- staging -------------------------------------------------------------------------------------
+
+STAGING_DIR = "_staging"
+"""Folder (beside the shards) holding the staged documents of each WARC file."""
+
+STAGING_VERSION = 1
+"""Bumped when what a staging file holds changes: older files are then not reused."""
+
+
+def staging_fingerprint(config: M3WConfig) -> str:
+    """A key of everything that shapes a staging file (extraction, filters, MinHash bands): a
+    rerun reuses a staging file only if it was written under the same settings."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, set | frozenset):
+            return sorted(plain(v) for v in value)
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value if value is None or isinstance(value, str | int | float | bool) else repr(value)
+
+    settings = {"version": STAGING_VERSION, "extract": plain(config.extract), "filters": plain(config.filters),
+                "bands": config.minhash_bands, "rows": config.minhash_rows}
+    return make_key(json.dumps(settings, sort_keys=True))
+
+
+def _pickles(handle: Any) -> Iterator[Any]:
+    """The objects of a stream of pickles (one `pickle.dump` after another)."""
+    while True:
+        try:
+            yield pickle.load(handle)
+        except EOFError:
+            return
+
+
+class StageDocumentsFn(beam.DoFn):
+    """WARC file URL -> its pages read, extracted and filtered, the surviving documents written
+    to `<output>/_staging/m3w/<name>.docs.pkl`; emits the documents' `DedupInfo`s (and dead
+    letters), never the documents themselves.
+
+    Each staging file is written under a temporary name and renamed, the `.infos.pkl` file (the
+    infos, then the file's counters and dead letters) last: a file whose infos exist is complete,
+    and a rerun reuses it, replaying its counters and dead letters, instead of extracting again.
+    Skipped WARC records count as `warc.<reason>`, extraction rejections as `extract.<reason>`
+    (dead letters), filter drops as `filter.<reason>`.
+    """
+
+    def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE,
+                 max_body_bytes: int = 5 * 2**20) -> None:
+        self.output, self.config, self.namespace, self.max_body_bytes = output, config, namespace, max_body_bytes
+
+    def setup(self) -> None:
+        from flamboyance.preprocess.extract import DEFAULT_CONFIG
+
+        self.progress = Progress(namespace=self.namespace, stage="stage_documents")
+        self.extract_config = self.config.extract or DEFAULT_CONFIG
+        self.fingerprint = staging_fingerprint(self.config)
+        self.root = join_url(self.output, STAGING_DIR, self.namespace)
+
+    def process(self, url: str) -> Iterator[Any]:
+        name = make_key(url, self.fingerprint)
+        docs_url, infos_url = join_url(self.root, f"{name}.docs.pkl"), join_url(self.root, f"{name}.infos.pkl")
+        fs, infos_path = fsspec.core.url_to_fs(infos_url)
+        footer: dict[str, Any] | None = None
+        if fs.exists(infos_path) and fs.exists(fsspec.core.url_to_fs(docs_url)[1]):
+            footer = yield from self._replay(fs, infos_path)
+            if footer is None:
+                LOG.warning("%s: staging file %s is incomplete; staging %s again", self.namespace, infos_url, url)
+        if footer is None:
+            footer = yield from self._stage(url, docs_url, infos_url)
+        for name_, value in footer["counters"].items():
+            count(self.namespace, name_, value)
+        for letter in footer["dead_letters"]:
+            yield TaggedOutput(DEAD_LETTER, DeadLetter(**letter))
+
+    def _replay(self, fs: Any, path: str) -> Iterator[Any]:
+        """Yield the staged infos of a complete file; return its footer (None if it has none)."""
+        infos = []
+        with fs.open(path, "rb") as handle:
+            for obj in _pickles(handle):
+                if isinstance(obj, DedupInfo):
+                    infos.append(obj)
+                elif isinstance(obj, dict) and obj.get("version") == STAGING_VERSION:
+                    yield from infos
+                    return obj
+        return None
+
+    def _stage(self, url: str, docs_url: str, infos_url: str) -> Iterator[Any]:
+        from flamboyance.crawl import read_warc
+        from flamboyance.preprocess.extract import ExtractionError
+
+        counters: Counter = Counter()
+        letters: list[dict[str, str]] = []
+        skipped: Counter = Counter()
+        fs, docs_path = fsspec.core.url_to_fs(docs_url)
+        infos_path = fsspec.core.url_to_fs(infos_url)[1]
+        fs.makedirs(posixpath.dirname(docs_path), exist_ok=True)
+        suffix = f".{uuid.uuid4().hex}.tmp"  # a retried bundle never writes into another attempt's file
+        docs_tmp, infos_tmp = docs_path + suffix, infos_path + suffix
+        cfg = self.config
+        try:
+            with fs.open(docs_tmp, "wb") as docs_out, fs.open(infos_tmp, "wb") as infos_out:
+                for page in read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes):
+                    counters["warc.pages"] += 1
+                    self.progress.tick()
+                    try:
+                        item = page_document(page, self.extract_config)
+                    except ExtractionError as err:
+                        counters[f"extract.{err.reason}"] += 1
+                        letters.append({"stage": "extract", "reason": err.reason, "ref": page_ref(page),
+                                        "detail": err.detail[:1000]})
+                        continue
+                    counters["extract.documents"] += 1
+                    reasons: Counter = Counter()
+                    doc, _ = apply_filters(item.doc, cfg.filters, reasons)
+                    counters.update({f"filter.{reason}": n for reason, n in reasons.items()})
+                    if doc is None:
+                        continue
+                    item = dataclasses.replace(item, doc=doc)
+                    info = dedup_info(item, bands=cfg.minhash_bands, rows=cfg.minhash_rows, staged=docs_url)
+                    pickle.dump(item, docs_out, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(info, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
+                    yield info
+                counters["warc.files"] += 1
+                counters.update({f"warc.{reason}": n for reason, n in skipped.items()})
+                footer = {"version": STAGING_VERSION, "warc": url, "counters": dict(counters),
+                          "dead_letters": letters}
+                pickle.dump(footer, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
+            fs.mv(docs_tmp, docs_path)
+            fs.mv(infos_tmp, infos_path)  # last: its presence says the file is complete
+        finally:
+            for tmp in (docs_tmp, infos_tmp):
+                if fs.exists(tmp):
+                    fs.rm(tmp)
+        LOG.info("%s: staged %d documents of %d pages from %s (skipped %s)", self.namespace,
+                 counters["extract.documents"], counters["warc.pages"], url, dict(skipped))
+        return footer
+
+
+class ApplySurvivorsFn(beam.DoFn):
+    """(staging file URL, [(doc key, touched)]) + frequent image keys + boilerplate keys (side
+    inputs) -> the file's surviving documents, streamed from it, with their corpus-wide removals
+    applied to the touched ones."""
+
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        self.config, self.namespace = config, namespace
+
+    def setup(self) -> None:
+        self.image_set, self.paragraph_set = _KeySet(), _KeySet()
+
+    def process(self, element: tuple[str, Iterable[tuple[str, bool]]], frequent: list[str],
+                boilerplate: list[str]) -> Iterator[PageDocument]:
+        url, keys = element
+        wanted = dict(keys)
+        images, paragraphs = self.image_set(frequent), self.paragraph_set(boilerplate)
+        found = 0
+        with fsspec.open(url, "rb") as handle:
+            for item in _pickles(handle):
+                touched = wanted.get(item.key)
+                if touched is None:
+                    continue
+                found += 1
+                if not touched:
+                    yield item
+                    continue
+                kept = apply_removals(item, frequent_images=images, boilerplate=paragraphs,
+                                      filters=self.config.filters, namespace=self.namespace)
+                if kept is not None:
+                    yield kept
+        if found != len(wanted):
+            raise RuntimeError(f"staging file {url} lacks {len(wanted) - found} of the documents dedup kept; "
+                               f"it was changed or removed during the run")
+
+
 class M3WDocuments(beam.PTransform):
-    """WARC URL globs -> deduplicated, frequency-filtered `PageDocument`s (no downloads).
+    """WARC URL globs -> deduplicated, frequency-filtered `PageDocument`s (no downloads), staged
+    under `output` (see `StageDocumentsFn`).
 
     Returns (documents, dead_letters)."""
 
-    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE) -> None:
         super().__init__()
-        self.config, self.namespace = config, namespace
+        self.output, self.config, self.namespace = output, config, namespace
 
     def expand(self, patterns: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         cfg, namespace = self.config, self.namespace
-        pages = patterns | "ReadWarcPages" >> ReadWarcPages(namespace=namespace)
-        extracted = pages | "ExtractDocuments" >> beam.ParDo(
-            ExtractDocumentFn(namespace=namespace, extract_config=cfg.extract)).with_outputs(
-            DEAD_LETTER, main="docs")
-        docs = (extracted.docs
-                | "FilterDocuments" >> beam.ParDo(FilterDocumentFn(filter_config=cfg.filters,
-                                                                   namespace=namespace))
-                | "Deduplicate" >> DeduplicateDocuments(config=cfg, namespace=namespace)
+        staged = (patterns
+                  | "ExpandGlobs" >> beam.FlatMap(expand_glob)
+                  | "SpreadFiles" >> beam.Reshuffle()
+                  | "StageDocuments" >> beam.ParDo(StageDocumentsFn(output=self.output, config=cfg,
+                                                                    namespace=namespace))
+                  .with_outputs(DEAD_LETTER, main="infos"))
+        survivors, images, paragraphs = staged.infos | "Decisions" >> DedupDecisions(config=cfg, namespace=namespace)
+        docs = (survivors
+                | "ByStagingFile" >> beam.Map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))
+                | "GroupByStagingFile" >> beam.GroupByKey()
+                | "ApplySurvivors" >> beam.ParDo(ApplySurvivorsFn(config=cfg, namespace=namespace),
+                                                 beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs))
                 | "BoundsBeforeDownload" >> beam.ParDo(_BoundsFn(config=cfg, namespace=namespace)))
-        return docs, extracted[DEAD_LETTER]
+        return docs, staged[DEAD_LETTER]
 
 
 class _BoundsFn(beam.DoFn):
@@ -503,7 +808,7 @@ def build_m3w(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config
     """
     namespace = NAMESPACE
     docs, extract_dead = (pipeline | "Inputs" >> beam.Create(inputs)
-                          | "Documents" >> M3WDocuments(config=config, namespace=namespace))
+                          | "Documents" >> M3WDocuments(output=output, config=config, namespace=namespace))
     if not download:
         _ = docs | "CountDocuments" >> beam.combiners.Count.Globally()
         _ = extract_dead | "WriteDeadLetters" >> WriteDeadLetters(output)
