@@ -157,8 +157,9 @@ class FilterDocumentFn(beam.DoFn):
 # Dedup decisions are made on small `DedupInfo` records (hashes, keys, a MinHash signature),
 # computed next to extraction where the work parallelises; the documents wait in their staging
 # files (`StageDocumentsFn`) and only the survivors' keys go back to them. Keys that are only
-# compared (URLs, paragraph keys) travel as 64-bit hashes (`short_key`): a false match among a
-# billion keys has probability about 2**-34.
+# compared (URLs, paragraph keys, LSH bands) travel as 64-bit hashes (`short_key`), packed into
+# one bytes value per field: a false match among a billion keys has probability about 2**-34,
+# and a record is a few hundred bytes in a shuffle and in memory.
 
 @dataclass(frozen=True, kw_only=True)
 class DedupInfo:
@@ -169,19 +170,20 @@ class DedupInfo:
     """`recency` of the capture: larger is newer."""
     content_hash: str
     url_key: str
-    """`short_key` of the normalised page URL."""
+    """`short_key` of the normalised page URL, in hex."""
     image_set_key: str
-    band_keys: tuple[str, ...] = ()
-    """LSH band keys of the text's MinHash signature (none for a document without text)."""
+    band_keys: bytes = b""
+    """LSH band keys of the text's MinHash signature, 8 bytes a band (none without text)."""
     signature: bytes = b""
     """The signature's values truncated to 32 bits (uint32 bytes), enough to estimate Jaccard
     similarity (a false slot match has probability 2**-32) at half the bytes in every shuffle."""
-    image_urls: tuple[str, ...] = ()
-    """`image_url_key`s of the document's images (distinct, sorted)."""
-    paragraph_keys: tuple[str, ...] = ()
-    """`boilerplate_key`s of its text nodes (distinct, sorted)."""
+    image_keys: bytes = b""
+    """`image_url_key`s of the document's images (distinct, sorted, 8 bytes each)."""
+    paragraph_keys: bytes = b""
+    """`boilerplate_key`s of its text nodes (distinct, sorted, 8 bytes each)."""
     staged: str = ""
-    """URL of the staging file holding the document ("" when the documents travel in the pipeline)."""
+    """Name of the staging file holding the document, in the job's staging folder ("" when the
+    documents travel in the pipeline). A name, not a URL: an output moved elsewhere still works."""
 
 
 def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -> DedupInfo:
@@ -190,22 +192,29 @@ def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -
     text = doc.text()
     domain = dedup.domain_of(doc.url)
     paragraphs = {dedup.paragraph_key(node.text) for node in doc.texts} - {""}
-    url_key = short_key(normalized_image_url(doc.url))
-    band_keys: tuple[str, ...] = ()
-    signature = b""
+    url_key = short_key(normalized_image_url(doc.url)).hex()
+    band_keys = signature = b""
     if text.strip():
         full = dedup.minhash_signature(text, num_perm=bands * rows)
-        band_keys = tuple(dedup.lsh_band_keys(full, bands=bands, rows=rows))
+        # "NN:<16 hex digits>" -> the 8 bytes; the band index is the position
+        band_keys = b"".join(bytes.fromhex(key.split(":", 1)[1]) for key in
+                             dedup.lsh_band_keys(full, bands=bands, rows=rows))
         signature = full.astype(np.uint32).tobytes()
     return DedupInfo(key=item.key, rank=recency(item), content_hash=dedup.content_hash(doc), url_key=url_key,
                      image_set_key=dedup.image_set_key(doc), band_keys=band_keys, signature=signature,
-                     image_urls=tuple(sorted({image_url_key(image.url) for image in doc.images})),
-                     paragraph_keys=tuple(sorted(boilerplate_key(domain, key) for key in paragraphs)), staged=staged)
+                     image_keys=b"".join(sorted({image_url_key(image.url) for image in doc.images})),
+                     paragraph_keys=b"".join(sorted({boilerplate_key(domain, key) for key in paragraphs})),
+                     staged=staged)
 
 
-def short_key(text: str) -> str:
-    """A 64-bit hash of `text` (16 hex digits): what dedup compares instead of a long string."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+def short_key(text: str) -> bytes:
+    """A 64-bit hash of `text` (8 bytes): what dedup compares instead of a long string."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+
+
+def key_chunks(packed: bytes) -> Iterator[bytes]:
+    """The 8-byte keys packed in a `DedupInfo` field."""
+    return (packed[i:i + 8] for i in range(0, len(packed), 8))
 
 
 def normalized_image_url(url: str) -> str:
@@ -216,12 +225,12 @@ def normalized_image_url(url: str) -> str:
         return url
 
 
-def image_url_key(url: str) -> str:
+def image_url_key(url: str) -> bytes:
     """The key an image URL is counted under for image frequency (its normalised form, hashed)."""
     return short_key(normalized_image_url(url))
 
 
-def boilerplate_key(domain: str, paragraph_key: str) -> str:
+def boilerplate_key(domain: str, paragraph_key: str) -> bytes:
     """The key a paragraph is counted under for domain boilerplate (its domain and key, hashed)."""
     return short_key(f"{domain}\x1f{paragraph_key}")
 
@@ -290,11 +299,11 @@ class NearDedup(beam.PTransform):
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
         threshold, namespace = self.threshold, self.namespace
 
-        def band_members(info: DedupInfo) -> Iterator[tuple[str, str]]:
-            for band_key in info.band_keys:
-                yield band_key, info.key
+        def band_members(info: DedupInfo) -> Iterator[tuple[bytes, str]]:
+            for band, digest in enumerate(key_chunks(info.band_keys)):
+                yield bytes([band]) + digest, info.key
 
-        def shared(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]:
+        def shared(element: tuple[bytes, Iterable[str]]) -> Iterator[tuple[str, bytes]]:
             # Almost every band key is a document's own: only members of shared bands go on.
             band_key, keys = element
             keys = list(keys)
@@ -326,7 +335,8 @@ class NearDedup(beam.PTransform):
                    | "CandidateBands" >> beam.FlatMap(with_signature)
                    | "GroupBands" >> beam.GroupByKey()
                    | "Candidates" >> beam.FlatMap(duplicates)
-                   | "OncePerDoc" >> beam.Distinct()
+                   # a document removed in several bands is listed once per band; the join below
+                   # only asks whether it is listed at all
                    | "KeyRemoved" >> beam.Map(lambda key: (key, True)))
 
         def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[DedupInfo]:
@@ -335,7 +345,7 @@ class NearDedup(beam.PTransform):
                     count(namespace, "dedup.near_duplicate")
                 else:
                     # the signature and band keys have served: later shuffles carry the rest only
-                    yield dataclasses.replace(info, band_keys=(), signature=b"")
+                    yield dataclasses.replace(info, band_keys=b"", signature=b"")
 
         return ({"info": infos | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "removed": removed}
                 | "JoinRemovals" >> beam.CoGroupByKey()
@@ -362,17 +372,17 @@ class CorpusFrequency(beam.PTransform):
         min_repeats = self.filter_config.paragraph_boilerplate_min_count
         namespace = self.namespace
 
-        def frequent(counter: str, at_least: int) -> Callable[[tuple[str, int]], Iterator[str]]:
-            def emit(element: tuple[str, int]) -> Iterator[str]:
+        def frequent(counter: str, at_least: int) -> Callable[[tuple[bytes, int]], Iterator[bytes]]:
+            def emit(element: tuple[bytes, int]) -> Iterator[bytes]:
                 if element[1] >= at_least:
                     count(namespace, f"frequency.{counter}")
                     yield element[0]
             return emit
 
-        images = (infos | "ImageRefs" >> beam.FlatMap(lambda info: info.image_urls)
+        images = (infos | "ImageRefs" >> beam.FlatMap(lambda info: key_chunks(info.image_keys))
                   | "CountImageDocs" >> beam.combiners.Count.PerElement()
                   | "FrequentImages" >> beam.FlatMap(frequent("frequent_image_urls", max_docs + 1)))
-        paragraphs = (infos | "ParagraphRefs" >> beam.FlatMap(lambda info: info.paragraph_keys)
+        paragraphs = (infos | "ParagraphRefs" >> beam.FlatMap(lambda info: key_chunks(info.paragraph_keys))
                       | "CountParagraphDocs" >> beam.combiners.Count.PerElement()
                       | "Boilerplate" >> beam.FlatMap(frequent("boilerplate_paragraphs", min_repeats)))
         return images, paragraphs
@@ -395,7 +405,7 @@ def removals_hit(doc: Document, *, images: Collection[str], paragraphs: Collecti
 class DedupDecisions(beam.PTransform):
     """`DedupInfo`s -> (survivors, frequent image keys, boilerplate paragraph keys).
 
-    Survivors are `(doc key, (staging file URL, touched))` of the documents that survive dedup
+    Survivors are `(doc key, (staging file name, touched))` of the documents that survive dedup
     (exact, near, same URL, same image set: the newest capture wins); the two key sets
     (`CorpusFrequency`, over the survivors) are applied with `apply_removals` to the documents
     they touch."""
@@ -418,10 +428,10 @@ class DedupDecisions(beam.PTransform):
                                                                               namespace=namespace)
         image_set, paragraph_set = _KeySet(), _KeySet()
 
-        def survivor(info: DedupInfo, frequent: list[str], boilerplate: list[str]) -> tuple[str, tuple[str, bool]]:
+        def survivor(info: DedupInfo, frequent: list[bytes], boilerplate: list[bytes]) -> tuple[str, tuple[str, bool]]:
             # whether a corpus-wide removal touches the document: the others go through untouched
-            touched = (not image_set(frequent).isdisjoint(info.image_urls)
-                       or not paragraph_set(boilerplate).isdisjoint(info.paragraph_keys))
+            touched = (not image_set(frequent).isdisjoint(key_chunks(info.image_keys))
+                       or not paragraph_set(boilerplate).isdisjoint(key_chunks(info.paragraph_keys)))
             return info.key, (info.staged, touched)
 
         survivors = survivors | "Survivors" >> beam.Map(survivor, beam.pvalue.AsList(images),
@@ -429,7 +439,7 @@ class DedupDecisions(beam.PTransform):
         return survivors, images, paragraphs
 
 
-def apply_removals(item: PageDocument, *, frequent_images: Collection[str], boilerplate: Collection[str],
+def apply_removals(item: PageDocument, *, frequent_images: Collection[bytes], boilerplate: Collection[bytes],
                    filters: FilterConfig, namespace: str = NAMESPACE) -> PageDocument | None:
     """`item` with the corpus-wide removals that touch it (its images whose `image_url_key` is in
     `frequent_images`, its paragraphs whose `boilerplate_key` is in `boilerplate`) applied by
@@ -463,9 +473,9 @@ class _KeySet:
 
     def __init__(self) -> None:
         self._source: Any = None
-        self._set: frozenset[str] = frozenset()
+        self._set: frozenset[bytes] = frozenset()
 
-    def __call__(self, values: list[str]) -> frozenset[str]:
+    def __call__(self, values: list[bytes]) -> frozenset[bytes]:
         if values is not self._source:
             self._source, self._set = values, frozenset(values)
         return self._set
@@ -488,8 +498,8 @@ class DeduplicateDocuments(beam.PTransform):
             | "Decisions" >> DedupDecisions(config=cfg, namespace=namespace))
         image_set, paragraph_set = _KeySet(), _KeySet()
 
-        def apply(element: tuple[str, dict[str, list[Any]]], frequent: list[str],
-                  boilerplate: list[str]) -> Iterator[PageDocument]:
+        def apply(element: tuple[str, dict[str, list[Any]]], frequent: list[bytes],
+                  boilerplate: list[bytes]) -> Iterator[PageDocument]:
             _, grouped = element
             if not grouped["keep"]:
                 return
@@ -586,7 +596,7 @@ class AssembleSampleFn(beam.DoFn):
 STAGING_DIR = "_staging"
 """Folder (beside the shards) holding the staged documents of each WARC file."""
 
-STAGING_VERSION = 1
+STAGING_VERSION = 2
 """Bumped when what a staging file holds changes: older files are then not reused."""
 
 
@@ -661,13 +671,16 @@ class StageDocumentsFn(beam.DoFn):
     def _replay(self, fs: Any, path: str) -> Iterator[Any]:
         """Yield the staged infos of a complete file; return its footer (None if it has none)."""
         infos = []
-        with fs.open(path, "rb") as handle:
-            for obj in _pickles(handle):
-                if isinstance(obj, DedupInfo):
-                    infos.append(obj)
-                elif isinstance(obj, dict) and obj.get("version") == STAGING_VERSION:
-                    yield from infos
-                    return obj
+        try:
+            with fs.open(path, "rb") as handle:
+                for obj in _pickles(handle):
+                    if isinstance(obj, DedupInfo):
+                        infos.append(obj)
+                    elif isinstance(obj, dict) and obj.get("version") == STAGING_VERSION:
+                        yield from infos
+                        return obj
+        except Exception as err:  # noqa: BLE001 - any damage means "stage again", never a wrong reuse
+            LOG.warning("%s: cannot read staging file %s (%s: %s)", self.namespace, path, type(err).__name__, err)
         return None
 
     def _stage(self, url: str, docs_url: str, infos_url: str) -> Iterator[Any]:
@@ -702,7 +715,8 @@ class StageDocumentsFn(beam.DoFn):
                     if doc is None:
                         continue
                     item = dataclasses.replace(item, doc=doc)
-                    info = dedup_info(item, bands=cfg.minhash_bands, rows=cfg.minhash_rows, staged=docs_url)
+                    info = dedup_info(item, bands=cfg.minhash_bands, rows=cfg.minhash_rows,
+                                      staged=posixpath.basename(docs_path))
                     pickle.dump(item, docs_out, protocol=pickle.HIGHEST_PROTOCOL)
                     pickle.dump(info, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
                     yield info
@@ -723,19 +737,21 @@ class StageDocumentsFn(beam.DoFn):
 
 
 class ApplySurvivorsFn(beam.DoFn):
-    """(staging file URL, [(doc key, touched)]) + frequent image keys + boilerplate keys (side
+    """(staging file name, [(doc key, touched)]) + frequent image keys + boilerplate keys (side
     inputs) -> the file's surviving documents, streamed from it, with their corpus-wide removals
     applied to the touched ones."""
 
-    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
-        self.config, self.namespace = config, namespace
+    def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        self.output, self.config, self.namespace = output, config, namespace
 
     def setup(self) -> None:
         self.image_set, self.paragraph_set = _KeySet(), _KeySet()
+        self.root = join_url(self.output, STAGING_DIR, self.namespace)
 
-    def process(self, element: tuple[str, Iterable[tuple[str, bool]]], frequent: list[str],
-                boilerplate: list[str]) -> Iterator[PageDocument]:
-        url, keys = element
+    def process(self, element: tuple[str, Iterable[tuple[str, bool]]], frequent: list[bytes],
+                boilerplate: list[bytes]) -> Iterator[PageDocument]:
+        name, keys = element
+        url = join_url(self.root, name)
         wanted = dict(keys)
         images, paragraphs = self.image_set(frequent), self.paragraph_set(boilerplate)
         found = 0
@@ -779,7 +795,7 @@ class M3WDocuments(beam.PTransform):
         docs = (survivors
                 | "ByStagingFile" >> beam.Map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))
                 | "GroupByStagingFile" >> beam.GroupByKey()
-                | "ApplySurvivors" >> beam.ParDo(ApplySurvivorsFn(config=cfg, namespace=namespace),
+                | "ApplySurvivors" >> beam.ParDo(ApplySurvivorsFn(output=self.output, config=cfg, namespace=namespace),
                                                  beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs))
                 | "BoundsBeforeDownload" >> beam.ParDo(_BoundsFn(config=cfg, namespace=namespace)))
         return docs, staged[DEAD_LETTER]

@@ -179,3 +179,65 @@ def test_m3w_job_sigkilled_midway_then_rerun(web_warc, tmp_path):
     _check_against_truth(truth, docs)
     assert json.loads((out / "manifest.json").read_text())["samples"] == len(docs)
     assert not list(out.glob(".*tmp*"))
+
+
+def _counters_without_timing(counters: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counters.items() if not k.startswith(("image.", "shard."))}
+
+
+def test_m3w_staging_is_reused_and_an_incomplete_file_is_staged_again(web_warc, tmp_path):
+    import shutil
+
+    truth, glob = web_warc
+    first = _run(glob, tmp_path / "a", per_shard=4)
+    staging = tmp_path / "a" / "_staging" / "m3w"
+    infos = sorted(staging.glob("*.infos.pkl"))
+    docs = sorted(staging.glob("*.docs.pkl"))
+    assert len(infos) == len(docs) == 1 and not list(staging.glob("*.tmp"))
+    hashes = shard_hashes(tmp_path / "a")
+    # the first output moves away: staging files name their documents relative to their folder
+    (tmp_path / "a").rename(tmp_path / "moved")
+    staging = tmp_path / "moved" / "_staging" / "m3w"
+    infos = sorted(staging.glob("*.infos.pkl"))
+    stamp = infos[0].stat().st_mtime_ns
+
+    def fresh_output_keeping_staging(name: str) -> Path:
+        out = tmp_path / name
+        shutil.copytree(tmp_path / "moved" / "_staging", out / "_staging", copy_function=shutil.copy2)
+        return out
+
+    # a rerun that only has the staging files reuses them: same counters (replayed), same shards
+    out = fresh_output_keeping_staging("b")
+    again = _run(glob, out, per_shard=4)
+    assert _counters_without_timing(again) == _counters_without_timing(first)
+    assert again["warc.pages"] == len(truth.crawlable)
+    assert shard_hashes(out) == hashes
+    assert (out / "_staging" / "m3w" / infos[0].name).stat().st_mtime_ns == stamp  # not rewritten
+
+    # an infos file cut short (no footer) is not trusted: the WARC file is staged again
+    out = fresh_output_keeping_staging("c")
+    cut = out / "_staging" / "m3w" / infos[0].name
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    again = _run(glob, out, per_shard=4)
+    assert _counters_without_timing(again) == _counters_without_timing(first)
+    assert shard_hashes(out) == hashes
+    assert cut.read_bytes() == infos[0].read_bytes()
+
+
+def test_staging_fingerprint_follows_the_settings_and_is_stable_across_processes():
+    import subprocess
+    import sys
+
+    from flamboyance.pipelines.m3w import staging_fingerprint
+    from flamboyance.preprocess.filters import FilterConfig
+
+    base = staging_fingerprint(M3WConfig())
+    assert base == staging_fingerprint(M3WConfig(samples_per_shard=7))  # shard size: not a staging setting
+    assert base != staging_fingerprint(M3WConfig(filters=FilterConfig(doc_min_images=2)))
+    assert base != staging_fingerprint(M3WConfig(minhash_bands=7))
+    code = ("from flamboyance.pipelines.m3w import staging_fingerprint;"
+            "from flamboyance.pipelines.config import M3WConfig; print(staging_fingerprint(M3WConfig()))")
+    for seed in ("1", "2"):  # sets of strings iterate in a per-process order
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed})
+        assert out.stdout.strip() == base
