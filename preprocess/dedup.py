@@ -37,6 +37,7 @@ TRACKING_PARAMS = frozenset({"fbclid", "gclid", "dclid", "gbraid", "wbraid", "ms
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _WORD_RE = re.compile(r"\w+")
+_DIGIT_RE = re.compile(r"\d")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -46,6 +47,7 @@ def _digest(data: str | bytes, size: int = 16) -> str:
     return hashlib.blake2b(data, digest_size=size).hexdigest()
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def normalize_url(url: str) -> str:
     """Canonical form of an absolute URL for "same URL" dedup.
 
@@ -54,6 +56,9 @@ def normalize_url(url: str) -> str:
     sorts the remaining query parameters (raw `key=value` pairs, their encoding kept), and turns an
     empty path into "/". Other schemes (`data:`, `mailto:`) only lose their fragment.
     Raises ValueError naming the URL if it is not absolute or its port is invalid.
+
+    Memoised (the last 4096 URLs): a page's image URLs are normalised by the filters, by
+    `content_hash`, by `image_set_key` and for the image counts; failures are not memoised.
     """
     url = url.strip()
     try:
@@ -99,13 +104,20 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
+@functools.lru_cache(maxsize=1 << 11)
+def _normalized_text(text: str) -> str:
+    """`normalize_text`, memoised for the last texts (`paragraph_key` and `content_hash` both
+    normalise every text node of a document)."""
+    return normalize_text(text)
+
+
 def content_hash(doc: Document) -> str:
     """Exact-duplicate key (32 hex chars): the document's nodes in order, text normalised by
     `normalize_text` and media URLs by `normalize_url`. Same key <=> same content and layout."""
     parts: list[str] = []
     for node in doc.nodes:
         if isinstance(node, TextNode):
-            text = normalize_text(node.text)
+            text = _normalized_text(node.text)
             if text:
                 parts.append("T" + text)
         elif isinstance(node, ImageNode):
@@ -139,7 +151,7 @@ def domain_of(url: str) -> str:
 def paragraph_key(text: str) -> str:
     """Key (16 hex chars) of a paragraph for counting repeats within a domain; digits are folded to
     "0" so "© 2023" and "© 2024" footers count as the same paragraph. "" for blank text."""
-    norm = re.sub(r"\d", "0", normalize_text(text))
+    norm = _DIGIT_RE.sub("0", _normalized_text(text))
     return _digest(norm, 8) if norm else ""
 
 

@@ -303,14 +303,19 @@ def _token_starts(space: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _tokens_having(starts: np.ndarray, has: np.ndarray) -> np.ndarray:
-    """Positions of the first `has` character of every whitespace token that has one (`starts`
-    from `_token_starts`; `has` must be False on whitespace)."""
-    positions = np.flatnonzero(has)
-    token = np.cumsum(starts)[positions]  # token number of each `has` character
-    first = np.ones(len(positions), dtype=bool)
-    first[1:] = token[1:] != token[:-1]
-    return positions[first]
+def _tokens_having(space: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Positions of the first `has` character of every whitespace token that has one (`space`:
+    whitespace mask; `has` must be False on whitespace).
+
+    With the characters that are neither whitespace nor `has` removed, a token's `has`
+    characters are one run (no whitespace separates them) and two tokens' runs are separated by
+    whitespace: the first characters of the tokens asked for are the starts of the `has` runs."""
+    keep = space | has
+    runs = has[keep]
+    starts = np.empty(len(runs), dtype=bool)
+    starts[:1] = runs[:1]
+    np.greater(runs[1:], runs[:-1], out=starts[1:])
+    return np.flatnonzero(keep)[starts]
 
 
 def word_count(text: str) -> int:
@@ -338,7 +343,7 @@ def word_counts(texts: Sequence[str]) -> list[int]:
     ids = _char_ids(joined)
     flags = _ID_FLAGS[ids]
     space = (flags & _F_SPACE).astype(bool)
-    words = _tokens_having(_token_starts(space), (flags & (_F_SPECIAL | _F_SPACE)) == 0)
+    words = _tokens_having(space, (flags & (_F_SPECIAL | _F_SPACE)) == 0)
     ends = np.cumsum([len(t) + 1 for t in texts])  # text i spans [ends[i-1], ends[i] - 1)
     counts = np.bincount(np.searchsorted(ends, words, side="right"), minlength=len(texts)).tolist()
     memo = _WORD_COUNTS
@@ -480,45 +485,113 @@ class DocumentStats:
         return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "language"}
 
 
-def text_stats(text: str, *, image_count: int = 0, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
-    """`DocumentStats` of a plain text (lines separated by "\\n").
+class _TextScores:
+    """The `DocumentStats` of a text, each score computed when it is first read (`cached_property`).
+
+    The document filters run in order and stop at the first drop, so a document dropped for its
+    image count never has its text scored, and one dropped for its word count never meets the
+    language identifier; a kept document reads every score (`stats`). The document filters take
+    this object in place of a `DocumentStats` (same attribute names, same values).
 
     Character-level notions are whole-array operations on the text's character flags (see
     `_char_ids`): whitespace tokens are runs of non-space characters, "tokens with a letter" the
     distinct tokens of the letters, the punctuation ratio's `[\\w']+` tokens the runs of word
     characters. Only the words (needed as strings for stop words and lengths) are Python objects.
     """
-    ids = _char_ids(text)
-    flags = _ID_FLAGS[ids]
-    words = _words_of_lowered(text.lower(), _specials_of(ids))
-    n_words = len(words)
-    space = (flags & _F_SPACE).astype(bool)
-    starts = _token_starts(space)
-    n_tokens = int(np.count_nonzero(starts))
-    alpha_tokens = len(_tokens_having(starts, (flags & _F_ALPHA).astype(bool)))
-    word_chars = (flags & _F_WORD).astype(bool)
-    word_runs = int(np.count_nonzero(word_chars[1:] & ~word_chars[:-1])) + bool(len(text) and word_chars[0])
-    n_punct = int(np.count_nonzero(flags & _F_PUNCT))
-    n_special = int(np.count_nonzero(flags & _F_SPECIAL))
-    lines = [line.strip() for line in text.split("\n")]
-    lines = [line for line in lines if line]
-    language, language_score = detect_language(text[:cfg.language_max_chars])
-    return DocumentStats(
-        image_count=image_count,
-        word_count=n_words,
-        mean_word_length=sum(map(len, words)) / n_words if n_words else 0.0,
-        symbol_word_ratio=(max(text.count("#"), text.count("...") + text.count("…")) / n_words
-                           if n_words else 0.0),
-        alpha_word_ratio=alpha_tokens / n_tokens if n_tokens else 0.0,
-        duplicate_line_fraction=(len(lines) - len(set(lines))) / len(lines) if lines else 0.0,
-        char_repetition=_char_repetition(ids, cfg.char_repetition_ngram),
-        word_repetition=word_repetition_ratio(words, cfg.word_repetition_ngram),
-        special_char_ratio=n_special / len(text) if text else 0.0,
-        stop_word_ratio=sum(map(STOP_WORDS.__contains__, words)) / n_words if n_words else 0.0,
-        punctuation_ratio=n_punct / (n_punct + word_runs) if n_punct + word_runs else 0.0,
-        language=language,
-        language_score=language_score,
-    )
+
+    def __init__(self, text: str, image_count: int, cfg: FilterConfig) -> None:
+        self.text, self.image_count, self.cfg = text, image_count, cfg
+
+    @functools.cached_property
+    def _ids(self) -> np.ndarray:
+        return _char_ids(self.text)
+
+    @functools.cached_property
+    def _flags(self) -> np.ndarray:
+        ids = self._ids  # first: registering new characters replaces _ID_FLAGS
+        return _ID_FLAGS[ids]
+
+    @functools.cached_property
+    def _words(self) -> list[str]:
+        return _words_of_lowered(self.text.lower(), _specials_of(self._ids))
+
+    @functools.cached_property
+    def _language(self) -> tuple[str, float]:
+        return detect_language(self.text[:self.cfg.language_max_chars])
+
+    @functools.cached_property
+    def word_count(self) -> int:
+        return len(self._words)
+
+    @functools.cached_property
+    def mean_word_length(self) -> float:
+        words = self._words
+        return sum(map(len, words)) / len(words) if words else 0.0
+
+    @functools.cached_property
+    def symbol_word_ratio(self) -> float:
+        text, n_words = self.text, len(self._words)
+        return max(text.count("#"), text.count("...") + text.count("…")) / n_words if n_words else 0.0
+
+    @functools.cached_property
+    def alpha_word_ratio(self) -> float:
+        flags = self._flags
+        space = (flags & _F_SPACE).astype(bool)
+        n_tokens = int(np.count_nonzero(_token_starts(space)))
+        alpha_tokens = len(_tokens_having(space, (flags & _F_ALPHA).astype(bool)))
+        return alpha_tokens / n_tokens if n_tokens else 0.0
+
+    @functools.cached_property
+    def duplicate_line_fraction(self) -> float:
+        lines = [line.strip() for line in self.text.split("\n")]
+        lines = [line for line in lines if line]
+        return (len(lines) - len(set(lines))) / len(lines) if lines else 0.0
+
+    @functools.cached_property
+    def char_repetition(self) -> float:
+        return _char_repetition(self._ids, self.cfg.char_repetition_ngram)
+
+    @functools.cached_property
+    def word_repetition(self) -> float:
+        return word_repetition_ratio(self._words, self.cfg.word_repetition_ngram)
+
+    @functools.cached_property
+    def special_char_ratio(self) -> float:
+        text = self.text
+        return int(np.count_nonzero(self._flags & _F_SPECIAL)) / len(text) if text else 0.0
+
+    @functools.cached_property
+    def stop_word_ratio(self) -> float:
+        words = self._words
+        return sum(map(STOP_WORDS.__contains__, words)) / len(words) if words else 0.0
+
+    @functools.cached_property
+    def punctuation_ratio(self) -> float:
+        flags = self._flags
+        word_chars = (flags & _F_WORD).astype(bool)
+        word_runs = int(np.count_nonzero(word_chars[1:] & ~word_chars[:-1])) + bool(len(self.text) and word_chars[0])
+        n_punct = int(np.count_nonzero(flags & _F_PUNCT))
+        return n_punct / (n_punct + word_runs) if n_punct + word_runs else 0.0
+
+    @property
+    def language(self) -> str:
+        return self._language[0]
+
+    @property
+    def language_score(self) -> float:
+        return self._language[1]
+
+    def stats(self) -> DocumentStats:
+        """Every score, as a `DocumentStats`."""
+        return DocumentStats(**{name: getattr(self, name) for name in _STATS_FIELDS})
+
+
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(DocumentStats))
+
+
+def text_stats(text: str, *, image_count: int = 0, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
+    """`DocumentStats` of a plain text (lines separated by "\\n"); see `_TextScores`."""
+    return _TextScores(text, image_count, cfg).stats()
 
 
 def document_stats(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG) -> DocumentStats:
@@ -746,7 +819,7 @@ class DocumentFilter(Filter):
         self.cfg = cfg
 
     def filter(self, item: Document | DocumentStats) -> bool | tuple[bool, str]:
-        stats = item if isinstance(item, DocumentStats) else document_stats(item, self.cfg)
+        stats = item if isinstance(item, DocumentStats | _TextScores) else document_stats(item, self.cfg)
         return self.check(stats)
 
     def check(self, stats: DocumentStats) -> bool | tuple[bool, str]:
@@ -870,10 +943,13 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
     if known_stats is not None and not text_changed:
         stats = dataclasses.replace(known_stats, image_count=len(kept.images))
     else:
-        stats = document_stats(kept, cfg)
+        # scored lazily: the filters read only the scores up to the first that drops the document
+        stats = _TextScores(kept.text("\n"), len(kept.images), cfg)
     reason = run_filters(doc_steps, stats, counter)
     if reason is not None:
         return None, reason
+    if isinstance(stats, _TextScores):
+        stats = stats.stats()
     kept.language = stats.language
     kept.metadata["filter_scores"] = stats.scores()
     return kept, None

@@ -268,3 +268,109 @@ def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert language.cache_dir().parts[-2:] == (".cache", "flamboyance")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert language.cache_dir().parts[-2:] == (".cache", "flamboyance")
+
+
+# ---------------------------------------------------------------- lazy document scores, memoised keys
+
+
+def _doc(texts: list[str], images: int) -> filters.Document:
+    nodes: list = [filters.TextNode(text=t) for t in texts]
+    nodes += [filters.ImageNode(url=f"https://example.com/img{i}.jpg", width=400, height=300)
+              for i in range(images)]
+    return filters.Document(url="https://example.com/page", nodes=nodes)
+
+
+ENGLISH = ("The quick brown fox jumps over the lazy dog, and then it runs back home to its den. "
+           "It was a very good day for all of the animals that live in the forest near the river.")
+
+
+@pytest.mark.parametrize("doc", [
+    _doc([ENGLISH, ENGLISH.upper()], 2),                       # kept
+    _doc([ENGLISH], 0),                                        # doc_too_few_images
+    _doc([ENGLISH * 15] * 5, 1),                               # doc_too_many_words
+    _doc(["Le renard brun saute par-dessus le chien paresseux et rentre chez lui ce soir."] * 2, 1),
+    _doc(["#### ... ... ... #### word word word word word word word"], 1),
+    _doc(["short"], 1),
+])
+def test_lazy_scores_judge_like_the_full_stats(doc, monkeypatch):
+    """`apply_filters` reads the scores lazily; its verdict, counts and stored scores are those of
+    the full `document_stats`, and a document dropped for its images never reaches langid."""
+    cfg = filters.FilterConfig()
+    kept_nodes = filters.Document(url=doc.url, nodes=[n for n in doc.nodes if not isinstance(n, filters.TextNode)
+                                                      or cfg.paragraph_min_words <= filters.word_count(n.text)
+                                                      <= cfg.paragraph_max_words])
+    full = filters.document_stats(kept_nodes, cfg)
+    expected_reason = filters.run_filters(filters.document_filters(cfg), full)
+    counter: Counter = Counter()
+    kept, reason = filters.apply_filters(doc, cfg, counter)
+    assert reason == expected_reason and (reason is None or counter[reason] == 1)
+    if kept is not None:
+        assert kept.metadata["filter_scores"] == full.scores() and kept.language == full.language
+    scores = filters._TextScores(kept_nodes.text("\n"), len(kept_nodes.images), cfg)
+    assert scores.stats() == full
+    if not kept_nodes.images:
+        monkeypatch.setattr(filters, "detect_language", lambda text: pytest.fail("langid called"))
+        assert filters.apply_filters(doc, cfg)[1] == "doc_too_few_images"
+
+
+@pytest.mark.parametrize("text", random_texts(4, seed=11))
+def test_tokens_having_finds_each_tokens_first_match(text):
+    ids = filters._char_ids(text)  # registers new characters (and grows _ID_FLAGS) first
+    flags = filters._ID_FLAGS[ids]
+    space = (flags & filters._F_SPACE).astype(bool)
+    has = (flags & filters._F_ALPHA).astype(bool)
+    expected = []
+    for token in re.finditer(r"\S+", text):
+        first = next((i for i in range(token.start(), token.end()) if has[i]), None)
+        if first is not None and not space[first]:
+            expected.append(first)
+    assert filters._tokens_having(space, has).tolist() == expected
+
+
+def ref_paragraph_key(text: str) -> str:
+    norm = re.sub(r"\d", "0", " ".join(unicodedata.normalize("NFKC", text).lower().split()))
+    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest() if norm else ""
+
+
+def ref_normalize(url: str) -> str:
+    try:
+        return dedup.normalize_url.__wrapped__(url)
+    except ValueError:
+        return url.strip()
+
+
+def test_memoised_text_and_url_keys_match_the_definitions():
+    texts = random_texts(3, seed=5) + ["© 2023 Example", "© 2024 Example", "ﬁ ＡＢＣ １２３", "\u0661\u0662 x"]
+    for _ in range(2):  # second round from the memos
+        assert [dedup.paragraph_key(t) for t in texts] == [ref_paragraph_key(t) for t in texts]
+    urls = ["https://Example.com:443/a?utm_source=x&b=2&a=1#f", "https://example.com/img.jpg",
+            "relative/path.jpg", "http://[::1", "  https://www.example.com  "]
+    doc = filters.Document(url="https://example.com/", nodes=[
+        *[filters.TextNode(text=t) for t in texts[:8]], *[filters.ImageNode(url=u) for u in urls]])
+    parts = [("T" + " ".join(unicodedata.normalize("NFKC", n.text).lower().split()))
+             if isinstance(n, filters.TextNode) else "I" + ref_normalize(n.url) for n in doc.nodes]
+    parts = [p for p in parts if p != "T"]
+    expected_hash = hashlib.blake2b("\x1e".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    expected_set = hashlib.blake2b("\n".join(sorted({ref_normalize(u) for u in urls})).encode(),
+                                   digest_size=16).hexdigest()
+    for _ in range(2):
+        assert dedup.content_hash(doc) == expected_hash
+        assert dedup.image_set_key(doc) == expected_set
+        for bad in ("relative/path.jpg", "http://[::1"):  # failures are raised every time
+            with pytest.raises(ValueError):
+                dedup.normalize_url(bad)
+
+
+def test_lsh_band_keys_match_the_definition():
+    signature = dedup.minhash_signature(ENGLISH)
+    expected = [f"{band:02d}:" + hashlib.blake2b(b"".join(int(v).to_bytes(8, "little")
+                                                           for v in signature[band * 8:(band + 1) * 8]),
+                                                 digest_size=8).hexdigest() for band in range(14)]
+    assert dedup.lsh_band_keys(signature) == expected
+
+
+def test_lazy_scores_in_any_order_register_new_characters_first():
+    text = "".join(chr(c) for c in range(0x1E00, 0x1E40)) + " new letters, 1 2 3."
+    scores = filters._TextScores(text, 0, filters.FilterConfig())
+    assert scores.punctuation_ratio == text_stats(text).punctuation_ratio
+    assert scores.stats() == text_stats(text)
