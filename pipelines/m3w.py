@@ -284,6 +284,86 @@ class _NewestCombineFn(beam.CombineFn):
         return accumulator
 
 
+class _ConcatFn(beam.CombineFn):
+    """Concatenates packed fixed-size records: an accumulator is the record bytes and nothing else."""
+
+    def create_accumulator(self) -> bytearray:
+        return bytearray()
+
+    def add_input(self, accumulator: bytearray, packed: bytes) -> bytearray:
+        accumulator += packed
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[bytearray]) -> bytearray:
+        merged = bytearray()
+        for accumulator in accumulators:
+            merged += accumulator
+        return merged
+
+    def extract_output(self, accumulator: bytearray) -> bytes:
+        return bytes(accumulator)
+
+
+class GatherRecords(beam.PTransform):
+    """Packed records (bytes, `size` bytes each, keyed by their first 8 bytes) -> `(bucket, all
+    records of the bucket)`, in `buckets` buckets by the records' first byte.
+
+    Dedup keys and LSH bands are counted this way instead of with one shuffle element per key:
+    the records are combined before the shuffle (into a bytes buffer per bucket in each worker),
+    so a key costs its `size` bytes in every worker and in the runner, not a Python object of a
+    few hundred bytes. The buckets spread the work on runners with many workers."""
+
+    def __init__(self, *, size: int, buckets: int = 256) -> None:
+        super().__init__()
+        if not 0 < buckets <= 256:
+            raise ValueError(f"buckets must be in 1..256, got {buckets}")
+        self.size, self.buckets = size, buckets
+
+    def expand(self, packed: beam.PCollection) -> beam.PCollection:
+        size, buckets = self.size, self.buckets
+
+        def by_bucket(records: bytes) -> Iterator[tuple[int, bytes]]:
+            for i in range(0, len(records), size):
+                yield records[i] % buckets, records[i:i + size]
+
+        return (packed | "ByBucket" >> beam.FlatMap(by_bucket)
+                | "Concatenate" >> beam.CombinePerKey(_ConcatFn()))
+
+
+def _key_counts(records: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct 8-byte keys of packed records and how often each occurs."""
+    return np.unique(np.frombuffer(records, dtype="<u8"), return_counts=True)
+
+
+_BAND_SALTS = np.array([int.from_bytes(hashlib.blake2b(b"lsh band %d" % band, digest_size=8).digest(), "little")
+                        for band in range(256)], dtype="<u8")
+"""Per-band constants XORed into the band digests, so that equal digests in two bands are two keys."""
+
+
+def band_records(info: DedupInfo) -> bytes:
+    """The document's LSH bands as 16-byte records: (band key, `short_key` of the document key)."""
+    digests = np.frombuffer(info.band_keys, dtype="<u8")
+    if not digests.size:
+        return b""
+    records = np.empty((digests.size, 2), dtype="<u8")
+    records[:, 0] = digests ^ _BAND_SALTS[:digests.size]
+    records[:, 1] = np.frombuffer(short_key(info.key), dtype="<u8")[0]
+    return records.tobytes()
+
+
+def shared_band_members(records: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(document id, band key) of every document in a band that holds more than one document."""
+    table = np.frombuffer(records, dtype="<u8").reshape(-1, 2)
+    table = table[np.argsort(table[:, 0], kind="stable")]
+    bands = table[:, 0]
+    starts = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
+    sizes = np.diff(np.r_[starts, bands.size])
+    for start, n in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
+        band = table[start, 0].tobytes()
+        for row in range(start, start + n):
+            yield table[row, 1].tobytes(), band
+
+
 class NearDedup(beam.PTransform):
     """Near-duplicates by MinHash LSH: documents sharing a band key are candidates; a candidate
     whose estimated Jaccard similarity with a newer one in the band reaches `threshold` is removed.
@@ -299,18 +379,7 @@ class NearDedup(beam.PTransform):
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
         threshold, namespace = self.threshold, self.namespace
 
-        def band_members(info: DedupInfo) -> Iterator[tuple[bytes, str]]:
-            for band, digest in enumerate(key_chunks(info.band_keys)):
-                yield bytes([band]) + digest, info.key
-
-        def shared(element: tuple[bytes, Iterable[str]]) -> Iterator[tuple[str, bytes]]:
-            # Almost every band key is a document's own: only members of shared bands go on.
-            band_key, keys = element
-            keys = list(keys)
-            if len(keys) > 1:
-                yield from ((key, band_key) for key in keys)
-
-        def with_signature(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
+        def with_signature(element: tuple[bytes, dict[str, list[Any]]]) -> Iterator[tuple[bytes, Any]]:
             _, grouped = element
             for rank, signature in grouped["signature"]:
                 for band_key in grouped["band"]:
@@ -323,13 +392,14 @@ class NearDedup(beam.PTransform):
                 if any(dedup.jaccard_estimate(sigs[i], newer) >= threshold for newer in sigs[:i]):
                     yield members[i][0][1]
 
-        # Signatures travel only for the documents that share a band with another one.
+        # Almost every band key is a document's own: bands are gathered as packed records, and
+        # signatures travel only for the documents that share a band with another one.
         candidates = (infos
-                      | "BandKeys" >> beam.FlatMap(band_members)
-                      | "GroupBandKeys" >> beam.GroupByKey()
-                      | "SharedBands" >> beam.FlatMap(shared))
+                      | "BandRecords" >> beam.Map(band_records)
+                      | "GatherBands" >> GatherRecords(size=16)
+                      | "SharedBands" >> beam.FlatMap(lambda element: shared_band_members(element[1])))
         signatures = (infos | "Signatures" >> beam.FlatMap(
-            lambda info: [(info.key, (info.rank, info.signature))] if info.band_keys else []))
+            lambda info: [(short_key(info.key), (info.rank, info.signature))] if info.band_keys else []))
         removed = ({"signature": signatures, "band": candidates}
                    | "AttachSignatures" >> beam.CoGroupByKey()
                    | "CandidateBands" >> beam.FlatMap(with_signature)
@@ -358,8 +428,8 @@ class CorpusFrequency(beam.PTransform):
     of every paragraph repeated on at least `paragraph_boilerplate_min_count` documents of one domain.
 
     Documents list each of their URLs and paragraph keys once, so a count is a number of
-    documents. Counting is combined before the shuffle (one integer per distinct key leaves each
-    worker) and only the frequent keys come out: they are few, and go to the documents as side
+    documents. The keys are gathered as packed records (`GatherRecords`: 8 bytes a key in every
+    shuffle) and only the frequent keys come out: they are few, and go to the documents as side
     inputs. Counts `frequency.frequent_image_urls` and `frequency.boilerplate_paragraphs`.
     """
 
@@ -372,18 +442,19 @@ class CorpusFrequency(beam.PTransform):
         min_repeats = self.filter_config.paragraph_boilerplate_min_count
         namespace = self.namespace
 
-        def frequent(counter: str, at_least: int) -> Callable[[tuple[bytes, int]], Iterator[bytes]]:
-            def emit(element: tuple[bytes, int]) -> Iterator[bytes]:
-                if element[1] >= at_least:
-                    count(namespace, f"frequency.{counter}")
-                    yield element[0]
+        def frequent(counter: str, at_least: int) -> Callable[[tuple[int, bytes]], Iterator[bytes]]:
+            def emit(element: tuple[int, bytes]) -> Iterator[bytes]:
+                keys, counts = _key_counts(element[1])
+                hits = keys[counts >= at_least]
+                count(namespace, f"frequency.{counter}", int(hits.size))
+                yield from (key.tobytes() for key in hits)
             return emit
 
-        images = (infos | "ImageRefs" >> beam.FlatMap(lambda info: key_chunks(info.image_keys))
-                  | "CountImageDocs" >> beam.combiners.Count.PerElement()
+        images = (infos | "ImageRefs" >> beam.Map(lambda info: info.image_keys)
+                  | "GatherImageKeys" >> GatherRecords(size=8)
                   | "FrequentImages" >> beam.FlatMap(frequent("frequent_image_urls", max_docs + 1)))
-        paragraphs = (infos | "ParagraphRefs" >> beam.FlatMap(lambda info: key_chunks(info.paragraph_keys))
-                      | "CountParagraphDocs" >> beam.combiners.Count.PerElement()
+        paragraphs = (infos | "ParagraphRefs" >> beam.Map(lambda info: info.paragraph_keys)
+                      | "GatherParagraphKeys" >> GatherRecords(size=8)
                       | "Boilerplate" >> beam.FlatMap(frequent("boilerplate_paragraphs", min_repeats)))
         return images, paragraphs
 
