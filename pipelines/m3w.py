@@ -372,9 +372,9 @@ class NearDedup(beam.PTransform):
     every band it shares), and no two kept documents are confirmed near-duplicates of each other.
     """
 
-    def __init__(self, *, threshold: float, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, threshold: float, namespace: str = NAMESPACE, staging_root: str | None = None) -> None:
         super().__init__()
-        self.threshold, self.namespace = threshold, namespace
+        self.threshold, self.namespace, self.staging_root = threshold, namespace, staging_root
 
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
         threshold, namespace = self.threshold, self.namespace
@@ -399,7 +399,18 @@ class NearDedup(beam.PTransform):
                       | "GatherBands" >> GatherRecords(size=16)
                       | "SharedBands" >> beam.FlatMap(lambda element: shared_band_members(element[1])))
         signatures = (infos | "Signatures" >> beam.FlatMap(
-            lambda info: [(short_key(info.key), (info.rank, info.signature))] if info.band_keys else []))
+            lambda info: [(short_key(info.key), (info.rank, info.signature))] if info.signature else []))
+        if self.staging_root is not None:
+            # Staged documents leave their signatures in their staging files: they are read back
+            # for the candidates only, so no shuffle carries the signature of every document.
+            candidate_ids = candidates | "CandidateIds" >> beam.Keys() | "DistinctIds" >> beam.Distinct()
+            staged = (infos
+                      | "StagingFiles" >> beam.FlatMap(
+                          lambda info: [info.staged] if info.staged and info.band_keys and not info.signature else [])
+                      | "DistinctFiles" >> beam.Distinct()
+                      | "ReadSignatures" >> beam.ParDo(_StagedSignaturesFn(root=self.staging_root),
+                                                       beam.pvalue.AsList(candidate_ids)))
+            signatures = (signatures, staged) | "AllSignatures" >> beam.Flatten()
         removed = ({"signature": signatures, "band": candidates}
                    | "AttachSignatures" >> beam.CoGroupByKey()
                    | "CandidateBands" >> beam.FlatMap(with_signature)
@@ -420,6 +431,33 @@ class NearDedup(beam.PTransform):
         return ({"info": infos | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "removed": removed}
                 | "JoinRemovals" >> beam.CoGroupByKey()
                 | "Keep" >> beam.FlatMap(keep))
+
+
+def infos_name(staged: str) -> str:
+    """The name of the infos file beside the staging file `staged` (`<name>.docs.pkl`)."""
+    return staged.removesuffix(".docs.pkl") + ".infos.pkl"
+
+
+class _StagedSignaturesFn(beam.DoFn):
+    """Staging file name + candidate document ids (side input) -> `(document id, (rank,
+    signature))` of the candidates staged in that file, read from its infos file."""
+
+    def __init__(self, *, root: str) -> None:
+        self.root = root
+
+    def setup(self) -> None:
+        self.wanted = _KeySet()
+
+    def process(self, staged: str, candidate_ids: list[bytes]) -> Iterator[tuple[bytes, Any]]:
+        wanted = self.wanted(candidate_ids)
+        if not wanted:
+            return
+        with fsspec.open(join_url(self.root, infos_name(staged)), "rb") as handle:
+            for obj in _pickles(handle):
+                if isinstance(obj, DedupInfo) and obj.signature:
+                    doc_id = short_key(obj.key)
+                    if doc_id in wanted:
+                        yield doc_id, (obj.rank, obj.signature)
 
 
 class CorpusFrequency(beam.PTransform):
@@ -481,16 +519,17 @@ class DedupDecisions(beam.PTransform):
     (`CorpusFrequency`, over the survivors) are applied with `apply_removals` to the documents
     they touch."""
 
-    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE, staging_root: str | None = None) -> None:
         super().__init__()
-        self.config, self.namespace = config, namespace
+        self.config, self.namespace, self.staging_root = config, namespace, staging_root
 
     def expand(self, infos: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
         cfg, namespace = self.config, self.namespace
         survivors = (infos
                      | "ExactDedup" >> KeepNewest(key_fn=lambda i: i.content_hash, reason="exact",
                                                   namespace=namespace)
-                     | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, namespace=namespace)
+                     | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, namespace=namespace,
+                                                staging_root=self.staging_root)
                      | "SameUrlDedup" >> KeepNewest(key_fn=lambda i: i.url_key, reason="same_url",
                                                     namespace=namespace)
                      | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: i.image_set_key, reason="same_image_set",
@@ -702,7 +741,8 @@ def _pickles(handle: Any) -> Iterator[Any]:
 class StageDocumentsFn(beam.DoFn):
     """WARC file URL -> its pages read, extracted and filtered, the surviving documents written
     to `<output>/_staging/m3w/<name>.docs.pkl`; emits the documents' `DedupInfo`s (and dead
-    letters), never the documents themselves.
+    letters), never the documents themselves, and without their MinHash signatures (`NearDedup`
+    reads those of the candidates back from the `.infos.pkl` file).
 
     Each staging file is written under a temporary name and renamed, the `.infos.pkl` file (the
     infos, then the file's counters and dead letters) last: a file whose infos exist is complete,
@@ -746,7 +786,7 @@ class StageDocumentsFn(beam.DoFn):
             with fs.open(path, "rb") as handle:
                 for obj in _pickles(handle):
                     if isinstance(obj, DedupInfo):
-                        infos.append(obj)
+                        infos.append(dataclasses.replace(obj, signature=b""))
                     elif isinstance(obj, dict) and obj.get("version") == STAGING_VERSION:
                         yield from infos
                         return obj
@@ -790,7 +830,7 @@ class StageDocumentsFn(beam.DoFn):
                                       staged=posixpath.basename(docs_path))
                     pickle.dump(item, docs_out, protocol=pickle.HIGHEST_PROTOCOL)
                     pickle.dump(info, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
-                    yield info
+                    yield dataclasses.replace(info, signature=b"")  # read back for candidates only
                 counters["warc.files"] += 1
                 counters.update({f"warc.{reason}": n for reason, n in skipped.items()})
                 footer = {"version": STAGING_VERSION, "warc": url, "counters": dict(counters),
@@ -862,7 +902,8 @@ class M3WDocuments(beam.PTransform):
                   | "StageDocuments" >> beam.ParDo(StageDocumentsFn(output=self.output, config=cfg,
                                                                     namespace=namespace))
                   .with_outputs(DEAD_LETTER, main="infos"))
-        survivors, images, paragraphs = staged.infos | "Decisions" >> DedupDecisions(config=cfg, namespace=namespace)
+        survivors, images, paragraphs = staged.infos | "Decisions" >> DedupDecisions(
+            config=cfg, namespace=namespace, staging_root=join_url(self.output, STAGING_DIR, namespace))
         docs = (survivors
                 | "ByStagingFile" >> beam.Map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))
                 | "GroupByStagingFile" >> beam.GroupByKey()

@@ -241,3 +241,39 @@ def test_staging_fingerprint_follows_the_settings_and_is_stable_across_processes
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed})
         assert out.stdout.strip() == base
+
+
+def test_staged_near_duplicates_read_their_signatures_back(tmp_path):
+    """Near-duplicates in two WARC files: the signatures are read back from the staging files for
+    the candidates only, and the newer capture of each near-duplicate pair is the one kept."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+    from flamboyance.crawl.warc import WarcWriter, build_response_bytes
+    from flamboyance.pipelines.m3w import M3WDocuments
+    from pipelines_fixtures import article_html, prose
+
+    texts = [prose(seed, 12) for seed in range(4)]
+    pages = [  # (file, url, date, paragraphs, image)
+        (0, "http://a.example/story-1", "2024-01-01T00:00:00Z", [texts[0], texts[1]], "/i/1.jpg"),
+        (1, "http://b.example/story-1-copy", "2024-02-01T00:00:00Z", [texts[0], texts[1] + " Updated."], "/i/1b.jpg"),
+        (1, "http://a.example/story-2", "2024-01-01T00:00:00Z", [texts[2]], "/i/2.jpg"),
+        (0, "http://b.example/story-2-copy", "2023-12-01T00:00:00Z", [texts[2] + " Archived."], "/i/2b.jpg"),
+        (0, "http://a.example/story-3", "2024-01-01T00:00:00Z", [texts[3]], "/i/3.jpg"),
+    ]
+    for index in range(2):
+        with open(tmp_path / f"in-{index}.warc.gz", "wb") as handle:
+            writer = WarcWriter(handle)
+            for file, url, date, paragraphs, image in pages:
+                if file == index:
+                    body = article_html("Story", paragraphs, [(image, "a red circle on a white background")])
+                    headers = {"Content-Type": "text/html", "Content-Length": str(len(body))}
+                    writer.write_exchange(url=url, request=b"GET / HTTP/1.1\r\n\r\n", payload=body, date=date,
+                                          response=build_response_bytes(200, "OK", headers, body))
+    p = make_pipeline()
+    docs, _ = (p | beam.Create([str(tmp_path / "in-*.warc.gz")])
+               | M3WDocuments(output=str(tmp_path / "out"), config=M3WConfig()))
+    assert_that(docs | beam.Map(lambda item: item.doc.url),
+                equal_to(["http://b.example/story-1-copy", "http://a.example/story-2", "http://a.example/story-3"]))
+    counters = run(p, "m3w")
+    assert counters["dedup.near_duplicate"] == 2 and "dedup.exact" not in counters
+    assert counters["documents.after_dedup"] == 3 and counters["warc.pages"] == 5
