@@ -166,12 +166,14 @@ class DedupInfo:
     """What dedup and the corpus-wide counts need to know about one document."""
 
     key: str
-    rank: tuple[float, str]
-    """`recency` of the capture: larger is newer."""
-    content_hash: str
-    url_key: str
-    """`short_key` of the normalised page URL, in hex."""
-    image_set_key: str
+    stamp: float
+    """The capture's fetch time (POSIX seconds): with the key, its `rank`."""
+    content_hash: bytes
+    """`dedup.content_hash` (16 bytes)."""
+    url_key: bytes
+    """`short_key` of the normalised page URL."""
+    image_set_key: bytes
+    """`dedup.image_set_key` (16 bytes; empty for a document without images)."""
     band_keys: bytes = b""
     """LSH band keys of the text's MinHash signature, 8 bytes a band (none without text)."""
     signature: bytes = b""
@@ -184,6 +186,11 @@ class DedupInfo:
     staged: str = ""
     """Name of the staging file holding the document, in the job's staging folder ("" when the
     documents travel in the pipeline). A name, not a URL: an output moved elsewhere still works."""
+
+    @property
+    def rank(self) -> tuple[float, str]:
+        """`recency` of the capture: larger is newer."""
+        return self.stamp, self.key
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Pickled as its values in field order: a dataclass's default pickle spells out every
@@ -204,7 +211,7 @@ def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -
     text = doc.text()
     domain = dedup.domain_of(doc.url)
     paragraphs = {dedup.paragraph_key(node.text) for node in doc.texts} - {""}
-    url_key = short_key(normalized_image_url(doc.url)).hex()
+    url_key = short_key(normalized_image_url(doc.url))
     band_keys = signature = b""
     if text.strip():
         full = dedup.minhash_signature(text, num_perm=bands * rows)
@@ -212,8 +219,9 @@ def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -
         band_keys = b"".join(bytes.fromhex(key.split(":", 1)[1]) for key in
                              dedup.lsh_band_keys(full, bands=bands, rows=rows))
         signature = full.astype(np.uint32).tobytes()
-    return DedupInfo(key=item.key, rank=recency(item), content_hash=dedup.content_hash(doc), url_key=url_key,
-                     image_set_key=dedup.image_set_key(doc), band_keys=band_keys, signature=signature,
+    return DedupInfo(key=item.key, stamp=recency(item)[0], content_hash=bytes.fromhex(dedup.content_hash(doc)),
+                     url_key=url_key, image_set_key=bytes.fromhex(dedup.image_set_key(doc)),
+                     band_keys=band_keys, signature=signature,
                      image_keys=b"".join(sorted({image_url_key(image.url) for image in doc.images})),
                      paragraph_keys=b"".join(sorted({boilerplate_key(domain, key) for key in paragraphs})),
                      staged=staged)
@@ -250,20 +258,20 @@ def boilerplate_key(domain: str, paragraph_key: str) -> bytes:
 class KeepNewest(beam.PTransform):
     """Among `DedupInfo`s sharing `key_fn(info)` keep the newest; the others count as `dedup.<reason>`.
 
-    Infos whose key is "" (e.g. no images for the image-set key) are never grouped.
+    Infos whose key is empty (e.g. no images for the image-set key) are never grouped.
     """
 
-    def __init__(self, *, key_fn: Callable[[DedupInfo], str], reason: str, namespace: str = NAMESPACE) -> None:
+    def __init__(self, *, key_fn: Callable[[DedupInfo], bytes], reason: str, namespace: str = NAMESPACE) -> None:
         super().__init__()
         self.key_fn, self.reason, self.namespace = key_fn, reason, namespace
 
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
         key_fn, reason, namespace = self.key_fn, self.reason, self.namespace
 
-        def keyed(info: DedupInfo) -> tuple[str, DedupInfo]:
-            return (key_fn(info) or f"unique:{info.key}"), info
+        def keyed(info: DedupInfo) -> tuple[bytes, DedupInfo]:
+            return (key_fn(info) or b"unique:" + info.key.encode()), info
 
-        def newest(element: tuple[str, tuple[DedupInfo, int]]) -> DedupInfo:
+        def newest(element: tuple[bytes, tuple[DedupInfo, int]]) -> DedupInfo:
             info, members = element[1]
             count(namespace, f"dedup.{reason}", members - 1)
             return info
@@ -718,7 +726,7 @@ class AssembleSampleFn(beam.DoFn):
 STAGING_DIR = "_staging"
 """Folder (beside the shards) holding the staged documents of each WARC file."""
 
-STAGING_VERSION = 3
+STAGING_VERSION = 4
 """Bumped when what a staging file holds changes: older files are then not reused."""
 
 
