@@ -1,9 +1,10 @@
 """Benchmarks for flamboyance.pipelines (not tests): prints a table and writes JSON.
 
     .venv/bin/python bench/bench_pipelines.py [--out bench/out/pipelines.json] [--pages 400] [--quick]
-        [--shared ../shared] [--real-copies 10]
+        [--throughput-pages 10000] [--shared ../shared] [--real-copies 30]
 
-1. Throughput (pages/s, on a `--throughput-pages` input so that worker start-up is amortised) of the m3w job
+1. Throughput (pages/s, on a `--throughput-pages` input, about 10,500 pages, so that worker
+   start-up and the latency of the small dedup stages are amortised) of the m3w job
    without downloads (read WARC -> extract -> filters -> dedup -> frequency filters) on the
    DirectRunner with 2 worker processes, against a single process running only
    `extract_document` over the same pages. Scaling efficiency = job pages/s / (2 x
@@ -11,9 +12,9 @@
    per-page work (extract + filters + MinHash) and against the job on 1 worker.
 2. Peak memory (RSS of the whole process tree: runner + workers) of the job on 2 workers when
    the input grows 10x; target: flat. The runner's and the workers' peaks are recorded apart:
-   the DirectRunner (FnApiRunner) keeps every PCollection between stages in the runner process
-   and hands each stage's input to the workers as one partition per worker (one bundle), so on
-   this runner both grow with the input even when every DoFn streams.
+   the DirectRunner (FnApiRunner) keeps every shuffled PCollection in memory and hands each
+   stage's input to the workers as one partition per worker (one bundle). The job shuffles only
+   its small dedup records (documents wait in staging files), so what still grows is those.
 3. The throughput of 1. again on real web pages, when the shared page sets are present
    (`<shared>/data/readability-dev`, `articles-dev`: read, never copied): each page `--real-copies`
    times under distinct URLs, so the job has enough input to amortise worker start-up (copies are
