@@ -271,37 +271,22 @@ class KeepNewest(beam.PTransform):
         def keyed(info: DedupInfo) -> tuple[bytes, DedupInfo]:
             return (key_fn(info) or b"unique:" + info.key.encode()), info
 
-        def newest(element: tuple[bytes, tuple[DedupInfo, int]]) -> DedupInfo:
-            info, members = element[1]
+        def newest(element: tuple[bytes, Iterable[DedupInfo]]) -> DedupInfo:
+            # One streaming pass: a group as large as a site's captures is never collected.
+            best, members = None, 0
+            for info in element[1]:
+                if best is None or info.rank > best.rank:
+                    best = info
+                members += 1
             count(namespace, f"dedup.{reason}", members - 1)
-            return info
+            return best
 
+        # A plain GroupByKey, not a CombinePerKey: dedup keys are nearly all distinct, so a
+        # combiner lifted before the shuffle would reduce nothing and hold one Python record per
+        # document in every worker until its bundle ends (Beam keeps up to 100,000 keys).
         return (infos | "KeyBy" >> beam.Map(keyed)
-                | "Newest" >> beam.CombinePerKey(_NewestCombineFn())
-                | "CountRemoved" >> beam.Map(newest))
-
-
-class _NewestCombineFn(beam.CombineFn):
-    """(newest `DedupInfo` by `rank`, number of infos): combined before the shuffle, so a group
-    of captures never has to sit in one worker's memory."""
-
-    def create_accumulator(self) -> tuple[DedupInfo | None, int]:
-        return None, 0
-
-    def add_input(self, accumulator: tuple[DedupInfo | None, int], info: DedupInfo) -> tuple[DedupInfo | None, int]:
-        best, members = accumulator
-        return (info if best is None or info.rank > best.rank else best), members + 1
-
-    def merge_accumulators(self, accumulators: Iterable[tuple[DedupInfo | None, int]]) -> tuple[DedupInfo | None, int]:
-        best, members = None, 0
-        for info, n in accumulators:
-            if info is not None and (best is None or info.rank > best.rank):
-                best = info
-            members += n
-        return best, members
-
-    def extract_output(self, accumulator: tuple[DedupInfo | None, int]) -> tuple[DedupInfo | None, int]:
-        return accumulator
+                | "Group" >> beam.GroupByKey()
+                | "Newest" >> beam.Map(newest))
 
 
 class _ConcatFn(beam.CombineFn):
