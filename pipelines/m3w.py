@@ -61,7 +61,6 @@ from .common import (
     WriteShards,
     count,
     count_all,
-    dead_letter,
     expand_glob,
     join_url,
     make_key,
@@ -112,44 +111,46 @@ def page_document(page: Any, config: Any) -> PageDocument:
                         fetch_time=page.fetch_time, doc=doc)
 
 
-class ExtractDocumentFn(beam.DoFn):
-    """PageRecord -> PageDocument via `extract_document`; rejections are dead letters with their reason."""
+def judge_page(page: Any, *, extract_config: Any, filters: FilterConfig,
+               counters: Counter) -> tuple[PageDocument | None, DeadLetter | None]:
+    """One page extracted (`extract_document`) and filtered (`apply_filters`): the surviving
+    document, or None, and the dead letter of an extraction rejection. Counts into `counters`
+    `extract.documents`, `extract.<reason>` and `filter.<reason>`."""
+    from flamboyance.preprocess.extract import ExtractionError
 
-    def __init__(self, *, namespace: str = NAMESPACE, extract_config: Any = None) -> None:
-        self.namespace = namespace
-        self.extract_config = extract_config
+    try:
+        item = page_document(page, extract_config)
+    except ExtractionError as err:
+        counters[f"extract.{err.reason}"] += 1
+        return None, DeadLetter(stage="extract", reason=err.reason, ref=page_ref(page), detail=err.detail[:1000])
+    counters["extract.documents"] += 1
+    reasons: Counter = Counter()
+    doc, _ = apply_filters(item.doc, filters, reasons)
+    counters.update({f"filter.{reason}": n for reason, n in reasons.items()})
+    return (None if doc is None else dataclasses.replace(item, doc=doc)), None
+
+
+class JudgePageFn(beam.DoFn):
+    """PageRecord -> its `PageDocument` if it survives extraction and the filters (`judge_page`);
+    extraction rejections are dead letters. The job itself judges pages inside `StageDocumentsFn`."""
+
+    def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE, extract_config: Any = None) -> None:
+        self.filter_config, self.namespace, self.extract_config = filter_config, namespace, extract_config
 
     def setup(self) -> None:
         from flamboyance.preprocess.extract import DEFAULT_CONFIG
 
-        self.progress = Progress(namespace=self.namespace, stage="extract")
         self.config = self.extract_config or DEFAULT_CONFIG
 
     def process(self, page: Any) -> Iterator[Any]:
-        from flamboyance.preprocess.extract import ExtractionError
-
-        self.progress.tick()
-        try:
-            item = page_document(page, self.config)
-        except ExtractionError as err:
-            yield dead_letter(self.namespace, "extract", err.reason, page_ref(page), err.detail)
-            return
-        count(self.namespace, "extract.documents")
-        yield item
-
-
-class FilterDocumentFn(beam.DoFn):
-    """Node filters (drop images/paragraphs) then document filters, counted as `filter.<reason>`."""
-
-    def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE) -> None:
-        self.filter_config, self.namespace = filter_config, namespace
-
-    def process(self, item: PageDocument) -> Iterator[PageDocument]:
-        reasons: Counter = Counter()
-        doc, _ = apply_filters(item.doc, self.filter_config, reasons)
-        count_all(self.namespace, "filter", reasons)
-        if doc is not None:
-            yield dataclasses.replace(item, doc=doc)
+        counters: Counter = Counter()
+        item, letter = judge_page(page, extract_config=self.config, filters=self.filter_config, counters=counters)
+        for name, value in counters.items():
+            count(self.namespace, name, value)
+        if letter is not None:
+            yield TaggedOutput(DEAD_LETTER, letter)
+        if item is not None:
+            yield item
 
 
 # --- dedup ---------------------------------------------------------------------------------------
@@ -801,7 +802,6 @@ class StageDocumentsFn(beam.DoFn):
 
     def _stage(self, url: str, docs_url: str, infos_url: str) -> Iterator[Any]:
         from flamboyance.crawl import read_warc
-        from flamboyance.preprocess.extract import ExtractionError
 
         counters: Counter = Counter()
         letters: list[dict[str, str]] = []
@@ -817,20 +817,12 @@ class StageDocumentsFn(beam.DoFn):
                 for page in read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes):
                     counters["warc.pages"] += 1
                     self.progress.tick()
-                    try:
-                        item = page_document(page, self.extract_config)
-                    except ExtractionError as err:
-                        counters[f"extract.{err.reason}"] += 1
-                        letters.append({"stage": "extract", "reason": err.reason, "ref": page_ref(page),
-                                        "detail": err.detail[:1000]})
+                    item, letter = judge_page(page, extract_config=self.extract_config, filters=cfg.filters,
+                                              counters=counters)
+                    if letter is not None:
+                        letters.append(dataclasses.asdict(letter))
+                    if item is None:
                         continue
-                    counters["extract.documents"] += 1
-                    reasons: Counter = Counter()
-                    doc, _ = apply_filters(item.doc, cfg.filters, reasons)
-                    counters.update({f"filter.{reason}": n for reason, n in reasons.items()})
-                    if doc is None:
-                        continue
-                    item = dataclasses.replace(item, doc=doc)
                     info = dedup_info(item, bands=cfg.minhash_bands, rows=cfg.minhash_rows,
                                       staged=posixpath.basename(docs_path))
                     pickle.dump(item, docs_out, protocol=pickle.HIGHEST_PROTOCOL)

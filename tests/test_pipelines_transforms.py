@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from flamboyance.pipelines.common import DEAD_LETTER, num_shards_for, shard_of
 from flamboyance.pipelines.config import M3WConfig
-from flamboyance.pipelines.m3w import DeduplicateDocuments, ExtractDocumentFn, FilterDocumentFn, PageDocument
+from flamboyance.pipelines.m3w import DeduplicateDocuments, JudgePageFn, PageDocument
 from flamboyance.pipelines.pairs import caption_filters, is_heldout, video_source
 from flamboyance.preprocess.document import Document, ImageNode, TextNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig
@@ -29,8 +29,8 @@ def test_extract_and_filter_with_dead_letters():
     empty = page("http://a.example/empty.html", b"   ", offset=20)
     p = make_pipeline()
     out = (p | beam.Create([good, no_image, empty])
-           | beam.ParDo(ExtractDocumentFn()).with_outputs(DEAD_LETTER, main="docs"))
-    kept = out.docs | beam.ParDo(FilterDocumentFn(filter_config=FILTERS))
+           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, main="docs"))
+    kept = out.docs
     assert_that(kept | beam.Map(lambda i: (i.doc.url, [n.url for n in i.doc.images], "extraction_seconds"
                                            in i.doc.metadata)),
                 equal_to([("http://a.example/good.html", ["http://a.example/img/one.jpg"], False)]), label="Kept")
