@@ -28,9 +28,11 @@ import hashlib
 import json
 import pickle
 import posixpath
+import struct
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -193,17 +195,83 @@ class DedupInfo:
         """`recency` of the capture: larger is newer."""
         return self.stamp, self.key
 
+    def pack(self) -> bytes:
+        """The record as compact bytes (`unpack_info` reads them back): what every dedup shuffle
+        carries. Hex keys and staging names travel as their raw bytes, each field behind its
+        length: a record is about 60 bytes plus its packed keys."""
+        out = bytearray(_STAMP.pack(self.stamp))
+        for value in (_text_bytes(self.key), self.content_hash, self.url_key, self.image_set_key, self.band_keys,
+                      self.signature, self.image_keys, self.paragraph_keys, _text_bytes(self.staged)):
+            out += _varint(len(value))
+            out += value
+        return bytes(out)
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Pickled as its values in field order: a dataclass's default pickle spells out every
-        # field name in every record, a third of a record's bytes in every shuffle.
-        return _dedup_info, tuple(getattr(self, name) for name in _DEDUP_INFO_FIELDS)
+        # pickled (staging files, any PCollection a runner materialises) as its packed bytes
+        return unpack_info, (self.pack(),)
 
 
-_DEDUP_INFO_FIELDS = tuple(f.name for f in dataclasses.fields(DedupInfo))
+_STAMP = struct.Struct("<d")
+_HEX_SUFFIXES = ("", ".docs.pkl")
+"""What a packed text may end with after its hex digits (0: a key, 1: a staging file name)."""
 
 
-def _dedup_info(*values: Any) -> DedupInfo:
-    return DedupInfo(**dict(zip(_DEDUP_INFO_FIELDS, values, strict=True)))
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+    """The `_varint` at `data[at:]` and the offset after it."""
+    n, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return n, at
+
+
+def _text_bytes(text: str) -> bytes:
+    """`text` as bytes: lowercase hex (even length), or hex + ".docs.pkl", as its raw bytes behind
+    a tag byte; anything else as tag 0xFF + UTF-8."""
+    for tag, suffix in enumerate(_HEX_SUFFIXES):
+        digits = text[:len(text) - len(suffix)] if suffix else text
+        if text.endswith(suffix) and digits and len(digits) % 2 == 0 and digits == digits.lower():
+            try:
+                return bytes([tag]) + bytes.fromhex(digits)
+            except ValueError:
+                continue
+    return b"\xff" + text.encode("utf-8")
+
+
+def _bytes_text(data: bytes) -> str:
+    if not data:
+        raise ValueError("a packed text is never empty")
+    tag = data[0]
+    return data[1:].decode("utf-8") if tag == 0xFF else data[1:].hex() + _HEX_SUFFIXES[tag]
+
+
+def unpack_info(data: bytes) -> DedupInfo:
+    """The `DedupInfo` that `DedupInfo.pack` wrote."""
+    view = memoryview(data)
+    stamp, = _STAMP.unpack_from(view)
+    at, fields = _STAMP.size, []
+    for _ in range(9):
+        n, at = _read_varint(view, at)
+        fields.append(bytes(view[at:at + n]))
+        at += n
+    if at != len(data):
+        raise ValueError(f"a packed DedupInfo has {len(data) - at} trailing bytes")
+    key, content, url, image_set, bands, signature, images, paragraphs, staged = fields
+    return DedupInfo(key=_bytes_text(key), stamp=stamp, content_hash=content, url_key=url, image_set_key=image_set,
+                     band_keys=bands, signature=signature, image_keys=images, paragraph_keys=paragraphs,
+                     staged=_bytes_text(staged))
 
 
 def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -> DedupInfo:
@@ -269,13 +337,14 @@ class KeepNewest(beam.PTransform):
     def expand(self, infos: beam.PCollection) -> beam.PCollection:
         key_fn, reason, namespace = self.key_fn, self.reason, self.namespace
 
-        def keyed(info: DedupInfo) -> tuple[bytes, DedupInfo]:
-            return (key_fn(info) or b"unique:" + info.key.encode()), info
+        def keyed(info: DedupInfo) -> tuple[bytes, bytes]:
+            return (key_fn(info) or b"unique:" + info.key.encode()), info.pack()
 
-        def newest(element: tuple[bytes, Iterable[DedupInfo]]) -> DedupInfo:
+        def newest(element: tuple[bytes, Iterable[bytes]]) -> DedupInfo:
             # One streaming pass: a group as large as a site's captures is never collected.
             best, members = None, 0
-            for info in element[1]:
+            for packed in element[1]:
+                info = unpack_info(packed)
                 if best is None or info.rank > best.rank:
                     best = info
                 members += 1
@@ -427,14 +496,17 @@ class NearDedup(beam.PTransform):
                    | "KeyRemoved" >> beam.Map(lambda key: (key, True)))
 
         def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[DedupInfo]:
-            for info in element[1]["info"]:
+            for packed in element[1]["info"]:
                 if element[1]["removed"]:
                     count(namespace, "dedup.near_duplicate")
                 else:
-                    # the signature and band keys have served: later shuffles carry the rest only
-                    yield dataclasses.replace(info, band_keys=b"", signature=b"")
+                    yield unpack_info(packed)
 
-        return ({"info": infos | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "removed": removed}
+        # the signature, band keys and content hash have served: the join and later shuffles
+        # carry the rest only
+        rest = infos | "KeyByDoc" >> beam.Map(
+            lambda info: (info.key, dataclasses.replace(info, content_hash=b"", band_keys=b"", signature=b"").pack()))
+        return ({"info": rest, "removed": removed}
                 | "JoinRemovals" >> beam.CoGroupByKey()
                 | "Keep" >> beam.FlatMap(keep))
 
@@ -464,6 +536,28 @@ class _StagedSignaturesFn(beam.DoFn):
                     doc_id = short_key(obj.key)
                     if doc_id in wanted:
                         yield doc_id, (obj.rank, obj.signature)
+
+
+class _StagedSurvivorsFn(beam.DoFn):
+    """(staging file name, its survivors' `survivor_record`s) -> their staged `DedupInfo`s (read
+    from the file's infos, without the signatures): the image and paragraph keys to count."""
+
+    def __init__(self, *, root: str) -> None:
+        self.root = root
+
+    def process(self, element: tuple[str, bytes]) -> Iterator[DedupInfo]:
+        name, records = element
+        wanted = survivor_keys(records)
+        with fsspec.open(join_url(self.root, infos_name(name)), "rb") as handle:
+            for obj in _pickles(handle):
+                if isinstance(obj, DedupInfo) and obj.key in wanted:
+                    yield dataclasses.replace(obj, signature=b"")
+
+
+def staged_record(info: DedupInfo) -> DedupInfo:
+    """What `StageDocumentsFn` emits of a staged document's info: the signature, image keys and
+    paragraph keys stay in the staging file, read back for the documents that need them."""
+    return dataclasses.replace(info, signature=b"", image_keys=b"", paragraph_keys=b"")
 
 
 class CorpusFrequency(beam.PTransform):
@@ -520,10 +614,14 @@ def removals_hit(doc: Document, *, images: Collection[str], paragraphs: Collecti
 class DedupDecisions(beam.PTransform):
     """`DedupInfo`s -> (survivors, frequent image keys, boilerplate paragraph keys).
 
-    Survivors are `(doc key, (staging file name, touched))` of the documents that survive dedup
-    (exact, near, same URL, same image set: the newest capture wins); the two key sets
-    (`CorpusFrequency`, over the survivors) are applied with `apply_removals` to the documents
-    they touch."""
+    Survivors are the `DedupInfo`s of the documents that survive dedup (exact, near, same URL,
+    same image set: the newest capture wins); the two key sets (`CorpusFrequency`, over the
+    survivors) are applied with `apply_removals` to the documents they touch (`touches`).
+
+    With `staging_root` the infos are those `StageDocumentsFn` emits (`staged_record`: no
+    signature, image or paragraph keys, which stay in the staging files and are read back for
+    the documents that need them), and survivors are `(staging file name, survivor records)`,
+    what `ApplySurvivorsFn` takes. Every shuffle then carries a hundred-odd bytes a document."""
 
     def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE, staging_root: str | None = None) -> None:
         super().__init__()
@@ -540,19 +638,42 @@ class DedupDecisions(beam.PTransform):
                                                     namespace=namespace)
                      | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: i.image_set_key, reason="same_image_set",
                                                          namespace=namespace))
-        images, paragraphs = survivors | "CorpusFrequency" >> CorpusFrequency(filter_config=cfg.filters,
-                                                                              namespace=namespace)
-        image_set, paragraph_set = _KeySet(), _KeySet()
-
-        def survivor(info: DedupInfo, frequent: list[bytes], boilerplate: list[bytes]) -> tuple[str, tuple[str, bool]]:
-            # whether a corpus-wide removal touches the document: the others go through untouched
-            touched = (not image_set(frequent).isdisjoint(key_chunks(info.image_keys))
-                       or not paragraph_set(boilerplate).isdisjoint(key_chunks(info.paragraph_keys)))
-            return info.key, (info.staged, touched)
-
-        survivors = survivors | "Survivors" >> beam.Map(survivor, beam.pvalue.AsList(images),
-                                                         beam.pvalue.AsList(paragraphs))
+        if self.staging_root is not None:
+            # the survivors' keys gathered per staging file, packed before the shuffle; their
+            # image and paragraph keys, left in the staging files, are read back from there
+            survivors = (survivors
+                         | "ByStagingFile" >> beam.Map(survivor_record)
+                         | "GatherByStagingFile" >> beam.CombinePerKey(_ConcatFn()))
+            counted = survivors | "ReadSurvivorKeys" >> beam.ParDo(_StagedSurvivorsFn(root=self.staging_root))
+        else:
+            counted = survivors
+        images, paragraphs = counted | "CorpusFrequency" >> CorpusFrequency(filter_config=cfg.filters,
+                                                                            namespace=namespace)
         return survivors, images, paragraphs
+
+
+def touches(info: DedupInfo, *, frequent_images: AbstractSet[bytes], boilerplate: AbstractSet[bytes]) -> bool:
+    """Whether a corpus-wide removal touches the document of `info` (one of its image keys is
+    frequent, or one of its paragraph keys boilerplate): the others go through untouched."""
+    return (not frequent_images.isdisjoint(key_chunks(info.image_keys))
+            or not boilerplate.isdisjoint(key_chunks(info.paragraph_keys)))
+
+
+def survivor_record(info: DedupInfo) -> tuple[str, bytes]:
+    """(staging file name, the document key packed behind its length): what `ApplySurvivorsFn`
+    gathers per staging file, a dozen bytes a document."""
+    packed = _text_bytes(info.key)
+    return info.staged, _varint(len(packed)) + packed
+
+
+def survivor_keys(records: bytes) -> set[str]:
+    """The document keys in concatenated `survivor_record` bytes."""
+    keys, at = set(), 0
+    while at < len(records):
+        n, at = _read_varint(records, at)
+        keys.add(_bytes_text(records[at:at + n]))
+        at += n
+    return keys
 
 
 def apply_removals(item: PageDocument, *, frequent_images: Collection[bytes], boilerplate: Collection[bytes],
@@ -619,17 +740,19 @@ class DeduplicateDocuments(beam.PTransform):
             _, grouped = element
             if not grouped["keep"]:
                 return
-            _, touched = grouped["keep"][0]
+            images, paragraphs = image_set(frequent), paragraph_set(boilerplate)
+            touched = touches(grouped["keep"][0], frequent_images=images, boilerplate=paragraphs)
             for item in grouped["doc"]:
                 if not touched:
                     yield item
                     continue
-                kept = apply_removals(item, frequent_images=image_set(frequent), boilerplate=paragraph_set(boilerplate),
+                kept = apply_removals(item, frequent_images=images, boilerplate=paragraphs,
                                       filters=cfg.filters, namespace=namespace)
                 if kept is not None:
                     yield kept
 
-        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)), "keep": survivors}
+        keep = survivors | "KeyBySurvivor" >> beam.Map(lambda info: (info.key, info))
+        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)), "keep": keep}
                 | "JoinSurvivors" >> beam.CoGroupByKey()
                 | "ApplyRemovals" >> beam.FlatMap(apply, beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs)))
 
@@ -712,7 +835,7 @@ class AssembleSampleFn(beam.DoFn):
 STAGING_DIR = "_staging"
 """Folder (beside the shards) holding the staged documents of each WARC file."""
 
-STAGING_VERSION = 4
+STAGING_VERSION = 5
 """Bumped when what a staging file holds changes: older files are then not reused."""
 
 
@@ -747,8 +870,9 @@ def _pickles(handle: Any) -> Iterator[Any]:
 class StageDocumentsFn(beam.DoFn):
     """WARC file URL -> its pages read, extracted and filtered, the surviving documents written
     to `<output>/_staging/m3w/<name>.docs.pkl`; emits the documents' `DedupInfo`s (and dead
-    letters), never the documents themselves, and without their MinHash signatures (`NearDedup`
-    reads those of the candidates back from the `.infos.pkl` file).
+    letters), never the documents themselves, and as `staged_record`s: without their MinHash
+    signatures (`NearDedup` reads those of the candidates back from the `.infos.pkl` file) and
+    image and paragraph keys (read back for the survivors, `DedupDecisions`).
 
     Each staging file is written under a temporary name and renamed, the `.infos.pkl` file (the
     infos, then the file's counters and dead letters) last: a file whose infos exist is complete,
@@ -792,7 +916,7 @@ class StageDocumentsFn(beam.DoFn):
             with fs.open(path, "rb") as handle:
                 for obj in _pickles(handle):
                     if isinstance(obj, DedupInfo):
-                        infos.append(dataclasses.replace(obj, signature=b""))
+                        infos.append(staged_record(obj))
                     elif isinstance(obj, dict) and obj.get("version") == STAGING_VERSION:
                         yield from infos
                         return obj
@@ -827,7 +951,7 @@ class StageDocumentsFn(beam.DoFn):
                                       staged=posixpath.basename(docs_path))
                     pickle.dump(item, docs_out, protocol=pickle.HIGHEST_PROTOCOL)
                     pickle.dump(info, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
-                    yield dataclasses.replace(info, signature=b"")  # read back for candidates only
+                    yield staged_record(info)
                 counters["warc.files"] += 1
                 counters.update({f"warc.{reason}": n for reason, n in skipped.items()})
                 footer = {"version": STAGING_VERSION, "warc": url, "counters": dict(counters),
@@ -845,9 +969,9 @@ class StageDocumentsFn(beam.DoFn):
 
 
 class ApplySurvivorsFn(beam.DoFn):
-    """(staging file name, [(doc key, touched)]) + frequent image keys + boilerplate keys (side
-    inputs) -> the file's surviving documents, streamed from it, with their corpus-wide removals
-    applied to the touched ones."""
+    """(staging file name, its survivors' `survivor_record`s) + frequent image keys + boilerplate
+    keys (side inputs) -> the file's surviving documents, streamed from it, with their
+    corpus-wide removals applied to those they touch (judged by the keys in the file's infos)."""
 
     def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE) -> None:
         self.output, self.config, self.namespace = output, config, namespace
@@ -856,20 +980,24 @@ class ApplySurvivorsFn(beam.DoFn):
         self.image_set, self.paragraph_set = _KeySet(), _KeySet()
         self.root = join_url(self.output, STAGING_DIR, self.namespace)
 
-    def process(self, element: tuple[str, Iterable[tuple[str, bool]]], frequent: list[bytes],
+    def process(self, element: tuple[str, bytes], frequent: list[bytes],
                 boilerplate: list[bytes]) -> Iterator[PageDocument]:
-        name, keys = element
+        name, records = element
         url = join_url(self.root, name)
-        wanted = dict(keys)
+        wanted = survivor_keys(records)
         images, paragraphs = self.image_set(frequent), self.paragraph_set(boilerplate)
+        touched: set[str] = set()
+        if images or paragraphs:
+            with fsspec.open(join_url(self.root, infos_name(name)), "rb") as handle:
+                touched = {obj.key for obj in _pickles(handle) if isinstance(obj, DedupInfo) and obj.key in wanted
+                           and touches(obj, frequent_images=images, boilerplate=paragraphs)}
         found = 0
         with fsspec.open(url, "rb") as handle:
             for item in _pickles(handle):
-                touched = wanted.get(item.key)
-                if touched is None:
+                if item.key not in wanted:
                     continue
                 found += 1
-                if not touched:
+                if item.key not in touched:
                     yield item
                     continue
                 kept = apply_removals(item, frequent_images=images, boilerplate=paragraphs,
@@ -902,8 +1030,6 @@ class M3WDocuments(beam.PTransform):
         survivors, images, paragraphs = staged.infos | "Decisions" >> DedupDecisions(
             config=cfg, namespace=namespace, staging_root=join_url(self.output, STAGING_DIR, namespace))
         docs = (survivors
-                | "ByStagingFile" >> beam.Map(lambda kv: (kv[1][0], (kv[0], kv[1][1])))
-                | "GroupByStagingFile" >> beam.GroupByKey()
                 | "ApplySurvivors" >> beam.ParDo(ApplySurvivorsFn(output=self.output, config=cfg, namespace=namespace),
                                                  beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs))
                 | "BoundsBeforeDownload" >> beam.ParDo(_BoundsFn(config=cfg, namespace=namespace)))

@@ -162,3 +162,38 @@ def test_shard_and_split_assignment_cover_every_key_once(keys, per_shard, fracti
     heldout = {k for k in keys if is_heldout(k, fraction)}
     train = {k for k in keys if not is_heldout(k, fraction)}
     assert heldout | train == keys and not heldout & train
+
+
+@given(key=st.one_of(st.text(max_size=40), st.binary(min_size=1, max_size=16).map(bytes.hex)),
+       staged=st.one_of(st.just(""), st.binary(min_size=12, max_size=12).map(lambda b: b.hex() + ".docs.pkl"),
+                        st.text(max_size=20)),
+       stamp=st.floats(allow_nan=False), fields=st.lists(st.binary(max_size=300), min_size=7, max_size=7))
+@settings(max_examples=200, deadline=None)
+def test_dedup_records_pack_and_unpack_exactly(key, staged, stamp, fields):
+    """Every dedup shuffle carries `DedupInfo.pack()` bytes (and staging files their pickle): both
+    give back the same record, for hex keys and staging names (packed raw) and any other text."""
+    import pickle
+
+    from flamboyance.pipelines.m3w import DedupInfo, survivor_keys, survivor_record, unpack_info
+
+    content, url, image_set, bands, signature, images, paragraphs = fields
+    info = DedupInfo(key=key, stamp=stamp, content_hash=content, url_key=url, image_set_key=image_set,
+                     band_keys=bands, signature=signature, image_keys=images, paragraph_keys=paragraphs,
+                     staged=staged)
+    assert unpack_info(info.pack()) == info
+    assert pickle.loads(pickle.dumps(info)) == info
+    other = DedupInfo(key=key + "x", stamp=0.0, content_hash=b"", url_key=b"", image_set_key=b"", staged=staged)
+    name, record = survivor_record(info)
+    assert name == staged
+    assert survivor_keys(record + survivor_record(other)[1]) == {key, key + "x"}
+
+
+def test_packed_hex_texts_take_their_raw_bytes():
+    from flamboyance.pipelines.m3w import DedupInfo
+
+    key, staged = "0123456789abcdef01234567", "89abcdef0123456789abcdef.docs.pkl"
+    info = DedupInfo(key=key, stamp=1.0, content_hash=b"", url_key=b"", image_set_key=b"", staged=staged)
+    # stamp (8) + 9 length bytes + key (tag + 12) + staging name (tag + 12)
+    assert len(info.pack()) == 8 + 9 + 13 + 13
+    upper = DedupInfo(key=key.upper(), stamp=1.0, content_hash=b"", url_key=b"", image_set_key=b"")
+    assert len(upper.pack()) == 8 + 9 + 1 + len(key) + 1  # not lowercase hex: UTF-8 (so it reads back as written)
