@@ -1,7 +1,7 @@
 """Benchmarks for flamboyance.pipelines (not tests): prints a table and writes JSON.
 
     .venv/bin/python bench/bench_pipelines.py [--out bench/out/pipelines.json] [--pages 400] [--quick]
-        [--throughput-pages 10000] [--shared ../shared] [--real-copies 30]
+        [--throughput-pages 10000] [--shared ../shared] [--real-copies 60]
 
 1. Throughput (pages/s, on a `--throughput-pages` input, about 10,500 pages, so that worker
    start-up and the latency of the small dedup stages are amortised) of the m3w job
@@ -14,10 +14,14 @@
    the input grows 10x; target: flat. The runner's and the workers' peaks are recorded apart:
    the DirectRunner (FnApiRunner) keeps every shuffled PCollection in memory and hands each
    stage's input to the workers as one partition per worker (one bundle). The job shuffles only
-   its small dedup records (documents wait in staging files), so what still grows is those.
+   its small dedup records (documents wait in staging files), so what still grows is those. The
+   job runs as `flamboyance etl` runs it (`run_and_report`), with `limit_heap_growth`'s malloc
+   settings: without them glibc keeps the memory of freed gRPC and shuffle buffers, and the peak
+   grows by several kilobytes per document.
 3. The throughput of 1. again on real web pages, when the shared page sets are present
    (`<shared>/data/readability-dev`, `articles-dev`: read, never copied): each page `--real-copies`
-   times under distinct URLs, so the job has enough input to amortise worker start-up (copies are
+   times under distinct URLs (60 by default: 11,760 pages, about the size of the sample-web
+   throughput input, so worker start-up and the dedup stages are amortised alike; copies are
    exact duplicates: dedup removes them, after they were read, extracted and filtered). The
    sample web's pages are small and simple (extraction about 0.8 ms a page against about 5 ms
    for a real page), so on them the job's fixed per-page work beyond extraction weighs several
@@ -181,7 +185,7 @@ def run_job(glob: str, *, workers: int, output: Path) -> dict:
 def _child(args: argparse.Namespace) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from flamboyance.pipelines.common import counters_of
+    from flamboyance.pipelines.common import run_and_report
     from flamboyance.pipelines.config import M3WConfig
     from flamboyance.pipelines.m3w import build_m3w
 
@@ -190,12 +194,10 @@ def _child(args: argparse.Namespace) -> None:
                                "--default_sdk_harness_log_level=WARNING"])
     pipeline = beam.Pipeline(options=options)
     build_m3w(pipeline, inputs=[args.glob], output=args.output, config=M3WConfig(), download=False)
-    start = time.perf_counter()
-    result = pipeline.run()
-    result.wait_until_finish()
-    seconds = time.perf_counter() - start
-    counters = {k.split(":", 1)[1]: v for k, v in counters_of(result, "m3w").items()}
-    print(json.dumps({"seconds": round(seconds, 3), "counters": counters}))
+    # run as `flamboyance etl m3w` runs a job (`limit_heap_growth` included); the summary it
+    # prints comes before the JSON line the parent reads
+    stats = run_and_report(pipeline, output=args.output, namespace="m3w")
+    print(json.dumps({"seconds": stats["seconds"], "counters": stats["counters"]}))
 
 
 def main() -> None:
@@ -208,7 +210,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared",
                         help="folder holding data/<real page sets> (skipped when absent)")
-    parser.add_argument("--real-copies", type=int, default=30, help="copies of each real page")
+    parser.add_argument("--real-copies", type=int, default=60,
+                        help="copies of each real page (60: about as many pages as the throughput input)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--glob", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)

@@ -3,16 +3,19 @@
     WARC files -> StageDocuments (per file: read, extract, filter; the documents go to a staging
                   file beside the output, only their small DedupInfo records go on)
           -> DedupDecisions (on DedupInfos: ExactDedup -> NearDedup -> SameUrlDedup
-             -> SameImageSetDedup; CorpusFrequency counts image URLs and paragraphs over the
-             survivors, combined before the shuffle, and only the frequent keys come out)
+             -> SameImageSetDedup; the survivors' keys are gathered per staging file;
+             CorpusFrequency counts their image URLs and paragraphs, read back from the staging
+             files, combined before the shuffle, and only the frequent keys come out)
           -> ApplySurvivors (per staging file: stream its documents, keep the survivors, drop
              the corpus-frequent images and boilerplate paragraphs, given as side inputs)
           -> AssignShards -> DownloadImages (unique URLs)
           -> JoinImages (CoGroupByKey by URL, then by document) -> AssembleSamples -> WriteShards
 
 Documents are never shuffled before dedup has decided: what crosses the dedup shuffles is a
-few hundred bytes per document, so the runner's memory (the DirectRunner keeps every shuffled
-PCollection in memory) and the serialisation work stay small whatever the pages weigh. A rerun
+packed record of about a hundred bytes per document (`DedupInfo.pack`; signatures, image and
+paragraph keys stay in the staging files and are read back only where needed), so the runner's
+memory (the DirectRunner keeps every shuffled PCollection in memory) and the serialisation work
+stay small whatever the pages weigh. A rerun
 into the same output reuses every staging file written by an earlier run with the same
 extraction and filter settings (its counters and dead letters are replayed).
 

@@ -21,3 +21,27 @@ def test_etl_names_an_input_that_matches_nothing(tmp_path):
     with pytest.raises(SystemExit, match=r"etl m3w: no input file matches '.*nothing-\*\.warc\.gz'"):
         main(["etl", "m3w", "--input", str(tmp_path / "nothing-*.warc.gz"), "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_limit_heap_growth_sets_glibc_malloc_for_this_process_and_its_workers_keeping_user_values():
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = ("import json, os; from flamboyance.pipelines.common import limit_heap_growth;"
+            "applied = limit_heap_growth();"
+            "print(json.dumps([applied, {k: v for k, v in os.environ.items() if k.startswith('MALLOC_')}]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    applied, seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert applied == {"MALLOC_MMAP_THRESHOLD_": 1048576, "MALLOC_ARENA_MAX": 2}
+    assert seen == {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"}  # inherited by workers
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "8"},
+                         capture_output=True, text=True, check=True)
+    applied, seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert applied == {"MALLOC_MMAP_THRESHOLD_": 1048576}
+    assert seen == {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "8"}
