@@ -1,7 +1,7 @@
 """Benchmarks for flamboyance.pipelines (not tests): prints a table and writes JSON.
 
     .venv/bin/python bench/bench_pipelines.py [--out bench/out/pipelines.json] [--pages 400] [--quick]
-        [--throughput-pages 10000] [--shared ../shared] [--real-copies 60]
+        [--throughput-pages 10000] [--shared ../shared] [--real-copies 60] [--memory-100x]
 
 1. Throughput (pages/s, on a `--throughput-pages` input, about 10,500 pages, so that worker
    start-up and the latency of the small dedup stages are amortised) of the m3w job
@@ -212,6 +212,8 @@ def main() -> None:
                         help="folder holding data/<real page sets> (skipped when absent)")
     parser.add_argument("--real-copies", type=int, default=60,
                         help="copies of each real page (60: about as many pages as the throughput input)")
+    parser.add_argument("--memory-100x", action="store_true",
+                        help="also measure peak memory at 100x input (about 42,000 pages, two more minutes)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--glob", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
@@ -238,6 +240,11 @@ def main() -> None:
         # memory: the same job on 1x and 10x input
         results["job_2_workers"] = run_job(small, workers=2, output=root / "out2")
         results["job_2_workers_10x"] = run_job(large, workers=2, output=root / "out3")
+        if args.memory_100x:
+            huge, _ = make_warcs(root / "huge", num_pages=pages * 100, files=args.files)
+            results["job_2_workers_100x"] = run_job(huge, workers=2, output=root / "out6")
+            results["peak_rss_ratio_100x"] = round(results["job_2_workers_100x"]["peak_rss_mb"]
+                                                   / results["job_2_workers"]["peak_rss_mb"], 3)
         real = make_real_warcs(root / "real", shared=args.shared, copies=2 if args.quick else args.real_copies,
                                files=args.files)
         if real is not None:
@@ -302,6 +309,9 @@ def main() -> None:
           f"{results['job_2_workers']['peak_workers_rss_mb']} -> {results['job_2_workers_10x']['peak_workers_rss_mb']} MB, "
           f"runner {results['job_2_workers']['peak_runner_rss_mb']} -> "
           f"{results['job_2_workers_10x']['peak_runner_rss_mb']} MB")
+    if "peak_rss_ratio_100x" in results:
+        print(f"peak memory 100x input / 1x: {results['peak_rss_ratio_100x']} "
+              f"({results['job_2_workers_100x']['peak_rss_mb']} MB)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

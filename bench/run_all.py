@@ -48,14 +48,19 @@ def _pipelines_rows(r: dict) -> list[dict]:
     # job_2_workers_10x are the memory runs
     two, base = r["job_2_workers_throughput"], r["baseline_single_process_extract"]
     small, large = r["job_2_workers"], r["job_2_workers_10x"]
+    # on the sample web's small pages the job's own per-page work (filters, language id, MinHash)
+    # outweighs extraction: perfect scaling of that work scores the ceiling, shown with the target
+    ceiling = r.get("scaling_efficiency_ceiling_vs_extract")
     rows = [_row("m3w job pages/s (2 workers, no downloads, sample web)", two["pages_per_s"],
                  f"single-process extract_document {base['pages_per_s']:.1f} pages/s",
-                 r["scaling_efficiency_vs_extract"], "efficiency >= 0.7")]
+                 r["scaling_efficiency_vs_extract"],
+                 "efficiency >= 0.7" + (f" (ceiling {ceiling})" if ceiling is not None else ""))]
     if "real_pages" in r:
         real = r["real_pages"]
         rows.append(_row("m3w job pages/s (2 workers, real pages)", real["job_2_workers"]["pages_per_s"],
                          f"single-process extract_document {real['baseline_single_process_extract']['pages_per_s']:.1f}"
-                         " pages/s", real["scaling_efficiency_vs_extract"], "efficiency >= 0.7"))
+                         " pages/s", real["scaling_efficiency_vs_extract"],
+                         f"efficiency >= 0.7 (ceiling {real['scaling_efficiency_ceiling_vs_extract']})"))
     if "baseline_single_process_extract_filter_minhash" in r:
         same = r["baseline_single_process_extract_filter_minhash"]
         rows.append(_row("m3w job pages/s (2 workers, sample web)", two["pages_per_s"],
