@@ -185,13 +185,15 @@ def run_job(glob: str, *, workers: int, output: Path) -> dict:
 def _child(args: argparse.Namespace) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
+    from flamboyance.pipelines.cli import beam_args
     from flamboyance.pipelines.common import run_and_report
     from flamboyance.pipelines.config import M3WConfig
     from flamboyance.pipelines.m3w import build_m3w
 
     mode = "multi_processing" if args.workers > 1 else "in_memory"
-    options = PipelineOptions([f"--direct_num_workers={args.workers}", f"--direct_running_mode={mode}",
-                               "--default_sdk_harness_log_level=WARNING"])
+    # the options `flamboyance etl` runs with (its LocalRunner), with this run's worker count
+    options = PipelineOptions(beam_args([f"--direct_num_workers={args.workers}", f"--direct_running_mode={mode}",
+                                         "--sdk_harness_log_level_overrides={}"]))
     pipeline = beam.Pipeline(options=options)
     build_m3w(pipeline, inputs=[args.glob], output=args.output, config=M3WConfig(), download=False)
     # run as `flamboyance etl m3w` runs a job (`limit_heap_growth` included); the summary it

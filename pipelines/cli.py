@@ -14,6 +14,8 @@ import logging
 from .config import DownloadConfig, ImageTextConfig, M3WConfig, VideoTextConfig
 
 JOBS = ("m3w", "image-text", "video-text")
+LOCAL_RUNNER = "flamboyance.pipelines.common.LocalRunner"
+"""`common.LocalRunner`, named (importing Beam here would slow every `flamboyance` command)."""
 DEFAULT_BEAM_ARGS = {"--direct_num_workers": "2", "--direct_running_mode": "multi_processing",
                      # worker processes log only warnings, plus our progress lines
                      "--default_sdk_harness_log_level": "WARNING",
@@ -64,12 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def beam_args(pipeline_args: list[str] | None) -> list[str]:
-    """Beam options with our defaults (DirectRunner, 2 worker processes) added where not given."""
+    """Beam options with our defaults added where not given: `LocalRunner` (the DirectRunner's
+    engine, never Prism) with 2 worker processes."""
     args = list(pipeline_args or [])
     given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), None)
     if runner is None and "--runner" in args:
         runner = args[args.index("--runner") + 1] if args.index("--runner") + 1 < len(args) else None
+    if runner is None:
+        args.append(f"--runner={LOCAL_RUNNER}")  # never a runner downloaded at run time
     if runner in (None, "DirectRunner", "direct"):
         args += [f"{name}={value}" for name, value in DEFAULT_BEAM_ARGS.items() if name not in given]
     return args

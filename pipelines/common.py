@@ -21,6 +21,7 @@ import apache_beam as beam
 import fsspec
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
+from apache_beam.runners.runner import PipelineRunner
 from flamboyance.shards import writer as shard_writer
 
 LOG = logging.getLogger("flamboyance.pipelines")
@@ -426,6 +427,35 @@ def limit_heap_growth() -> dict[str, int]:
     return applied
 
 
+class LocalRunner(PipelineRunner):
+    """The engine of Beam's DirectRunner for batch jobs (the FnApiRunner: `--direct_num_workers`
+    worker processes with `--direct_running_mode=multi_processing`), and nothing else.
+
+    Beam's `DirectRunner` first tries the Prism runner, which it downloads (a binary from
+    GitHub) on first use, and runs on this engine only where that fails: a local job's engine,
+    parallelism and memory would then depend on the network. `flamboyance etl` runs here unless
+    `--runner` names a runner; `--runner DirectRunner` still gets Beam's own choice."""
+
+    NAME = f"{__name__}.LocalRunner"
+    """The `--runner` value that selects it."""
+
+    def run_pipeline(self, pipeline: beam.Pipeline, options: Any) -> Any:
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        # the workers get the job's options (log levels and the rest) as the DirectRunner gives them
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return fn_runner.FnApiRunner(provision_info=info).run_pipeline(pipeline, options)
+
+
+def is_local_runner(runner: Any) -> bool:
+    """Whether the `--runner` value runs the job in local processes (a DirectRunner or `LocalRunner`)."""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return runner is None or "direct" in name.lower() or name.endswith("LocalRunner")
+
+
 def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `pipeline`, print the counter summary and write it to `<output>/etl_stats.json`.
@@ -434,7 +464,7 @@ def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = pipeline.options.view_as(StandardOptions).runner or "DirectRunner"
-    if "direct" in str(runner).lower():
+    if is_local_runner(runner):
         limit_heap_growth()
     LOG.info("%s: starting on %s -> %s (progress is logged per stage and worker)", namespace, runner, output)
     started = time.monotonic()
