@@ -472,20 +472,27 @@ class NearDedup(beam.PTransform):
 
         # Almost every band key is a document's own: bands are gathered as packed records, and
         # signatures travel only for the documents that share a band with another one.
-        candidates = (infos
-                      | "BandRecords" >> beam.Map(band_records)
+        if self.staging_root is None:
+            bands = infos | "BandRecords" >> beam.Map(band_records)
+        else:
+            # Staged documents leave their band keys and signatures in their staging files: the
+            # bands of the documents that reach this step are read back per staging file, and the
+            # signatures for the candidates only, so no shuffle carries either for every document.
+            by_file = (infos
+                       | "ByStagingFile" >> beam.Map(survivor_record)
+                       | "GatherByStagingFile" >> beam.CombinePerKey(_ConcatFn()))
+            bands = (by_file
+                     | "ReadBands" >> beam.ParDo(_StagedSurvivorsFn(root=self.staging_root))
+                     | "BandRecords" >> beam.Map(band_records))
+        candidates = (bands
                       | "GatherBands" >> GatherRecords(size=16)
                       | "SharedBands" >> beam.FlatMap(lambda element: shared_band_members(element[1])))
         signatures = (infos | "Signatures" >> beam.FlatMap(
             lambda info: [(short_key(info.key), (info.rank, info.signature))] if info.signature else []))
         if self.staging_root is not None:
-            # Staged documents leave their signatures in their staging files: they are read back
-            # for the candidates only, so no shuffle carries the signature of every document.
             candidate_ids = candidates | "CandidateIds" >> beam.Keys() | "DistinctIds" >> beam.Distinct()
-            staged = (infos
-                      | "StagingFiles" >> beam.FlatMap(
-                          lambda info: [info.staged] if info.staged and info.band_keys and not info.signature else [])
-                      | "DistinctFiles" >> beam.Distinct()
+            staged = (by_file
+                      | "StagingFiles" >> beam.Keys()
                       | "ReadSignatures" >> beam.ParDo(_StagedSignaturesFn(root=self.staging_root),
                                                        beam.pvalue.AsList(candidate_ids)))
             signatures = (signatures, staged) | "AllSignatures" >> beam.Flatten()
@@ -542,8 +549,9 @@ class _StagedSignaturesFn(beam.DoFn):
 
 
 class _StagedSurvivorsFn(beam.DoFn):
-    """(staging file name, its survivors' `survivor_record`s) -> their staged `DedupInfo`s (read
-    from the file's infos, without the signatures): the image and paragraph keys to count."""
+    """(staging file name, `survivor_record`s of some of its documents) -> their staged
+    `DedupInfo`s in full but for the signatures, read from the file's infos: the band keys of
+    the documents near-dedup compares, the image and paragraph keys of those counted."""
 
     def __init__(self, *, root: str) -> None:
         self.root = root
@@ -558,9 +566,10 @@ class _StagedSurvivorsFn(beam.DoFn):
 
 
 def staged_record(info: DedupInfo) -> DedupInfo:
-    """What `StageDocumentsFn` emits of a staged document's info: the signature, image keys and
-    paragraph keys stay in the staging file, read back for the documents that need them."""
-    return dataclasses.replace(info, signature=b"", image_keys=b"", paragraph_keys=b"")
+    """What `StageDocumentsFn` emits of a staged document's info: the band keys, signature,
+    image keys and paragraph keys stay in the staging file, read back for the documents that
+    need them."""
+    return dataclasses.replace(info, band_keys=b"", signature=b"", image_keys=b"", paragraph_keys=b"")
 
 
 class CorpusFrequency(beam.PTransform):
@@ -621,9 +630,9 @@ class DedupDecisions(beam.PTransform):
     same image set: the newest capture wins); the two key sets (`CorpusFrequency`, over the
     survivors) are applied with `apply_removals` to the documents they touch (`touches`).
 
-    With `staging_root` the infos are those `StageDocumentsFn` emits (`staged_record`: no
-    signature, image or paragraph keys, which stay in the staging files and are read back for
-    the documents that need them), and survivors are `(staging file name, survivor records)`,
+    With `staging_root` the infos are those `StageDocumentsFn` emits (`staged_record`: no band
+    keys, signature, image or paragraph keys, which stay in the staging files and are read back
+    for the documents that need them), and survivors are `(staging file name, survivor records)`,
     what `ApplySurvivorsFn` takes. Every shuffle then carries a hundred-odd bytes a document."""
 
     def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE, staging_root: str | None = None) -> None:
@@ -873,9 +882,10 @@ def _pickles(handle: Any) -> Iterator[Any]:
 class StageDocumentsFn(beam.DoFn):
     """WARC file URL -> its pages read, extracted and filtered, the surviving documents written
     to `<output>/_staging/m3w/<name>.docs.pkl`; emits the documents' `DedupInfo`s (and dead
-    letters), never the documents themselves, and as `staged_record`s: without their MinHash
-    signatures (`NearDedup` reads those of the candidates back from the `.infos.pkl` file) and
-    image and paragraph keys (read back for the survivors, `DedupDecisions`).
+    letters), never the documents themselves, and as `staged_record`s: without their LSH band
+    keys and MinHash signatures (`NearDedup` reads back the bands of the exact-dedup survivors and
+    the signatures of the candidates from the `.infos.pkl` file) and image and paragraph keys
+    (read back for the survivors, `DedupDecisions`).
 
     Each staging file is written under a temporary name and renamed, the `.infos.pkl` file (the
     infos, then the file's counters and dead letters) last: a file whose infos exist is complete,
