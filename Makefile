@@ -10,7 +10,8 @@ export BIN
 WEB_PORT ?= 8765
 WEB_PAGES ?= 300
 export WEB_PORT WEB_PAGES
-RUNNER ?= DirectRunner
+# empty: flamboyance's LocalRunner (the DirectRunner's engine, 2 worker processes)
+RUNNER ?=
 DATA ?= data
 SHARDS ?= $(DATA)/shards
 CONFIG ?= trainer/configs/demo.yaml
@@ -52,13 +53,13 @@ ETL_FLAGS ?= $(if $(INPUT),,--allow-private-hosts)
 # ... and is only served when the default input (the crawl of the sample web) is used.
 ETL_WEB := $(if $(INPUT),,$(WITH_WEB))
 m3w: setup
-	$(ETL_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) --runner $(RUNNER) $(ETL_FLAGS)
+	$(ETL_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) $(if $(RUNNER),--runner $(RUNNER)) $(ETL_FLAGS)
 
 image-text: setup
-	$(ETL_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) --runner $(RUNNER) $(ETL_FLAGS)
+	$(ETL_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) $(if $(RUNNER),--runner $(RUNNER)) $(ETL_FLAGS)
 
 video-text: setup
-	$(ETL_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) --runner $(RUNNER) $(ETL_FLAGS)
+	$(ETL_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) $(if $(RUNNER),--runner $(RUNNER)) $(ETL_FLAGS)
 
 etl: m3w image-text video-text
 

@@ -404,8 +404,10 @@ def limit_heap_growth() -> dict[str, int]:
     own. A local run then grows by kilobytes per shuffled record, several times the record;
     with a fixed 1 MiB threshold and two arenas its peak stays close to flat as its input grows
     (measured on the m3w job: 1.03x at 10x input instead of 1.05x, and a few percent faster:
-    page-sized blocks still come from the heap, the multi-megabyte ones are given back). Settings already in the environment are the user's and are kept; nothing happens
-    where the C library is not glibc. Remote workers (Dataflow, Flink, Spark) are not touched.
+    page-sized blocks still come from the heap, the multi-megabyte ones are given back).
+
+    Settings already in the environment are the user's and are kept; nothing happens where the
+    C library is not glibc. Remote workers (Dataflow, Flink, Spark) are not touched.
     """
     import ctypes
     import os
@@ -453,7 +455,7 @@ class LocalRunner(PipelineRunner):
 def is_local_runner(runner: Any) -> bool:
     """Whether the `--runner` value runs the job in local processes (a DirectRunner or `LocalRunner`)."""
     name = runner if isinstance(runner, str) else type(runner).__name__
-    return runner is None or "direct" in name.lower() or name.endswith("LocalRunner")
+    return "direct" in name.lower() or name.endswith("LocalRunner")
 
 
 def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,

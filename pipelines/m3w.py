@@ -558,11 +558,16 @@ class _StagedSurvivorsFn(beam.DoFn):
 
     def process(self, element: tuple[str, bytes]) -> Iterator[DedupInfo]:
         name, records = element
-        wanted = survivor_keys(records)
-        with fsspec.open(join_url(self.root, infos_name(name)), "rb") as handle:
-            for obj in _pickles(handle):
-                if isinstance(obj, DedupInfo) and obj.key in wanted:
-                    yield dataclasses.replace(obj, signature=b"")
+        for info in staged_infos(self.root, name, survivor_keys(records)):
+            yield dataclasses.replace(info, signature=b"")
+
+
+def staged_infos(root: str, name: str, keys: Collection[str]) -> Iterator[DedupInfo]:
+    """The `DedupInfo`s of the documents `keys` staged in `name`, read from its infos file."""
+    with fsspec.open(join_url(root, infos_name(name)), "rb") as handle:
+        for obj in _pickles(handle):
+            if isinstance(obj, DedupInfo) and obj.key in keys:
+                yield obj
 
 
 def staged_record(info: DedupInfo) -> DedupInfo:
@@ -1001,9 +1006,8 @@ class ApplySurvivorsFn(beam.DoFn):
         images, paragraphs = self.image_set(frequent), self.paragraph_set(boilerplate)
         touched: set[str] = set()
         if images or paragraphs:
-            with fsspec.open(join_url(self.root, infos_name(name)), "rb") as handle:
-                touched = {obj.key for obj in _pickles(handle) if isinstance(obj, DedupInfo) and obj.key in wanted
-                           and touches(obj, frequent_images=images, boilerplate=paragraphs)}
+            touched = {info.key for info in staged_infos(self.root, name, wanted)
+                       if touches(info, frequent_images=images, boilerplate=paragraphs)}
         found = 0
         with fsspec.open(url, "rb") as handle:
             for item in _pickles(handle):
