@@ -10,6 +10,7 @@ only when the cheap ways fail, and only on the first 64 KiB.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -29,18 +30,44 @@ _INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff\u180e\x00-\x08\x0b\x0c
 
 
 def _lookup(name: str | None) -> str | None:
-    """Python codec name for a declared charset, or None when unknown."""
+    """Python codec name for a declared charset, or None when unknown or not a text encoding
+    a page can be written in (`base64`, `rot13`, `zlib`, `undefined`, `punycode`, a label with a
+    NUL byte ...: a page's label is attacker-controlled and must never reach a bytes transform)."""
     if not name:
         return None
     try:
         codec = codecs.lookup(name.strip().lower()).name
-    except LookupError:
+    except (LookupError, ValueError):  # unknown label; ValueError: embedded NUL byte
+        return None
+    if not _is_page_encoding(codec):
         return None
     # The HTML standard maps these labels to supersets; decoding with the subset would fail on
     # the many pages that use the superset's extra characters.
     return {"ascii": "cp1252", "latin-1": "cp1252", "iso8859-1": "cp1252", "iso8859-9": "cp1254",
             "gb2312": "gb18030", "gbk": "gb18030", "euc_kr": "cp949", "shift_jis": "cp932",
             "utf-16": "utf-8"}.get(codec, codec)
+
+
+# Printable ASCII plus the escape syntaxes of codecs that are text encodings to Python but not
+# page encodings (unicode_escape's backslashes, UTF-7's `+...-`, IDNA's `xn--` labels).
+_ASCII_PROBE = bytes(range(0x20, 0x7F)) + b"\r\n\t\\x41\\u00e9 +AGE- .xn--nxa. ~{"
+_UNICODE_PROBE = "a\u00e9\u20ac\u4e2d\U0001d11e"
+
+
+@functools.lru_cache(maxsize=256)
+def _is_page_encoding(codec: str) -> bool:
+    """A rule, not a list: a text codec (bytes <-> str) that either reads ASCII as ASCII, as
+    every encoding a `<meta charset>` can be found in does, or is a UTF-16/32 form (NUL bytes in
+    ASCII, every code point round-trips)."""
+    info = codecs.lookup(codec)
+    if not getattr(info, "_is_text_encoding", True):
+        return False
+    try:
+        if _ASCII_PROBE.decode(codec) == _ASCII_PROBE.decode("ascii"):
+            return True
+        return b"\0" in "a".encode(codec) and _UNICODE_PROBE.encode(codec).decode(codec) == _UNICODE_PROBE
+    except (UnicodeError, LookupError, ValueError, TypeError):  # "undefined" raises on any use
+        return False
 
 
 def header_charset(headers: Mapping[str, str] | None) -> str | None:
@@ -73,7 +100,7 @@ def decode_html(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[
         if encoding:
             try:
                 return data.decode(encoding), encoding
-            except UnicodeDecodeError:
+            except (UnicodeError, LookupError, ValueError):
                 # A wrong declaration is common (pages saved as UTF-8 still saying latin-1):
                 # fall through to UTF-8 and the detector rather than trusting it.
                 break
@@ -114,7 +141,7 @@ def _detect(data: bytes) -> tuple[str, str]:
         try:
             # Incremental: a multi-byte character cut at the sample's end is not an error.
             codecs.getincrementaldecoder(encoding)().decode(sample, final=len(data) <= _DETECT_BYTES)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError, ValueError):
             continue
         return data.decode(encoding, "replace"), encoding
     return data.decode("cp1252", "replace"), "cp1252"
