@@ -2,8 +2,11 @@
 
 `read_warc` yields the HTML responses of a WARC, gzipped (one gzip member per record, the
 Common Crawl convention) or not, over any fsspec URL. Bad input never stops the read: each
-skipped record is counted by reason and reading goes on. A corrupt or truncated gzip member is
-skipped by scanning for the next gzip member that decompresses to a WARC record.
+skipped record is counted by reason and reading goes on. After a damaged record (bad header, a
+`Content-Length` that does not end at a record boundary) the reader resynchronises on the next
+`WARC/1.` line; the records a corrupt or truncated gzip member still holds are read, then the
+reader scans for the next gzip member that decompresses to a WARC record. Records Common Crawl
+cut at its size cap (`WARC-Truncated`) are kept and marked `truncated`.
 
 `WarcWriter` writes request/response records, one gzip member each, so crawled pages and
 Common Crawl pages take the same path downstream.
@@ -63,6 +66,8 @@ class PageRecord:
     body: bytes = b""
     warc_filename: str = ""
     warc_offset: int = 0
+    truncated: bool = False
+    """The archive cut the body (`WARC-Truncated`, e.g. Common Crawl's 1 MiB cap): a prefix."""
 
 
 class _Skip(Exception):
@@ -120,12 +125,15 @@ def sniff_html(body: bytes) -> bool:
     return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:512]
 
 
-def _dechunk(data: bytes, max_bytes: int) -> bytes:
+def _dechunk(data: bytes, max_bytes: int, cut: bool = False) -> bytes:
+    """De-chunk a body; a `cut` one (the archive truncated it) keeps the chunks it has."""
     out = bytearray()
     pos = 0
     while True:
         eol = data.find(b"\n", pos)
         if eol < 0:
+            if cut:
+                return bytes(out)
             raise _Skip("bad_chunked_encoding")
         size_text = data[pos:eol].split(b";", 1)[0].strip()
         try:
@@ -136,6 +144,8 @@ def _dechunk(data: bytes, max_bytes: int) -> bytes:
         if size == 0:
             return bytes(out)
         if pos + size > len(data):
+            if cut:
+                return bytes(out + data[pos:])[:max_bytes]
             raise _Skip("bad_chunked_encoding")
         out += data[pos : pos + size]
         if len(out) > max_bytes:
@@ -167,11 +177,11 @@ def decode_http_body(body: bytes, headers: dict[str, str], *, max_bytes: int) ->
         raise ValueError(exc.reason) from None
 
 
-def _decode_http_body(body: bytes, headers: dict[str, str], *, max_bytes: int) -> bytes:
+def _decode_http_body(body: bytes, headers: dict[str, str], *, max_bytes: int, cut: bool = False) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
         # Common Crawl stores bodies de-chunked but keeps the header; only de-chunk real chunks.
         if _looks_chunked(body):
-            body = _dechunk(body, max_bytes)
+            body = _dechunk(body, max_bytes, cut)
     encodings = [e.strip().lower() for e in headers.get("content-encoding", "").split(",") if e.strip()]
     for encoding in reversed(encodings):
         if encoding in ("identity", "none"):
@@ -267,14 +277,17 @@ class _Source:
         self._f.seek(pos)
         self._buf, self._buf_start, self.pos = b"", pos, pos
 
-    def find(self, needle: bytes, start: int) -> int:
-        """Absolute offset of the next `needle` at or after `start`, or -1 at end of input."""
+    def find(self, needle: bytes, start: int, end: int | None = None) -> int:
+        """Absolute offset of the next `needle` at or after `start` (and starting before `end`),
+        or -1 at end of input."""
         self.seek(start)
         while True:
             rel = self.pos - self._buf_start
             hit = self._buf.find(needle, rel)
-            if hit >= 0:
+            if hit >= 0 and (end is None or self._buf_start + hit < end):
                 return self._buf_start + hit
+            if hit >= 0 or (end is not None and self._buf_start + len(self._buf) >= end + len(needle)):
+                return -1
             # keep the last len(needle)-1 bytes in case the needle spans two reads
             keep_from = max(rel, len(self._buf) - len(needle) + 1)
             self.pos = self._buf_start + keep_from
@@ -284,24 +297,20 @@ class _Source:
                 return -1
 
 
-class _MemberError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, int]:
+def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, int, str | None]:
     """Decompress the gzip member at `start` into a spooled buffer (CRC checked by zlib).
 
-    Returns (buffer positioned at 0, member end offset). Output beyond `limit` bytes is
+    Returns (buffer positioned at 0, member end offset, damage). Output beyond `limit` bytes is
     decompressed (to find the member's end) but not kept; the buffer is then marked by its
-    size exceeding `limit`.
+    size exceeding `limit`. A corrupt or truncated member is not an error: `damage` says which
+    ("corrupt_gzip", "truncated_gzip") and the buffer holds what decompressed before it.
     """
     source.seek(start)
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
     kept = 0
     consumed = 0
+    damage = None
     try:
         while not decoder.eof:
             if decoder.unconsumed_tail:
@@ -311,20 +320,17 @@ def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, 
                 consumed += len(data)
             # With no input left, zlib may still hold output it could not return before.
             chunk = decoder.decompress(data, _CHUNK * 4)
-            if not data and not chunk and not decoder.eof:
-                raise _MemberError("truncated_gzip")
             if kept <= limit:
                 out.write(chunk[: limit + 1 - kept])
                 kept += len(chunk)
+            if not data and not chunk and not decoder.eof:
+                damage = "truncated_gzip"
+                break
     except zlib.error:
-        out.close()
-        raise _MemberError("corrupt_gzip") from None
-    except _MemberError:
-        out.close()
-        raise
+        damage = "corrupt_gzip"
     end = start + consumed - len(decoder.unused_data)
     out.seek(0)
-    return out, end
+    return out, end, damage
 
 
 @contextlib.contextmanager
@@ -352,29 +358,42 @@ def read_warc(
     skipped: collections.Counter | None = None,
     max_body_bytes: int = 5 * 2**20,
     only_ok: bool = True,
+    skip_truncated: bool = False,
 ) -> Iterator[PageRecord]:
     """Yield the HTML response records of a WARC file as `PageRecord`s.
 
     `path_or_url` is any fsspec URL (local path, `s3://`, `http://`, ...), gzipped per record
-    (`.warc.gz`, detected by its magic bytes) or plain. Records that are not returned are
-    counted into `skipped[reason]`: `not_response`, `warc_truncated`, `not_html`,
-    `http_status` (non-2xx, when `only_ok`), `body_too_large` (over `max_body_bytes`),
-    `corrupt_gzip`, `truncated_gzip`, `invalid_record`, `truncated_record`, `bad_http`,
-    `bad_chunked_encoding`, `bad_content_encoding`, `unsupported_content_encoding`.
+    (`.warc.gz`, detected by its magic bytes) or plain. Records cut by the archive
+    (`WARC-Truncated`) are returned with `truncated=True`, or skipped as `warc_truncated` when
+    `skip_truncated`. Records that are not returned are counted into `skipped[reason]`:
+    `not_response`, `warc_truncated`, `not_html`, `http_status` (non-2xx, when `only_ok`),
+    `body_too_large` (over `max_body_bytes`), `corrupt_gzip` / `truncated_gzip` (the record a
+    damaged member cut off), `invalid_record`, `bad_content_length` (a length that runs into the
+    next record; reading resumes there), `truncated_record` (the input ends inside it),
+    `bad_http`, `bad_chunked_encoding`, `bad_content_encoding`, `unsupported_content_encoding`.
     """
     skipped = collections.Counter() if skipped is None else skipped
     name = path_or_url.rstrip("/").rsplit("/", 1)[-1]
+    options = _ReadOptions(max_body_bytes=max_body_bytes, only_ok=only_ok, skip_truncated=skip_truncated)
     with _open_raw(path_or_url) as raw:
         source = _Source(raw)
         if source.peek(3) == GZIP_MAGIC:
-            yield from _read_gzipped(source, name, skipped, max_body_bytes, only_ok)
+            yield from _read_gzipped(source, name, skipped, options)
         else:
-            yield from _read_records(source, 0, name, skipped, max_body_bytes, only_ok, per_member=False)
+            yield from _read_records(source, 0, name, skipped, options, per_member=False)
 
 
-def _read_gzipped(source, name, skipped, max_body_bytes, only_ok) -> Iterator[PageRecord]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ReadOptions:
+    max_body_bytes: int
+    only_ok: bool
+    skip_truncated: bool
+
+
+def _read_gzipped(source: _Source, name: str, skipped: collections.Counter,
+                  options: _ReadOptions) -> Iterator[PageRecord]:
     # A member whose decompressed size exceeds this can only hold an oversize record.
-    limit = max_body_bytes + 4 * _MAX_HEAD_BYTES
+    limit = options.max_body_bytes + 4 * _MAX_HEAD_BYTES
     pos = 0
     while source.peek(1):
         if source.peek(3) != GZIP_MAGIC:
@@ -384,19 +403,18 @@ def _read_gzipped(source, name, skipped, max_body_bytes, only_ok) -> Iterator[Pa
             pos = _resync(source, pos + 1, limit)
             if pos < 0:
                 return
-        try:
-            member, end = _inflate_member(source, pos, limit)
-        except _MemberError as exc:
-            skipped[exc.reason] += 1
+        member, end, damage = _inflate_member(source, pos, limit)
+        with member:
+            counted = skipped[damage] if damage else 0
+            yield from _read_records(_Source(member), pos, name, skipped, options, per_member=True,
+                                     cut_reason=damage or "truncated_record")
+            if damage and skipped[damage] == counted:
+                skipped[damage] += 1  # the damage cut no record in half, but what followed is lost
+        if damage:
             pos = _resync(source, pos + 1, limit)
             if pos < 0:
                 return
             continue
-        with member:
-            member_source = _Source(member)
-            yield from _read_records(
-                member_source, pos, name, skipped, max_body_bytes, only_ok, per_member=True
-            )
         pos = end
         source.seek(pos)
 
@@ -407,11 +425,7 @@ def _resync(source: _Source, start: int, limit: int) -> int:
         candidate = source.find(GZIP_MAGIC, start)
         if candidate < 0:
             return -1
-        try:
-            member, _ = _inflate_member(source, candidate, limit)
-        except _MemberError:
-            start = candidate + 1
-            continue
+        member, _, _ = _inflate_member(source, candidate, limit)
         with member:
             if member.read(5) == b"WARC/":
                 source.seek(candidate)
@@ -460,17 +474,19 @@ def _read_records(
     base_offset: int,
     name: str,
     skipped: collections.Counter,
-    max_body_bytes: int,
-    only_ok: bool,
+    options: _ReadOptions,
     *,
     per_member: bool,
+    cut_reason: str = "truncated_record",
 ) -> Iterator[PageRecord]:
+    """The records of a plain WARC or of one decompressed gzip member. `cut_reason` counts a
+    record the input ends inside (a damaged gzip member names its damage)."""
     while True:
         try:
             head, head_start = _read_head(source)
         except _Skip as exc:
-            skipped[exc.reason] += 1
-            if per_member or not _resync_plain(source, source.head_start):
+            skipped[cut_reason if exc.reason == "truncated_record" else exc.reason] += 1
+            if not _resync_plain(source, source.head_start):
                 return
             continue
         if head is None:
@@ -483,29 +499,43 @@ def _read_records(
                 raise ValueError(length)
         except (_Skip, ValueError):
             skipped["invalid_record"] += 1
-            if per_member or not _resync_plain(source, head_start):
+            if not _resync_plain(source, head_start):
                 return
             continue
         block_start = source.pos
+        block_end = block_start + length
+        reason = None
         try:
-            record = _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok)
+            record = _parse_record(source, warc, length, name, offset, options)
         except _Skip as exc:
-            skipped[exc.reason] += 1
-            record = None
+            reason, record = exc.reason, None
         # Skip whatever the parser did not consume, in bounded steps.
-        remaining = block_start + length - source.pos
-        while remaining > 0:
-            got = len(source.read(min(remaining, _CHUNK)))
-            if not got:
-                if record is not None:
-                    skipped["truncated_record"] += 1
-                    record = None
-                break
-            remaining -= got
-        if record is not None:
+        while source.pos < block_end and source.read(min(block_end - source.pos, _CHUNK)):
+            pass
+        ended_inside = source.pos < block_end
+        if ended_inside or not _at_record_boundary(source):
+            # A length that runs past the next record's header is damaged, not a huge record:
+            # resume at that header rather than losing every record it swallowed.
+            hit = source.find(b"\nWARC/1.", block_start, block_end)
+            if hit >= 0:
+                skipped["bad_content_length"] += 1
+                source.seek(hit + 1)
+                continue
+            source.seek(block_end)
+        if ended_inside:
+            skipped[cut_reason if reason in (None, "truncated_record") else reason] += 1
+            return
+        if reason is not None:
+            skipped[reason] += 1
+        elif record is not None:
             yield record
-        if source.pos < block_start + length:
-            return  # input ended inside this record
+
+
+def _at_record_boundary(source: _Source) -> bool:
+    """What follows a record block is blank lines, then a record header or the end of input."""
+    ahead = source.peek(512)
+    rest = ahead.lstrip(b"\r\n")
+    return rest.startswith(b"WARC/") or not rest and len(ahead) < 512 or b"WARC/".startswith(rest)
 
 
 def _resync_plain(source: _Source, bad_start: int) -> bool:
@@ -517,10 +547,13 @@ def _resync_plain(source: _Source, bad_start: int) -> bool:
     return True
 
 
-def _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok) -> PageRecord | None:
+def _parse_record(source: _Source, warc: dict[str, str], length: int, name: str, offset: int,
+                  options: _ReadOptions) -> PageRecord | None:
+    max_body_bytes, only_ok = options.max_body_bytes, options.only_ok
     if warc.get("warc-type", "").lower() != "response":
         raise _Skip("not_response")
-    if warc.get("warc-truncated"):
+    truncated = bool(warc.get("warc-truncated"))
+    if truncated and options.skip_truncated:
         raise _Skip("warc_truncated")
     url = warc.get("warc-target-uri", "").strip("<>")
     if not url.lower().startswith(("http://", "https://")):
@@ -555,7 +588,7 @@ def _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok) -
     body = source.read(body_length)
     if len(body) < body_length:
         raise _Skip("truncated_record")
-    body = _decode_http_body(body, headers, max_bytes=max_body_bytes)
+    body = _decode_http_body(body, headers, max_bytes=max_body_bytes, cut=truncated)
     if not content_type:
         if not sniff_html(body):
             raise _Skip("not_html")
@@ -569,6 +602,7 @@ def _parse_record(source, warc, length, name, offset, max_body_bytes, only_ok) -
         body=body,
         warc_filename=name,
         warc_offset=offset,
+        truncated=truncated,
     )
 
 

@@ -112,6 +112,8 @@ def page_document(page: Any, config: Any) -> PageDocument:
     doc.metadata.pop("extraction_seconds", None)
     doc.metadata.update({"fetch_time": page.fetch_time, "warc_filename": page.warc_filename,
                          "warc_offset": page.warc_offset})
+    if getattr(page, "truncated", False):  # the archive cut the body (WARC-Truncated): a prefix
+        doc.metadata["truncated"] = True
     return PageDocument(key=make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset),
                         fetch_time=page.fetch_time, doc=doc)
 

@@ -133,7 +133,7 @@ def test_every_damage_is_skipped_counted_and_reading_goes_on(tmp_path):
     b.add(warc_record("http://a.example/1", b"GET /1 HTTP/1.1\r\n\r\n", warc_type="request",
                       content_type="application/http;msgtype=request"))
     b.add(warc_record("http://a.example/img.png", http_response(b"\x89PNG....", "image/png")))
-    b.add(warc_record("http://a.example/t", http_response(page(2)), extra={"WARC-Truncated": "length"}))
+    good.append(b.add(warc_record("http://a.example/t", http_response(page(2)), extra={"WARC-Truncated": "length"})))
     good.append(b.add(warc_record("http://a.example/3", http_response(page(3)))))
     b.add(warc_record("http://a.example/big", http_response(b"<html>" + b"x" * 5000 + b"</html>")))
     b.add(warc_record("http://a.example/c", http_response(page(4))), damage=corrupt_middle)
@@ -144,17 +144,21 @@ def test_every_damage_is_skipped_counted_and_reading_goes_on(tmp_path):
     b.add(warc_record("http://a.example/m", b"meta: x\r\n", warc_type="metadata",
                       content_type="application/warc-fields"))
     b.add(warc_record("http://a.example/end", http_response(page(9))), damage=cut_in_half)  # file ends
-    records, skipped = read_all(b.write(tmp_path / "damaged.warc.gz"), max_body_bytes=4000)
+    path = b.write(tmp_path / "damaged.warc.gz")
+    records, skipped = read_all(path, max_body_bytes=4000)
 
-    assert [r.url for r in records] == ["http://a.example/1", "http://a.example/3", "http://a.example/5",
-                                        "http://a.example/7"]
-    assert [r.body for r in records] == [page(1), page(3), page(5), page(7)]
+    assert [r.url for r in records] == ["http://a.example/1", "http://a.example/t", "http://a.example/3",
+                                        "http://a.example/5", "http://a.example/7"]
+    assert [r.body for r in records] == [page(1), page(2), page(3), page(5), page(7)]
+    assert [r.truncated for r in records] == [False, True, False, False, False]  # Common Crawl keeps them
     assert [r.warc_offset for r in records] == good
     assert all(r.warc_filename == "damaged.warc.gz" and r.status == 200 for r in records)
+    without_truncated, skipped_too = read_all(path, max_body_bytes=4000, skip_truncated=True)
+    assert [r.url for r in without_truncated] == [r.url for r in records if not r.truncated]
+    assert skipped_too - skipped == collections.Counter({"warc_truncated": 1})
     assert skipped == collections.Counter({
         "not_response": 3,  # warcinfo, request, metadata
         "not_html": 1,
-        "warc_truncated": 1,
         "body_too_large": 1,
         "http_status": 1,
         "corrupt_gzip": 2,  # the flipped bytes and the member cut mid-file
