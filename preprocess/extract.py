@@ -10,8 +10,10 @@ link text, commas and element counts are measured ONCE per attempt, bottom-up (`
 kept up to date through every removal: no rule re-reads a subtree's text, which would be
 quadratic on deeply nested pages.
 
-1. decode and size-check (`too_large`, `empty`), parse with lxml (huge_tree so a 10 MB text node
-   is not silently dropped), count elements (`too_many_nodes`);
+1. decode and size-check (`too_large`, `empty`), cut start tags to `max_attributes` (libxml2 is
+   quadratic in attributes per element), parse with lxml (huge_tree so a 10 MB text node is not
+   silently dropped), count elements (`too_many_nodes`), flatten what nests deeper than
+   `max_depth`; every stage checks the page's time budget (`time_budget`);
 2. prepare: drop scripts/styles/forms/nav/aside/footer, hidden elements, unlikely class/id
    candidates (cookie banners, share bars, comments, ads), bylines, dates, photo credits;
    resolve lazy images (data-src & co., noscript copies, placeholders);
@@ -26,6 +28,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from urllib.parse import urljoin
 
 import lxml.etree as etree
 from flamboyance.preprocess.document import Document, ImageNode, Node, TextKind, TextNode, VideoNode
-from flamboyance.preprocess.html_text import decode_html, normalize_text, strip_invisible
+from flamboyance.preprocess.html_text import bound_attributes, decode_html, normalize_text, strip_invisible
 
 
 class ExtractionError(ValueError):
@@ -51,8 +54,18 @@ class ExtractConfig:
 
     max_bytes: int = 5 * 2**20
     """Pages larger than this (encoded bytes, or characters for str input) raise `too_large`."""
-    max_elements: int = 200_000
+    max_elements: int = 50_000
     """Pages with more elements than this raise `too_many_nodes` (bounds the work per page)."""
+    max_attributes: int = 1_000
+    """Start tags are cut to this many attributes before parsing (libxml2's work per element is
+    quadratic in its attributes); the count cut is `metadata["attributes_dropped"]`."""
+    max_depth: int = 256
+    """Elements nested deeper than this are flattened into their ancestor at this depth (text
+    kept, tags dropped; counted in `metadata["elements_flattened"]`): rules that look up the
+    ancestors would otherwise cost depth x elements."""
+    time_budget_s: float | None = 1.0
+    """A page still being extracted after this many seconds raises `time_budget` (checked between
+    stages; None: no budget). The other limits keep real and hostile pages well under it."""
     max_images: int = 1_000
     """At most this many image nodes per document; the rest are dropped (counted in metadata)."""
     min_paragraph_chars: int = 25
@@ -73,12 +86,14 @@ class ExtractConfig:
     stays the article body (hand-written article bodies leave captions and photo credits out)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_elements", "top_candidates"):
+        for name in ("max_bytes", "max_elements", "max_depth", "top_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ExtractConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_images", "min_paragraph_chars", "char_threshold", "min_text_chars"):
+        for name in ("max_images", "max_attributes", "min_paragraph_chars", "char_threshold", "min_text_chars"):
             if getattr(self, name) < 0:
                 raise ValueError(f"ExtractConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"ExtractConfig.time_budget_s must be > 0 or None, got {self.time_budget_s}")
 
 
 DEFAULT_CONFIG = ExtractConfig()
@@ -184,8 +199,9 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
     video URLs absolute (a `<base href>` in the page takes precedence).
 
     Raises `ExtractionError` with `.reason` one of: "empty", "too_large", "unparseable",
-    "too_many_nodes", "no_main_content".
+    "too_many_nodes", "time_budget", "no_main_content".
     """
+    started = time.perf_counter()
     if isinstance(html, bytes | bytearray | memoryview):
         html = bytes(html)
         if len(html) > config.max_bytes:
@@ -202,7 +218,7 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
     if not text.strip():
         raise ExtractionError("empty", f"{url}: only whitespace")
 
-    page = _Page(text, url, config)
+    page = _Page(text, url, config, started=started)
     best: tuple[int, list[Node]] | None = None
     # Readability's retry ladder: when the chosen content is short, parse again keeping more.
     previous: _Effects | None = None
@@ -228,6 +244,7 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
         metadata["encoding"] = encoding
     if page.images_dropped:
         metadata["images_dropped"] = page.images_dropped
+    metadata.update({k: v for k, v in page.bounded.items() if v})
     return Document(url=url, nodes=nodes, title=page.title, language=page.language, metadata=metadata)
 
 
@@ -267,13 +284,19 @@ class _Page:
     language: str | None = None
     base: str = ""
     images_dropped: int = 0
+    started: float = 0.0
+    bounded: dict[str, int] = field(default_factory=dict)
+    _data: bytes | None = None
 
     def parse(self) -> etree._Element:
-        # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
-        # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
-        data = self.source.replace("\x00", "").encode("utf-8", "replace")
+        if self._data is None:
+            source, dropped = bound_attributes(self.source, self.config.max_attributes)
+            self.bounded["attributes_dropped"] = dropped
+            # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
+            # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
+            self._data = source.replace("\x00", "").encode("utf-8", "replace")
         try:
-            root = etree.fromstring(data, _parser())
+            root = etree.fromstring(self._data, _parser())
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
             raise ExtractionError("unparseable", f"{self.url}: {exc}") from exc
         if root is None:
@@ -282,21 +305,45 @@ class _Page:
         count = int(root.xpath("count(//*)"))
         if count > limit:
             raise ExtractionError("too_many_nodes", f"{self.url}: {count} elements > max_elements={limit}")
+        # Below the depth limit (<html> is depth 1) only the leaves stay: the wrappers between
+        # them are unwrapped, their text kept in place.
+        flattened = 0
+        for el in root.xpath("/".join(["*"] * (self.config.max_depth - 1)) or "."):
+            wrappers = [inner for inner in el.iterdescendants() if len(inner)]
+            for inner in wrappers:
+                inner.tag = _FLATTENED
+                inner.text = " " + inner.text if inner.text else " "  # a block keeps its word breaks
+                inner.tail = " " + inner.tail if inner.tail else " "
+            if wrappers:
+                etree.strip_tags(el, _FLATTENED)
+                flattened += len(wrappers)
+        self.bounded["elements_flattened"] = flattened
         return root
+
+    def check_time(self, stage: str) -> None:
+        """Raise `time_budget` once the page has used its time (`ExtractConfig.time_budget_s`)."""
+        budget = self.config.time_budget_s
+        if budget is not None and time.perf_counter() - self.started > budget:
+            raise ExtractionError("time_budget", f"{self.url}: over time_budget_s={budget} after {stage}")
 
     def extract(self, flags: _Flags, effects: _Effects) -> list[Node]:
         effects.flags = flags
+        self.check_time("start")
         root = self.parse()
+        self.check_time("parse")
         if not self.base:
             self._read_head(root)
         body = root.find("body")
         if body is None:
             body = root
         stats = _prepare(body, flags, self.title, effects)
+        self.check_time("prepare")
         content = _choose_content(body, flags, self.config, effects, stats)
+        self.check_time("choose_content")
         if content is None:
             return []
         _clean_content(content, flags, effects)
+        self.check_time("clean_content")
         emitter = _Emitter(base=self.base, max_images=self.config.max_images,
                            captions_as_text=self.config.captions_as_text,
                            srcset_only_images=self.config.srcset_only_images)
@@ -327,6 +374,7 @@ class _Page:
 
 
 _PARSERS = threading.local()
+_FLATTENED = "flamboyance-flattened"
 
 
 def _parser() -> etree.HTMLParser:

@@ -156,3 +156,57 @@ def normalize_text(text: str) -> str:
     """NFC, invisible characters removed, every whitespace run collapsed to one space, stripped."""
     text = " ".join(_INVISIBLE.sub("", text).split())
     return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+
+
+def bound_attributes(html: str, max_attributes: int) -> tuple[str, int]:
+    """`html` with every start tag cut to its first `max_attributes` attributes; returns
+    (html, attributes dropped). libxml2 checks each attribute against all earlier ones of its
+    element, so one tag with 100k attributes costs minutes; real pages stay under ~50.
+
+    One regex pass, linear in the page, in C but for the rare tags over the limit."""
+    cuts: list[tuple[int, int]] = []
+    dropped = 0
+    for match in _long_tags(max_attributes).finditer(html):
+        if match.group("attrs") is None:
+            continue  # the end of the page
+        ends = [m.end() for m in _ATTRIBUTE.finditer(match.group("attrs"))]
+        keep = ends[max_attributes - 1] if max_attributes else 0
+        cuts.append((match.start("attrs") + keep, match.end("attrs")))
+        dropped += len(ends) - max_attributes
+    if not cuts:
+        return html, 0
+    parts, last = [], 0
+    for start, end in cuts:
+        parts.append(html[last:start])
+        last = end
+    parts.append(html[last:])
+    return "".join(parts), dropped
+
+
+# One attribute as the HTML5 tokenizer reads it, with the separator before it: a name (anything
+# up to whitespace, `/`, `>` or `=`; `=` may start it), then `=` and a double-quoted,
+# single-quoted or unquoted value. A quoted value starts only right after `=` (and blanks), as
+# in the tokenizer, so a `>` inside one does not end the tag.
+_ATTRIBUTE_SRC = r"""[\s/]*+[^\s/>][^\s/>=]*+(?:\s*+=\s*+(?:"[^"]*+"?|'[^']*+'?|[^\s>]*+))?+"""
+_ATTRIBUTE = re.compile(_ATTRIBUTE_SRC)
+# Elements whose content is text, not markup: a `<p` inside a script string is no tag.
+_RAW_TEXT = ("script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes")
+
+
+@functools.lru_cache(maxsize=8)
+def _long_tags(max_attributes: int) -> re.Pattern[str]:
+    """A pattern whose every match skips ordinary markup and text (possessively: no
+    backtracking) and ends at a start tag with more than `max_attributes` attributes (groups
+    `name`, `attrs`) or at the end of the page (`attrs` None)."""
+    attrs = f"(?:{_ATTRIBUTE_SRC}){{0,{max_attributes}}}+" + r"[\s/]*+"
+    skip = (r"(?:[^<]++"
+            r"|<!--.*?(?:-->|\Z)"
+            r"|<[!?/][^>]*+>?"
+            + "".join(rf"|<{raw}(?=[\s/>]){attrs}(?:>(?:[^<]++|<(?!/{raw}[\s/>]))*+|\Z)" for raw in _RAW_TEXT) +
+            rf"|<[A-Za-z][^\s/>]*+{attrs}(?:>|\Z)"
+            r"|<(?![A-Za-z!?/])"
+            r")*+")
+    long_tag = rf"<(?P<name>[A-Za-z][^\s/>]*+)(?P<attrs>(?:{_ATTRIBUTE_SRC})*+)"
+    return re.compile(f"{skip}(?:{long_tag}|\\Z)", re.I | re.S)

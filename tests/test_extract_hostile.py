@@ -6,6 +6,7 @@ import dataclasses
 import random
 import time
 
+import lxml.html
 import pytest
 from flamboyance.preprocess import ExtractConfig, ExtractionError, extract_document
 from flamboyance.preprocess.document import TextNode
@@ -63,14 +64,18 @@ def test_100k_deep_nesting():
     assert isinstance(result, ExtractionError) and result.reason == "no_main_content"
 
 
-def test_100k_img_tags_are_capped():
-    html = f"<html><body><p>{TOP}</p>" + "".join(f'<img src="/i/{i}.jpg">' for i in range(100_000)) + "</body></html>"
+def test_img_tags_are_capped():
+    html = f"<html><body><p>{TOP}</p>" + "".join(f'<img src="/i/{i}.jpg">' for i in range(20_000)) + "</body></html>"
     doc = timed(html, bound=40)
     assert len(doc.images) == 1000
     assert doc.images[0].url == "http://hostile.example/i/0.jpg"
     assert doc.images[-1].url == "http://hostile.example/i/999.jpg"
-    assert doc.metadata["images_dropped"] == 99_000
+    assert doc.metadata["images_dropped"] == 19_000
     assert doc.nodes[0] == TextNode(text=TOP)
+    html = f"<html><body><p>{TOP}</p>" + '<img src="/i.jpg">' * 100_000 + "</body></html>"
+    result = timed(html, bound=40)
+    assert isinstance(result, ExtractionError) and result.reason == "too_many_nodes"
+    assert "100003 elements > max_elements=50000" in str(result)
 
 
 def test_element_count_cap():
@@ -120,14 +125,65 @@ def test_config_is_a_frozen_keyword_only_dataclass():
         ExtractConfig(max_bytes=0)
     with pytest.raises(ValueError, match="max_images must be >= 0"):
         ExtractConfig(max_images=-1)
+    with pytest.raises(ValueError, match="max_depth must be >= 1"):
+        ExtractConfig(max_depth=0)
+    with pytest.raises(ValueError, match="time_budget_s must be > 0 or None"):
+        ExtractConfig(time_budget_s=0)
 
 
 def test_deeply_nested_layout_tables():
     # Conditional cleaning asks "is this a data table?" of every ancestor: memoised, so linear.
     level = "<table><tr><td><div>Nested words, here, and there <a href='/x'>link</a>"
     html = "<html><body>" + level * 300 + "</div></td></tr></table>" * 300 + "</body></html>"
-    doc = timed(html, bound=15)
+    doc = timed(html, ExtractConfig(max_depth=1300, time_budget_s=None), bound=15)
     assert doc.nodes == [TextNode(text="Nested words, here, and there link")] * 300
+    # By default what nests deeper than 256 levels is flattened into one block, words kept.
+    doc = timed(html, bound=5)
+    levels_kept = (256 - 2) // 4  # html, body, then four elements per level
+    assert doc.nodes[:levels_kept] == [TextNode(text="Nested words, here, and there link")] * levels_kept
+    assert [n.text for n in doc.nodes[levels_kept:]] == [" ".join(["Nested words, here, and there link"] * (300 - levels_kept))]
+    assert doc.metadata["elements_flattened"] == len(wrappers_deeper_than(html, 256))
+
+
+def wrappers_deeper_than(html: str, depth: int) -> list:
+    """Elements with children below `depth` (<html> is 1), walked level by level."""
+    level, found = [lxml.html.document_fromstring(html, parser=lxml.html.HTMLParser(huge_tree=True))], []
+    for d in range(1, 5000):
+        if d > depth:
+            found += [el for el in level if len(el)]
+        level = [child for el in level for child in el]
+        if not level:
+            return found
+    raise AssertionError("deeper than 5000")
+
+
+def test_100k_attributes_on_one_element_are_cut_before_parsing():
+    # libxml2 compares each attribute with all earlier ones of its element: 100k took 82 s.
+    attrs = " ".join(f"data-a{i}=x" for i in range(100_000))
+    html = f"<html><body><p {attrs}>{TOP}</p><p>Second paragraph, also kept in the document.</p></body></html>"
+    doc = timed(html, bound=5)
+    assert doc.nodes == [TextNode(text=TOP), TextNode(text="Second paragraph, also kept in the document.")]
+    assert doc.metadata["attributes_dropped"] == 99_000
+
+
+@pytest.mark.parametrize("disguise", [
+    "<script>var s = '<p a=\"</script>{tag}';</script>",   # a tag-like string inside a script
+    "<!-- <p title=\"--> {tag}",                            # a quote left open inside a comment
+    "<i x\" y='>'>{tag}",                                    # quotes in a name, '>' in a value
+])
+def test_attribute_bomb_disguised_by_comments_scripts_and_quotes_is_still_cut(disguise):
+    tag = "<p " + " ".join(f'a{i}="<>"' for i in range(30_000)) + ">" + TOP + "</p>"
+    html = "<html><body>" + disguise.format(tag=tag) + "</body></html>"
+    doc = timed(html, bound=5)
+    assert doc.metadata["attributes_dropped"] == 29_000
+    assert TOP in doc.text()
+
+
+def test_time_budget_is_a_counted_reason():
+    html = f"<html><body><p>{TOP}</p>" + "<div><p>word, word</p></div>" * 20_000 + "</body></html>"
+    result = timed(html, ExtractConfig(time_budget_s=1e-6), bound=5)
+    assert isinstance(result, ExtractionError) and result.reason == "time_budget"
+    assert "over time_budget_s=1e-06 after start" in str(result)
 
 
 @pytest.mark.parametrize("wrapper", ["div", "div class='caption'", "form", "section class='share'", "td"])
