@@ -47,19 +47,24 @@ def _add_crawl_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_crawl(args: argparse.Namespace) -> int:
     from flamboyance.crawl.crawler import crawl
 
-    result = crawl(
-        _read_seeds(args.seeds),
-        out_dir=args.out,
-        max_pages=args.max_pages,
-        same_host=args.same_host,
-        allow_private_hosts=args.allow_private_hosts,
-        delay=args.delay,
-        max_depth=args.max_depth,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
-        total_timeout=args.total_timeout,
-        max_body_bytes=args.max_body_bytes,
-    )
+    seeds = _read_seeds(args.seeds)
+    try:
+        result = crawl(
+            seeds,
+            out_dir=args.out,
+            max_pages=args.max_pages,
+            same_host=args.same_host,
+            allow_private_hosts=args.allow_private_hosts,
+            delay=args.delay,
+            max_depth=args.max_depth,
+            connect_timeout=args.connect_timeout,
+            read_timeout=args.read_timeout,
+            total_timeout=args.total_timeout,
+            max_body_bytes=args.max_body_bytes,
+        )
+    except OSError as exc:
+        print(f"flamboyance crawl: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     summary = {
         "warc": str(result.warc_path),
         "log": str(result.log_path),
@@ -69,6 +74,10 @@ def _run_crawl(args: argparse.Namespace) -> int:
         "outcomes": dict(sorted(result.outcomes.items())),
     }
     print(json.dumps(summary, indent=2))
+    if result.error:
+        print(f"flamboyance crawl: stopped early, {result.error}; the {result.pages_stored} pages stored "
+              f"before are in {result.warc_path}", file=sys.stderr)
+        return 1
     return 0 if result.stopped != "interrupted" else 130
 
 

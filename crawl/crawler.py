@@ -10,6 +10,7 @@ pipelines. Every URL gets one line in `crawl_log.jsonl` with its status or failu
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import email.utils
 import heapq
@@ -115,7 +116,73 @@ class CrawlResult:
     pages_fetched: int
     pages_stored: int
     outcomes: collections.Counter
-    stopped: str  # "frontier_empty" | "max_pages" | "interrupted"
+    stopped: str  # "frontier_empty" | "max_pages" | "interrupted" | "write_error"
+    error: str | None = None
+    """Why writing failed (`stopped == "write_error"`, e.g. a full disk); what was fetched before
+    is kept, every record whole."""
+
+
+class _WholeWrites:
+    """An unbuffered output file whose every `write` lands whole or not at all: a failed write
+    (ENOSPC, EFBIG, EIO) cuts the file back to the end of the last whole write before raising
+    `_WriteFailed`, so a record or log line is never left half-written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.complete = 0
+
+    def write(self, data: bytes | str) -> int:
+        view = memoryview(data.encode("utf-8") if isinstance(data, str) else data)
+        try:
+            while view:
+                view = view[self._f.write(view) or 0:]
+        except OSError as exc:
+            self.cut(self.complete)
+            raise _WriteFailed(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.complete = self._f.tell()
+        return len(data)
+
+    def tell(self) -> int:
+        return self.complete
+
+    def cut(self, offset: int) -> None:
+        """Drop everything after `offset` (a whole write's end)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._f.fileno(), offset)
+            self._f.seek(offset)
+            self.complete = offset
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _WriteFailed(Exception):
+    """Writing the crawl's output failed; the message names the file and the OS error."""
+
+
+def _remove_stale_temps(out: Path) -> list[Path]:
+    """Delete the temporary files (`.crawl-*.tmp`, `.crawl_log*.tmp`) of crawls that died
+    without renaming them (killed, machine crashed); files of crawls still running are left."""
+    removed = []
+    for temp in [*out.glob(f".{WARC_NAME}.*.tmp"), *out.glob(f".{LOG_NAME}.*.tmp")]:
+        pid = temp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+            removed.append(temp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _host(url: str) -> str:
@@ -289,6 +356,15 @@ class _Crawler:
         raise AssertionError("unreachable")
 
     def _store(self, response: Response) -> int:
+        start = self.writer.tell()
+        try:
+            return self._write_exchange(response)
+        except _WriteFailed:
+            # A response whose request record failed would be a page the log does not know.
+            self.writer._f.cut(start)  # type: ignore[attr-defined]
+            raise
+
+    def _write_exchange(self, response: Response) -> int:
         return self.writer.write_exchange(
             url=response.url,
             request=response.request,
@@ -398,8 +474,10 @@ def crawl(
     Settings come from `config` (default `CrawlConfig()`), overridden by the keyword arguments
     (`max_pages`, `same_host`, `allow_private_hosts` and any other `CrawlConfig` field, e.g.
     `delay=0.01`). Both files are written under temporary names and renamed at the end, so a
-    half-written file never sits under its final name. Ctrl-C stops the crawl and keeps what
-    was fetched.
+    half-written file never sits under its final name; temporary files of crawls that died are
+    removed first. Ctrl-C stops the crawl and keeps what was fetched; so does a failed write (a
+    full disk: `stopped="write_error"`, `error` says why), cutting both files back to their last
+    whole record. Raises `OSError` (no temporary file left) when `out_dir` cannot be written at all.
     """
     overrides = {k: v for k, v in {"max_pages": max_pages, "same_host": same_host,
                                    "allow_private_hosts": allow_private_hosts}.items() if v is not None}
@@ -415,28 +493,48 @@ def crawl(
     seeds = list(seeds)
     normalized = [(seed, normalize_url(seed)) for seed in seeds]
     seed_hosts = {_host(url) for _, url in normalized if url}
-    with open(warc_temp, "wb") as warc_file, open(log_temp, "w", encoding="utf-8") as log:
-        writer = WarcWriter(warc_file)
-        writer.write_warcinfo({
-            "format": "WARC File Format 1.1",
-            "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
-            "robots": "obey",
-            "http-header-user-agent": cfg.user_agent,
-        })
+    _remove_stale_temps(out)
+    files: list[_WholeWrites] = []
+    try:
+        warc_file = _WholeWrites(warc_temp)
+        files.append(warc_file)
+        log = _WholeWrites(log_temp)
+        files.append(log)
+        writer = WarcWriter(warc_file)  # type: ignore[arg-type]
         crawler = _Crawler(cfg, writer, log, seed_hosts)
-        for raw, url in normalized:
-            if url is None:
-                scheme = urlsplit(raw.strip()).scheme.lower()
-                reason = "unsupported_scheme" if scheme and scheme not in ("http", "https") else "bad_url"
-                crawler.outcomes[reason] += 1
-                log.write(json.dumps({"url": raw, "depth": 0, "status": None, "reason": reason}) + "\n")
-                continue
-            crawler.enqueue(url, 0)
+        error = None
         try:
+            writer.write_warcinfo({
+                "format": "WARC File Format 1.1",
+                "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
+                "robots": "obey",
+                "http-header-user-agent": cfg.user_agent,
+            })
+            for raw, url in normalized:
+                if url is None:
+                    scheme = urlsplit(raw.strip()).scheme.lower()
+                    reason = "unsupported_scheme" if scheme and scheme not in ("http", "https") else "bad_url"
+                    crawler.outcomes[reason] += 1
+                    log.write(json.dumps({"url": raw, "depth": 0, "status": None, "reason": reason}) + "\n")
+                    continue
+                crawler.enqueue(url, 0)
             stopped = crawler.run()
         except KeyboardInterrupt:
             stopped = "interrupted"
-    os.replace(warc_temp, warc_path)
-    os.replace(log_temp, log_path)
+        except _WriteFailed as exc:
+            stopped, error = "write_error", str(exc)
+        for f in files:
+            f.close()
+        os.replace(warc_temp, warc_path)
+        os.replace(log_temp, log_path)
+    except OSError:
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.close()
+        for temp in (warc_temp, log_temp):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        raise
     return CrawlResult(warc_path=warc_path, log_path=log_path, pages_fetched=crawler.fetched,
-                       pages_stored=crawler.pages_stored, outcomes=crawler.outcomes, stopped=stopped)
+                       pages_stored=crawler.pages_stored, outcomes=crawler.outcomes, stopped=stopped,
+                       error=error)
