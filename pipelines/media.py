@@ -195,7 +195,9 @@ class ImageDownloader:
                     return ImageResult(url=url, reason="decompression_bomb", detail=f"{width}x{height}")
                 image.load()  # a truncated file opens fine and fails here
                 single_colour = is_single_colour(image)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except Image.DecompressionBombError as err:  # over twice the limit: Pillow refuses in open()
+            return ImageResult(url=url, reason="decompression_bomb", detail=str(err))
+        except (OSError, ValueError) as err:
             return ImageResult(url=url, reason="decode_error", detail=str(err))
         verdict = downloaded_image_filter(width, height, fmt, single_colour, cfg=self.filters)
         if verdict is not True:

@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
         index = write_report(args.path, args.report, stats=stats, num_samples=args.report_samples)
         print(f"report: {index}")
-    return 0
+    for url, sizes in stats["size_mismatches"].items():
+        actual = "missing" if sizes["actual"] is None else f"{sizes['actual']} bytes"
+        print(f"MISMATCH {url}: {actual}, manifest says {sizes['manifest']} bytes (truncated or replaced; "
+              f"run with --verify)", file=sys.stderr)
+    return 1 if stats["size_mismatches"] else 0
 
 
 COMMANDS = {"stats": ("Statistics, integrity check and HTML report of a shard dataset", add_arguments, run)}

@@ -59,6 +59,8 @@ class _Collected:
     unreadable: Counter = field(default_factory=Counter)
     values: dict[str, list[float]] = field(default_factory=dict)
     methods: Counter = field(default_factory=Counter)
+    size_mismatches: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    """Shards whose size on disk is not the manifest's (a truncated or replaced tar)."""
 
     def add(self, name: str, values: Iterable[Any]) -> None:
         self.values.setdefault(name, []).extend(float(v) for v in values if v is not None)
@@ -81,19 +83,22 @@ def _token_counter(tokenizer: str | Any | None) -> tuple[str, Callable[[str], in
     return name, lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
-def _listing(location: DatasetLocation) -> set[str]:
-    """Names present next to the shards (one listing per directory, so http roots cost nothing)."""
-    names: set[str] = set()
+def _listing(location: DatasetLocation) -> dict[str, int | None]:
+    """Names present next to the shards with their sizes (one listing per directory, so http
+    roots cost nothing)."""
+    names: dict[str, int | None] = {}
     for root in {r.url.rsplit("/", 1)[0] for r in location.shards}:
         try:
             fs, path = fsspec.core.url_to_fs(root)
-            names |= {f"{root}/{n.rstrip('/').rsplit('/', 1)[-1]}" for n in fs.ls(path, detail=False)}
+            for entry in fs.ls(path, detail=True):
+                name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+                names[f"{root}/{name}"] = entry.get("size")
         except (FileNotFoundError, NotImplementedError, OSError, ValueError):
             continue
     return names
 
 
-def _exists(url: str, listing: set[str]) -> bool:
+def _exists(url: str, listing: dict[str, int | None]) -> bool:
     if listing:
         return url in listing
     fs, path = fsspec.core.url_to_fs(url)
@@ -258,6 +263,11 @@ def collect(url: str | list[str], *, tokenizer: str | Any | None = None, scan: b
             _collect_scan(out, ref, counter, tokenizer is not None)
             out.methods["tar scan"] += 1
         sizes.append(_shard_bytes(ref, manifest_sizes))
+        expected = manifest_sizes.get(ref.url)
+        if expected is not None and listing:  # the cheap check: sizes come with the listing
+            actual = listing.get(ref.url)
+            if actual != expected:
+                out.size_mismatches[ref.url] = {"manifest": expected, "actual": actual}
     out.add("bytes_per_shard", sizes)
     return out, unit
 
@@ -295,6 +305,7 @@ def stats_of(out: _Collected, unit: str) -> dict[str, Any]:
         "languages": dict(out.languages.most_common()),
         "distributions": {name: summarize(vals) for name, vals in sorted(out.values.items())},
         "method": dict(out.methods), "unreadable": dict(out.unreadable),
+        "size_mismatches": dict(out.size_mismatches),
     }
     if out.kind == "video_text":
         stats["frames"] = out.images

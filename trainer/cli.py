@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from flamboyance.trainer.config import load_config
+from flamboyance.trainer.config import check_ready, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +26,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except (OSError, KeyError, TypeError, ValueError) as exc:
-        print(f"flamboyance train: {exc}", file=sys.stderr)
+        print(f"flamboyance train: {_one_line(exc)}", file=sys.stderr)
         return 2
     if args.print_config:
         print(json.dumps(cfg.resolved().to_dict(), indent=2))
         return 0
+    try:
+        check_ready(cfg)  # before the tokenizer is trained or Ray starts
+    except ValueError as exc:
+        print(f"flamboyance train: {_one_line(exc)}", file=sys.stderr)
+        return 2
     from flamboyance.trainer.launch import train
 
     metrics = train(cfg)
     print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("gate/")}, sort_keys=True))
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 COMMANDS = {"train": ("train a Flamingo model (Ray Train; local or RAY_ADDRESS)", add_arguments, run)}

@@ -486,7 +486,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     data: dict[str, Any] = {}
     if path is not None:
         text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a mapping at top level")
     for override in overrides:
@@ -495,6 +498,68 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
+
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found wrong, and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def check_ready(cfg: TrainConfig) -> None:
+    """What the types cannot check, before any work starts (tokenizer training, Ray): the keyword
+    arguments of the model builders (``model.tiny`` -> ``tiny_config``, ``model.flamingo`` ->
+    ``FlamingoConfig``) and that every data source has a shard that reads. Raises `ConfigError`
+    with one line naming the key or URL."""
+    import inspect
+
+    if cfg.model.kind == "tiny" and cfg.model.tiny:
+        from flamboyance.model.tiny import tiny_config
+
+        known = set(inspect.signature(tiny_config).parameters) - {"tokenizer"}  # the run trains it
+        _check_keys(cfg.model.tiny, known, "model.tiny")
+    if cfg.model.kind == "flamingo":
+        from flamboyance.model.config import FlamingoConfig
+
+        _check_keys(cfg.model.flamingo, {f.name for f in dataclasses.fields(FlamingoConfig)}, "model.flamingo")
+    for name, source in cfg.data.sources().items():
+        _check_source(name, source)
+
+
+def _check_keys(values: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+
+
+def _check_source(name: str, source: SourceConfig) -> None:
+    """The source lists shards, and the first one that reads proves it is not all corrupt (one
+    member read in the normal case)."""
+    import tarfile
+
+    import fsspec
+    from flamboyance.shards.source import iter_tar, locate, open_tar_stream
+
+    where = f"data.{name}.urls {source.urls}"
+    try:
+        shards = locate(source.urls, kind=name).shards
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not shards:
+        raise ConfigError(f"{where}: the dataset lists no shards")
+    problems = []
+    for ref in shards:
+        try:
+            with fsspec.open(ref.url, "rb") as handle:
+                next(iter_tar(open_tar_stream(handle)))
+            return
+        except StopIteration:
+            problems.append(f"{ref.url}: empty tar")
+        except (OSError, ValueError, EOFError, tarfile.TarError) as exc:
+            problems.append(f"{ref.url}: {exc}")
+    raise ConfigError(f"{where}: none of the {len(shards)} shard(s) is a readable tar (first: {problems[0]})")
 
 
 __all__ = [
@@ -511,5 +576,6 @@ __all__ = [
     "SourceConfig",
     "TrainConfig",
     "apply_override",
+    "check_ready",
     "load_config",
 ]
