@@ -118,6 +118,17 @@ def _shard_bytes(ref: ShardRef, manifest_sizes: dict[str, int]) -> int | None:
         return None
 
 
+def _try_parquet(out: _Collected, url: str, counter: Callable[[str], int], count_tokens: bool) -> bool:
+    """Collect from the shard's parquet; a corrupt one is counted (`unreadable["corrupt_parquet"]`)
+    and the tar is scanned instead. The parquet is read whole before anything is added."""
+    try:
+        _collect_parquet(out, url, counter if count_tokens else None)
+    except (OSError, ValueError):  # pyarrow: ArrowInvalid is a ValueError, its IO errors OSErrors
+        out.unreadable["corrupt_parquet"] += 1
+        return False
+    return True
+
+
 def _collect_parquet(out: _Collected, url: str, count_tokens: Callable[[str], int] | None) -> None:
     fs, path = fsspec.core.url_to_fs(url)
     with fs.open(path, "rb") as handle:
@@ -256,8 +267,7 @@ def collect(url: str | list[str], *, tokenizer: str | Any | None = None, scan: b
     for ref in iterator:
         out.shards += 1
         parquet = ref.url[: -len(".tar")] + ".parquet"
-        if not scan and _exists(parquet, listing):
-            _collect_parquet(out, parquet, counter if tokenizer is not None else None)
+        if not scan and _exists(parquet, listing) and _try_parquet(out, parquet, counter, tokenizer is not None):
             out.methods["parquet"] += 1
         else:
             _collect_scan(out, ref, counter, tokenizer is not None)
