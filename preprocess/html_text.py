@@ -13,6 +13,7 @@ import codecs
 import functools
 import re
 import unicodedata
+import warnings
 from collections.abc import Mapping
 
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -62,11 +63,22 @@ def _is_page_encoding(codec: str) -> bool:
     info = codecs.lookup(codec)
     if not getattr(info, "_is_text_encoding", True):
         return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unicode_escape warns about the probe's backslashes
+        return _decodes_ascii(codec) or _is_utf16_or_32(codec)
+
+
+def _decodes_ascii(codec: str) -> bool:
     try:
-        if _ASCII_PROBE.decode(codec) == _ASCII_PROBE.decode("ascii"):
-            return True
-        return b"\0" in "a".encode(codec) and _UNICODE_PROBE.encode(codec).decode(codec) == _UNICODE_PROBE
+        return _ASCII_PROBE.decode(codec) == _ASCII_PROBE.decode("ascii")
     except (UnicodeError, LookupError, ValueError, TypeError):  # "undefined" raises on any use
+        return False
+
+
+def _is_utf16_or_32(codec: str) -> bool:
+    try:
+        return b"\0" in "a".encode(codec) and _UNICODE_PROBE.encode(codec).decode(codec) == _UNICODE_PROBE
+    except (UnicodeError, LookupError, ValueError, TypeError):
         return False
 
 
