@@ -7,6 +7,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import lxml.etree
 import lxml.html
+from flamboyance.crawl.markup import bound_attributes
 
 __all__ = ["extract_links", "normalize_url", "origin", "html_charset"]
 
@@ -15,6 +16,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%"
 _SAFE_QUERY = _SAFE_PATH + "?"
 _MAX_URL_LENGTH = 2048
+# Start tags are cut to this many attributes before lxml parses a page (libxml2 is quadratic in
+# attributes per element; a link needs two).
+_MAX_ATTRIBUTES = 1000
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -73,6 +77,7 @@ def extract_links(body: bytes, base_url: str, *, charset: str | None = None, lim
     `limit` links."""
     if not body.strip():
         return []
+    body, _ = bound_attributes(body, _MAX_ATTRIBUTES)
     try:
         parser = lxml.html.HTMLParser(encoding=charset, huge_tree=True) if charset else lxml.html.HTMLParser(
             huge_tree=True

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 import lxml.etree as etree
+from flamboyance.crawl.markup import bound_attributes
 from flamboyance.preprocess.document import Document, ImageNode, Node, TextKind, TextNode, VideoNode
-from flamboyance.preprocess.html_text import bound_attributes, decode_html, normalize_text, strip_invisible
+from flamboyance.preprocess.html_text import decode_html, normalize_text, strip_invisible
 
 
 class ExtractionError(ValueError):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from flamboyance.cli import main
-from flamboyance.crawl import crawl, is_public_address, read_warc
+from flamboyance.crawl import crawl, extract_links, is_public_address, read_warc
 from flamboyance.crawl import crawler as crawler_module
+from flamboyance.crawl.markup import bound_attributes
 from test_crawl_crawler import FAST, Site, html, ok, read_log, reasons, serve
 
 
@@ -197,3 +198,12 @@ def test_redirect_ssrf_tricks_are_refused(tmp_path, target):
                   address_allowed=lambda ip, p: p == outer_port or is_public_address(ip))
             assert reasons(tmp_path, outer_base) == {"/": "ok", "/jump": SSRF_TARGETS[target]}
     assert inner.requests == []
+
+
+def test_attribute_bomb_does_not_stall_link_extraction():
+    # libxml2 is quadratic in attributes per element: 30k on one tag took 33 s before the cut.
+    attrs = " ".join(f"a{i}=1" for i in range(30_000))
+    body = f"<html><body><a href='/first' {attrs} href='/ignored'>x</a><a href='/next'>y</a></body></html>"
+    assert extract_links(body.encode(), "http://h.example/") == ["http://h.example/first", "http://h.example/next"]
+    cut, dropped = bound_attributes(body.encode(), 1000)
+    assert dropped == 29_002 and cut.count(b" a") == 999 and cut.endswith(b"<a href='/next'>y</a></body></html>")
