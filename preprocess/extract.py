@@ -61,9 +61,9 @@ class ExtractConfig:
     """Start tags are cut to this many attributes before parsing (libxml2's work per element is
     quadratic in its attributes); the count cut is `metadata["attributes_dropped"]`."""
     max_depth: int = 256
-    """Elements nested deeper than this are flattened into their ancestor at this depth (text
-    kept, tags dropped; counted in `metadata["elements_flattened"]`): rules that look up the
-    ancestors would otherwise cost depth x elements."""
+    """Below this depth the wrappers are unwrapped (their text, leaves and images kept; counted
+    in `metadata["elements_flattened"]`): rules that look up the ancestors would otherwise cost
+    depth x elements (2,000 nested divs took 4.5 s)."""
     time_budget_s: float | None = 1.0
     """A page still being extracted after this many seconds raises `time_budget` (checked between
     stages; None: no budget). The other limits keep real and hostile pages well under it."""
