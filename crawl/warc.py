@@ -47,6 +47,8 @@ _MAX_HEAD_BYTES = 64 << 10  # WARC or HTTP header block
 _MAX_HEADERS = 200
 # A gzip member decompresses into a spooled buffer: in memory up to this size, on disk beyond.
 _SPOOL_MEMORY = 8 << 20
+# Web pages (HTML, WARC headers) inflate 3-15x; a member past this ratio is a decompression bomb.
+_MAX_INFLATION = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,9 +302,9 @@ class _Source:
 def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, int, str | None]:
     """Decompress the gzip member at `start` into a spooled buffer (CRC checked by zlib).
 
-    Returns (buffer positioned at 0, member end offset, damage). Output beyond `limit` bytes is
-    decompressed (to find the member's end) but not kept; the buffer is then marked by its
-    size exceeding `limit`. A corrupt or truncated member is not an error: `damage` says which
+    Returns (buffer positioned at 0, member end offset, damage). Output beyond `limit` bytes,
+    and beyond `_MAX_INFLATION` times the compressed bytes read, is decompressed (to find the
+    member's end) but not kept. A corrupt or truncated member is not an error: `damage` says which
     ("corrupt_gzip", "truncated_gzip") and the buffer holds what decompressed before it.
     """
     source.seek(start)
@@ -320,8 +322,11 @@ def _inflate_member(source: _Source, start: int, limit: int) -> tuple[BinaryIO, 
                 consumed += len(data)
             # With no input left, zlib may still hold output it could not return before.
             chunk = decoder.decompress(data, _CHUNK * 4)
-            if kept <= limit:
-                out.write(chunk[: limit + 1 - kept])
+            # A member that inflates far more than web pages do is a bomb: keep only what an
+            # oversize record needs to be recognised. A big whole-file gzip is kept whole.
+            keep = max(limit, _MAX_INFLATION * consumed)
+            if kept <= keep:
+                out.write(chunk[: keep + 1 - kept])
                 kept += len(chunk)
             if not data and not chunk and not decoder.eof:
                 damage = "truncated_gzip"

@@ -125,3 +125,17 @@ def test_truncated_chunked_body_keeps_its_chunks(tmp_path):
     path.write_bytes(warc_record("http://h.example/1", block, extra={"WARC-Truncated": "length"}))
     [record] = read_warc(str(path))
     assert record.truncated and record.body == body[:70]
+
+
+def test_whole_file_gzip_larger_than_the_record_cap_keeps_every_record(tmp_path):
+    import random
+
+    rng = random.Random(3)
+    words = ["river", "market", "council", "garden", "station", "harbour", "library", "festival", "north"]
+    bodies = [(" ".join(rng.choice(words) for _ in range(5000))).encode() for _ in range(20)]  # ~35 kB each
+    raw = [warc_record(f"http://h.example/{n}", http_response(b"<p>" + body + b"</p>")) for n, body in enumerate(bodies)]
+    path = tmp_path / "whole.warc.gz"
+    path.write_bytes(gzip.compress(b"".join(raw), mtime=0))  # 700 kB inflated, over the 356 kB member cap
+    got, skipped = read(path, max_body_bytes=100_000)
+    assert got == urls(range(20))
+    assert not skipped
