@@ -41,7 +41,7 @@ doc_stop_word_ratio      Document       English stop-word fraction < 0.2
 doc_punctuation_ratio    Document       punctuation-token fraction < 0.03 (OBELICS)
 doc_top_word_fraction    Document       the most frequent content word > 10 % of the words
 doc_article_disorder     Document       > 10 % of articles not followed by a noun phrase start
-doc_content_word_rep... Document       content words repeated within 100-word windows < 10 %
+doc_content_word_repetition Document    content words repeated within 100-word windows < 10 %
 ======================== ============== ==========================================================
 
 Thresholds are calibrated on measurements (`make bench-filters`: real English dev pages that must
@@ -1074,7 +1074,7 @@ def apply_filters(doc: Document, cfg: FilterConfig = DEFAULT_CONFIG, counter: Co
                 continue
         nodes.append(node)
     kept = Document(url=doc.url, nodes=nodes, title=doc.title, language=doc.language,
-                    metadata=dict(doc.metadata))
+                    metadata=dict(doc.metadata), dropped_images=dict(doc.dropped_images))
     if known_stats is not None and not text_changed:
         stats = dataclasses.replace(known_stats, image_count=len(kept.images))
     else:
