@@ -298,8 +298,8 @@ class _Page:
         body = root.find("body")
         if body is None:
             body = root
+        images = sum(1 for _ in body.iter("img", "amp-img"))
         stats = _prepare(body, flags, self.title, effects)
-        images = sum(1 for _ in body.iter("img"))  # after _prepare: amp-img renamed, noscript copies unwrapped
         content = _choose_content(body, flags, self.config, effects, stats)
         if content is None:
             dropped["not_main_content"] += images
