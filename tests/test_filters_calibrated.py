@@ -11,6 +11,7 @@ from flamboyance.preprocess.filters import (
     article_disorder,
     content_word_repetition,
     document_filters,
+    judged_text,
     text_stats,
     top_word_fraction,
     words_of,
@@ -122,3 +123,17 @@ def test_score_definitions_on_literals():
     stats = text_stats("Hello WORLD, this is NASA. ===== ok")
     assert stats.uppercase_word_ratio == 2 / 6  # WORLD, NASA of Hello WORLD this is NASA ok
     assert stats.symbol_run_ratio == 5 / len("Hello WORLD, this is NASA. ===== ok")
+
+
+def test_code_blocks_are_left_out_of_the_judged_text_when_prose_is_the_larger_part():
+    def code(lines: int) -> TextNode:
+        return TextNode(text="\n".join(f"    value_{i} = compute(value_{i - 1}) * 2;  # {'=' * 12}"
+                                       for i in range(lines)), kind="preformatted")
+
+    prose = [TextNode(text=s) for s in STORY]  # 111 words
+    tutorial = Document(url="https://example.com/t", nodes=[*prose, code(30)])  # 90 words of code
+    assert judged_text(tutorial) == "\n".join(STORY)
+    assert apply_filters(tutorial, NO_IMAGES)[1] is None
+    listing = Document(url="https://example.com/l", nodes=[prose[0], code(60)])  # mostly code: judged whole
+    assert judged_text(listing) == listing.text("\n")
+    assert apply_filters(listing, NO_IMAGES)[1] == "doc_symbol_word_ratio"  # a "#" per line
