@@ -55,6 +55,13 @@ from lxml import html as lxml_html
 READABILITY_URL = "http://fakehost/test/page.html"  # every readability page's URL (NOTICE.md)
 BENCH_CONFIG = FilterConfig(doc_min_images=0, doc_max_images=10**6)
 """The default thresholds, image count aside (see the module docstring)."""
+PREVIOUS_CONFIG = dataclasses.replace(
+    BENCH_CONFIG, doc_max_words=2000, max_duplicate_line_fraction=0.3, max_char_repetition=0.1,
+    max_word_repetition=0.2, max_special_char_ratio=0.275, min_stop_word_ratio=0.35, min_alpha_word_ratio=0.8,
+    max_article_disorder=1.0, min_content_word_repetition=0.0, max_top_word_fraction=1.0, max_symbol_run_ratio=1.0,
+    max_uppercase_word_ratio=1.0)
+"""The thresholds copied from OBELICS / Gopher that this calibration replaced (new filters off), for
+comparison. (Code blocks are left out of the judged text under both.)"""
 
 
 # ---------------------------------------------------------------------------------- good pages
@@ -403,6 +410,27 @@ def _node_filtered(doc: Document, cfg: FilterConfig) -> Document:
     return Document(url=doc.url, nodes=nodes)
 
 
+def _reasons(cfg: FilterConfig) -> list[str]:
+    """Every drop reason of the document filters, in the order they run (image count aside)."""
+    reasons: list[str] = []
+    for step in document_filters(cfg):
+        if step.name == "doc_image_count":
+            continue
+        if step.name == "doc_language":
+            reasons += ["doc_language", "doc_language_score"]
+            continue
+        reasons += [r for r, bound in ((step.low_reason, step.minimum), (step.high_reason, step.maximum))
+                    if bound is not None]
+    return list(dict.fromkeys(reasons))
+
+
+def rates(good: list[tuple[str, Document]], junk: list[tuple[str, Document]], cfg: FilterConfig) -> tuple[float, float]:
+    """(keep rate on good pages, drop rate on junk) under `cfg`."""
+    keep = sum(apply_filters(d, cfg)[1] is None for _, d in good) / len(good)
+    drop = sum(apply_filters(d, cfg)[1] is not None for _, d in junk) / len(junk)
+    return keep, drop
+
+
 def report(name: str, good: list[tuple[str, Document]], junk: list[tuple[str, Document]],
            cfg: FilterConfig) -> dict:
     g_first, g_alone, g_reasons = judge(good, cfg)
@@ -413,9 +441,11 @@ def report(name: str, good: list[tuple[str, Document]], junk: list[tuple[str, Do
     header = f"{'filter (reason)':<28} {'good: first':>11} {'alone':>6} {'junk: first':>11} {'alone':>6}"
     print(header)
     print("-" * len(header))
-    for reason in sorted(set(g_first) | set(g_alone) | set(j_first) | set(j_alone)):
+    for reason in _reasons(cfg):
         print(f"{reason:<28} {g_first[reason]:>11} {g_alone[reason]:>6} {j_first[reason]:>11} {j_alone[reason]:>6}")
     print(f"keep rate on good pages: {keep:.3f}   drop rate on junk: {drop:.3f}")
+    old_keep, old_drop = rates(good, junk, PREVIOUS_CONFIG)
+    print(f"  (with the previous OBELICS/Gopher thresholds: keep {old_keep:.3f}, drop {old_drop:.3f})")
     by_kind: dict[str, list[bool]] = {}
     for (kind, _), reason in zip(junk, j_reasons):
         by_kind.setdefault(kind, []).append(reason is not None)
@@ -424,6 +454,7 @@ def report(name: str, good: list[tuple[str, Document]], junk: list[tuple[str, Do
     if lost:
         print("good pages dropped: " + ", ".join(f"{p} ({r})" for p, r in lost))
     return {"good_pages": len(good), "junk_documents": len(junk), "keep_rate_good": keep, "drop_rate_junk": drop,
+            "previous_thresholds": {"keep_rate_good": old_keep, "drop_rate_junk": old_drop},
             "good_first": dict(g_first), "good_alone": dict(g_alone), "junk_first": dict(j_first),
             "junk_alone": dict(j_alone), "junk_dropped_by_kind": {k: sum(v) / len(v) for k, v in by_kind.items()},
             "good_dropped": lost}
