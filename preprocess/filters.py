@@ -210,7 +210,7 @@ class FilterConfig:
     """Minimum fraction of words in `STOP_WORDS`. A threshold only means something with its
     list: with ours (NLTK + 4), the English dev pages measure median 0.42, 5th percentile 0.32,
     2nd 0.27, and the lowest real articles 0.24-0.26 (news briefs dense in names and numbers;
-    one listing page 0.13); OBELICS' 0.35 (for its own list) drops 6 % of them. Keyword
+    one listing page 0.13); OBELICS' 0.35 (for its own list) drops 14 % of them. Keyword
     stuffing, tag clouds, link lists, gibberish and lorem ipsum measure <= 0.2, most <= 0.05."""
     min_punctuation_ratio: float = 0.03
     """OBELICS: minimum fraction of punctuation tokens."""
