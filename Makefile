@@ -18,7 +18,7 @@ CONFIG ?= trainer/configs/demo.yaml
 RUN_DIR ?= runs/demo
 WITH_WEB := scripts/with-sample-web.sh
 
-.PHONY: setup test lint demo bench bench-extract crawl m3w image-text video-text etl stats report \
+.PHONY: setup test lint demo bench bench-extract bench-filters crawl m3w image-text video-text etl stats report \
         train eval ray-up ray-down clean
 
 setup: $(STAMP)
@@ -97,6 +97,10 @@ bench: setup
 SHARED ?= ../shared
 bench-extract: setup
 	$(BIN)/python bench/extraction_table.py --shared $(SHARED)
+
+# Document filters on real English pages (keep) and generated junk (drop), per filter.
+bench-filters: setup
+	$(BIN)/python bench/bench_filters.py --shared $(SHARED)
 
 clean:
 	rm -rf $(DATA) runs bench/results.json

@@ -9,13 +9,18 @@ caption_boilerplate    the caption is a file name ("IMG_1234.jpg"), a URL, a cam
                        name ("DSC_0042") or a placeholder word ("photo", "untitled", ...)
 caption_too_few_words  fewer than `min_words` whitespace words (default 2)
 caption_too_many_words more than `max_words` whitespace words (default 64)
+caption_language       the caption is, on evidence, in a language outside `languages` (default
+                       en; `short_text_language_ok`: langid sure of another language, and another
+                       script or that language's function words). None keeps every language.
 ====================== ==============================================================
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from .language import short_text_language_ok
 from .steps import Filter
 
 _FILENAME_RE = re.compile(r"^\S+\.(jpe?g|png|gif|webp|bmp|tiff?|mp4|webm|mov)$", re.I)
@@ -57,6 +62,29 @@ class CaptionBoilerplateFilter(Filter):
         return text.lower().strip(" .") not in PLACEHOLDER_CAPTIONS
 
 
-def caption_filters(*, min_words: int = 2, max_words: int = 64) -> list[Filter]:
-    """The caption filters in order (boilerplate first, so "IMG_1234.jpg" is not counted as too short)."""
-    return [CaptionBoilerplateFilter(), CaptionWordCountFilter(min_words=min_words, max_words=max_words)]
+class CaptionLanguageFilter(Filter):
+    """Drops captions that are, on evidence, in a language outside `languages` (see
+    `flamboyance.preprocess.language.short_text_language_ok`; short captions of names pass)."""
+
+    name = "caption_language"
+
+    def __init__(self, *, languages: Sequence[str] = ("en",), min_score: float = 0.9) -> None:
+        if not languages:
+            raise ValueError("CaptionLanguageFilter: languages must name at least one language")
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"CaptionLanguageFilter: min_score must be in [0, 1], got {min_score}")
+        self.languages, self.min_score = frozenset(languages), min_score
+
+    def filter(self, caption: str) -> bool:
+        return short_text_language_ok(caption, self.languages, min_score=self.min_score)
+
+
+def caption_filters(*, min_words: int = 2, max_words: int = 64,
+                    languages: Sequence[str] | None = ("en",)) -> list[Filter]:
+    """The caption filters in order (boilerplate first, so "IMG_1234.jpg" is not counted as too short;
+    language last, the costliest). `languages`: kept caption languages (the document filters'
+    default, English); None keeps every language."""
+    steps: list[Filter] = [CaptionBoilerplateFilter(), CaptionWordCountFilter(min_words=min_words, max_words=max_words)]
+    if languages is not None:
+        steps.append(CaptionLanguageFilter(languages=languages))
+    return steps

@@ -47,13 +47,18 @@ Node = TextNode | ImageNode | VideoNode
 
 @dataclass(slots=True, kw_only=True)
 class Document:
-    """One page's main content. `nodes` keep page order; `metadata` is page-level."""
+    """One page's main content. `nodes` keep page order; `metadata` is page-level.
+
+    `dropped_images`: images of the page that extraction left out, counted by reason
+    (`flamboyance.preprocess.extract.IMAGE_DROP_REASONS`), so a pipeline can count them; serialised
+    as `general_metadata["dropped_images"]` when not empty."""
 
     url: str
     nodes: list[Node] = field(default_factory=list)
     title: str = ""
     language: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    dropped_images: dict[str, int] = field(default_factory=dict)
 
     @property
     def texts(self) -> list[TextNode]:
@@ -98,6 +103,8 @@ class Document:
                 videos.append(video)
         general = {"url": self.url, "title": self.title, "language": self.language,
                    "videos": videos, **self.metadata}
+        if self.dropped_images:
+            general["dropped_images"] = dict(sorted(self.dropped_images.items()))
         return {"url": self.url, "texts": texts, "images": images, "metadata": metadata,
                 "general_metadata": general}
 
@@ -110,6 +117,7 @@ class Document:
         general.pop("url", None)
         title = general.pop("title", "") or ""
         language = general.pop("language", None)
+        dropped_images = {str(k): int(v) for k, v in (general.pop("dropped_images", None) or {}).items()}
         nodes: list[Node] = []
         metas = data.get("metadata") or [None] * len(data["texts"])
         vi = 0
@@ -125,7 +133,8 @@ class Document:
                                        width=meta.get("width"), height=meta.get("height")))
         for video in videos[vi:]:
             nodes.append(_video_from(video))
-        return cls(url=url, nodes=nodes, title=title, language=language, metadata=general)
+        return cls(url=url, nodes=nodes, title=title, language=language, metadata=general,
+                   dropped_images=dropped_images)
 
 
 def _video_from(video: dict[str, Any]) -> VideoNode:

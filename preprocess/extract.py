@@ -30,6 +30,7 @@ import re
 import threading
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -157,8 +158,11 @@ _UNLIKELY_ROLES = frozenset({"menu", "menubar", "complementary", "navigation", "
                              "dialog", "banner", "contentinfo", "search", "toolbar"})
 _SHARE = re.compile(r"(\b|_)(share|sharedaddy|social|sharing)(\b|_)", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+# "READ MORE: <a>...</a>" points at another page: a line like it without a link ("See the
+# following example:") introduces the article's own content and stays.
 _PROMO_LINE = re.compile(r"(read|see|watch|click|get|sign up|subscribe|more|related|also|don'?t miss)\b"
-                         r"[^:.!?]{0,40}(:|\bhere\b)|(related|recommended|further reading)\s*$", re.I)
+                         r"[^:.!?]{0,40}(:|\bhere\b)", re.I)
+_PROMO_LABEL = re.compile(r"(related|recommended|further reading)\s*$", re.I)
 # A block whose whole text is an ad label or a loading message.
 _AD_OR_LOADING = re.compile(r"^(ad(vertising|vertisement)?|pub(licité)?|werb(ung)?|广告|Реклама|Anuncio"
                             r"|(loading|正在加载|Загрузка|chargement|cargando)(…|\.\.\.)?)$", re.I)
@@ -220,22 +224,23 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
         raise ExtractionError("empty", f"{url}: only whitespace")
 
     page = _Page(text, url, config, started=started)
-    best: tuple[int, list[Node]] | None = None
+    best: tuple[int, list[Node], Counter] | None = None
     # Readability's retry ladder: when the chosen content is short, parse again keeping more.
     previous: _Effects | None = None
     for flags in _ATTEMPTS:
         if previous is not None and not previous.relaxing_matters(flags):
             continue  # the relaxed attempt would repeat the previous one exactly
         effects = _Effects()
-        nodes = page.extract(flags, effects)
+        dropped: Counter = Counter()
+        nodes = page.extract(flags, effects, dropped)
         size = sum(len(n.text) for n in nodes if isinstance(n, TextNode))
         if best is None or size > best[0]:
-            best = (size, nodes)
+            best = (size, nodes, dropped)
         if size >= config.char_threshold:
             break
         previous = effects
     assert best is not None
-    nodes = best[1]
+    nodes, dropped_images = best[1], best[2]
     has_media = any(not isinstance(n, TextNode) for n in nodes)
     if best[0] < config.min_text_chars and not has_media:
         raise ExtractionError("no_main_content", f"{url}: no text, image or video found in the main content")
@@ -243,10 +248,11 @@ def extract_document(html: str | bytes, url: str, *, headers: Mapping[str, str] 
     metadata: dict = {}
     if encoding:
         metadata["encoding"] = encoding
-    if page.images_dropped:
-        metadata["images_dropped"] = page.images_dropped
+    if dropped_images["too_many_images"]:
+        metadata["images_dropped"] = dropped_images["too_many_images"]
     metadata.update({k: v for k, v in page.bounded.items() if v})
-    return Document(url=url, nodes=nodes, title=page.title, language=page.language, metadata=metadata)
+    return Document(url=url, nodes=nodes, title=page.title, language=page.language, metadata=metadata,
+                    dropped_images={k: v for k, v in sorted(dropped_images.items()) if v})
 
 
 @dataclass(frozen=True)
@@ -284,7 +290,6 @@ class _Page:
     title: str = ""
     language: str | None = None
     base: str = ""
-    images_dropped: int = 0
     started: float = 0.0
     bounded: dict[str, int] = field(default_factory=dict)
     _data: bytes | None = None
@@ -327,7 +332,8 @@ class _Page:
         if budget is not None and time.perf_counter() - self.started > budget:
             raise ExtractionError("time_budget", f"{self.url}: over time_budget_s={budget} after {stage}")
 
-    def extract(self, flags: _Flags, effects: _Effects) -> list[Node]:
+    def extract(self, flags: _Flags, effects: _Effects, dropped: Counter) -> list[Node]:
+        """One attempt's nodes; the page's images left out are counted into `dropped` by reason."""
         effects.flags = flags
         self.check_time("start")
         root = self.parse()
@@ -337,20 +343,22 @@ class _Page:
         body = root.find("body")
         if body is None:
             body = root
+        images = sum(1 for _ in body.iter("img", "amp-img"))
         stats = _prepare(body, flags, self.title, effects)
         self.check_time("prepare")
         content = _choose_content(body, flags, self.config, effects, stats)
         self.check_time("choose_content")
         if content is None:
+            dropped["not_main_content"] += images
             return []
-        _clean_content(content, flags, effects)
+        _clean_content(content, flags, effects, dropped)
         self.check_time("clean_content")
         emitter = _Emitter(base=self.base, max_images=self.config.max_images,
                            captions_as_text=self.config.captions_as_text,
-                           srcset_only_images=self.config.srcset_only_images)
+                           srcset_only_images=self.config.srcset_only_images, dropped=dropped)
         emitter.walk(content)
-        self.images_dropped = emitter.images_dropped
-        return emitter.nodes
+        dropped["not_main_content"] += max(0, images - emitter.images_met - dropped["boilerplate_block"])
+        return _trim_tail(emitter.nodes, emitter.teasers, dropped)
 
     def _read_head(self, root: etree._Element) -> None:
         self.base = self.url
@@ -982,11 +990,14 @@ def _ancestors(el: etree._Element, limit: int) -> list[etree._Element]:
 
 
 # --------------------------------------------------------------------------- stage 4: clean
-def _clean_content(content: etree._Element, flags: _Flags, effects: _Effects) -> None:
-    """Remove link lists, share bars, input-heavy and image-heavy blocks from the container."""
+def _clean_content(content: etree._Element, flags: _Flags, effects: _Effects, dropped: Counter) -> None:
+    """Remove link lists, share bars, input-heavy and image-heavy blocks from the container (their
+    images are counted as `dropped["boilerplate_block"]`)."""
+    _drop_edit_links(content)
     stats = _Stats(content, detailed=True)
 
     def remove(el: etree._Element) -> None:
+        dropped["boilerplate_block"] += stats.counts[el][_C_IMG] + (el.tag == "img")
         stats.remove(el, content)
         _drop(el)
 
@@ -1003,12 +1014,16 @@ def _clean_content(content: etree._Element, flags: _Flags, effects: _Effects) ->
     if not flags.clean_conditionally:
         return
     # Promotional lines inside the article body: "READ MORE: ...", or a short paragraph that is
-    # almost all link text (a headline pointing at another story).
+    # almost all link text (a headline pointing at another story) and not a sentence woven
+    # around its links (an encyclopedia lead links most of its terms).
     for el in list(content.iter("p")):
         length = stats.text.get(el, 0)
         if not length or length > 250 or stats.counts[el][_C_IMG]:
             continue
-        if (length >= 20 and stats.link.get(el, 0.0) / length > 0.8) or _PROMO_LINE.match(normalize_text(_text(el))):
+        text = normalize_text(_text(el))
+        links = stats.link.get(el, 0.0)
+        if ((length >= 20 and links / length > 0.8 and not _is_linked_prose(el, text))
+                or (links and _PROMO_LINE.match(text)) or _PROMO_LABEL.match(text)):
             effects.conditionally_dropped += 1
             remove(el)
     # Innermost first, so an outer block is judged without the junk inside it.
@@ -1021,6 +1036,48 @@ def _clean_content(content: etree._Element, flags: _Flags, effects: _Effects) ->
         if _should_remove(el, flags, stats, data_tables):
             effects.conditionally_dropped += 1
             remove(el)
+
+
+_LINKED_PROSE_MIN_LINKS = 3
+_LINKED_PROSE_MIN_WORDS = 3
+_SENTENCE_CLOSE = re.compile(r"[.!?][\"'”’)\]]*(\s*\[[^\]]{1,12}\])*$")
+_EDIT_LINK_TEXT = frozenset({"edit", "modify", "edit source", "edit section", "modifier", "bearbeiten",
+                             "editar", "modifica", "править", "編集"})
+_EDIT_CLASS = re.compile(r"(^|[\s_-])(mw-)?edit-?section", re.I)
+_EDIT_RESIDUE = re.compile(r"\s*\[\s*(\|\s*)*\]\s*$")
+
+
+def _is_linked_prose(el: etree._Element, text: str) -> bool:
+    """Whether a link-dense paragraph is a sentence written around several links (a Wikipedia lead:
+    "X is a [Y] in [Z] ...") rather than a headline or a list of links: at least three links,
+    at least three words outside them, and the text ends like a sentence (a trailing citation
+    mark "[1]" allowed)."""
+    anchors = list(el.iterdescendants("a"))
+    if len(anchors) < _LINKED_PROSE_MIN_LINKS or _SENTENCE_CLOSE.search(text) is None:
+        return False
+    words = _alpha_words(text) - sum(_alpha_words(_text(a)) for a in anchors)
+    return words >= _LINKED_PROSE_MIN_WORDS
+
+
+def _alpha_words(text: str) -> int:
+    return sum(1 for w in text.split() if any(c.isalpha() for c in w))
+
+
+def _drop_edit_links(content: etree._Element) -> None:
+    """Remove wiki "[edit]" / "[edit | modify]" section links from headings: the MediaWiki
+    `mw-editsection` span (brackets included), and elsewhere any heading link that points at an
+    edit action or only says "edit"."""
+    for heading in list(content.iter(*_HEADINGS)):
+        for el in list(heading.iterdescendants()):
+            if el.getparent() is None or not isinstance(el.tag, str):
+                continue
+            match = _class_id(el)
+            href = (el.get("href") or "").lower() if el.tag == "a" else ""
+            if (match and _EDIT_CLASS.search(match)) or (el.tag == "a" and (
+                    "action=edit" in href
+                    or (normalize_text(_text(el)).lower() in _EDIT_LINK_TEXT
+                        and normalize_text(_text(heading)).lower() not in _EDIT_LINK_TEXT))):
+                _drop(el)
 
 
 def _should_remove(el: etree._Element, flags: _Flags, stats: _Stats,
@@ -1103,8 +1160,13 @@ _INHERITED_KINDS = ("list_item", "quote", "caption")
 class _Emitter:
     """Walks the chosen container in document order and builds the node list."""
 
-    def __init__(self, *, base: str, max_images: int, captions_as_text: bool, srcset_only_images: bool) -> None:
+    def __init__(self, *, base: str, max_images: int, captions_as_text: bool, srcset_only_images: bool,
+                 dropped: Counter) -> None:
         self.base = base
+        self.dropped = dropped
+        self.images_met = 0
+        self.teasers: set[int] = set()
+        """`id()`s of the image nodes whose image is a link to another page (a teaser)."""
         self.srcset_only_images = srcset_only_images
         self.captions_as_text = captions_as_text
         self.max_images = max_images
@@ -1112,7 +1174,6 @@ class _Emitter:
         self.buffer: list[str] = []
         self.kinds: list[TextKind] = ["paragraph"]
         self.seen_images: set[str] = set()
-        self.images_dropped = 0
         self.captions: list[str] = []
         self.resolved: dict[str, str | None] = {}
         self.root: etree._Element | None = None
@@ -1205,6 +1266,8 @@ class _Emitter:
         else:
             parts = [normalize_text(part) for part in raw.split("\x00")]
             text = "\n".join(p for p in parts if p)
+            if kind == "heading" and text.endswith("]"):
+                text = _EDIT_RESIDUE.sub("", text)  # brackets left around a removed edit link
             if kind == "table":
                 text = text.strip(" |")
                 text = re.sub(r"(\s*\|\s*)+", " | ", text) if "|" in text else text
@@ -1233,8 +1296,9 @@ class _Emitter:
             return None
 
     def _image(self, el: etree._Element, extra_srcset: list[str] | None = None) -> None:
+        self.images_met += 1
         if len(self.seen_images) >= self.max_images:
-            self.images_dropped += 1
+            self.dropped["too_many_images"] += 1
             return
         url = self._absolute(el.get("src"))
         if url is not None and _PLACEHOLDER.search(url):
@@ -1243,22 +1307,28 @@ class _Emitter:
             candidates = [el.get("srcset"), *(extra_srcset or [])]
             url = next((u for u in (self._absolute(_largest(s)) for s in candidates if s) if u), None)
         if url is None:
+            self.dropped["no_source"] += 1  # no src, or only a placeholder / data: URL
             return
         if _is_furniture(el):
             # Site furniture marked as such. (URL substrings like "logo" are left to the image
             # filters: articles about a logo show it.)
+            self.dropped["furniture"] += 1
             return
         width = _dimension(el.get("width") or el.get("data-width"))
         height = _dimension(el.get("height") or el.get("data-height"))
         if width is not None and height is not None and width <= 2 and height <= 2:
-            return  # a tracking pixel
+            self.dropped["tracking_pixel"] += 1
+            return
         if url in self.seen_images:
+            self.dropped["duplicate"] += 1
             return
         self.seen_images.add(url)
         self.flush()
-        self.nodes.append(ImageNode(url=url, alt=normalize_text(el.get("alt") or ""),
-                                    caption=self.captions[-1] if self.captions else "",
-                                    width=width, height=height))
+        node = ImageNode(url=url, alt=normalize_text(el.get("alt") or ""),
+                         caption=self.captions[-1] if self.captions else "", width=width, height=height)
+        self.nodes.append(node)
+        if _links_to_page(el):
+            self.teasers.add(id(node))
 
     def _picture(self, el: etree._Element) -> None:
         srcsets = [s.get("srcset") or s.get("data-srcset") or s.get("src") or "" for s in el.iter("source")]
@@ -1281,6 +1351,66 @@ class _Emitter:
         self.nodes.append(VideoNode(sources=tuple(sources), poster=poster,
                                     caption=self.captions[-1] if self.captions else "",
                                     width=_dimension(el.get("width")), height=_dimension(el.get("height"))))
+
+
+IMAGE_DROP_REASONS = {
+    "not_main_content": "outside the chosen main content, or inside an element dropped before it "
+                        "was chosen (navigation, hidden, comments, ...)",
+    "boilerplate_block": "inside a block removed from the main content (link list, share bar, gallery "
+                         "of unrelated teasers)",
+    "no_source": "no usable src/srcset (missing, placeholder, data: URL)",
+    "furniture": "marked as a logo, icon or author portrait by its class or id",
+    "tracking_pixel": "declared at most 2x2 pixels",
+    "duplicate": "the same URL earlier in the document",
+    "too_many_images": "past `ExtractConfig.max_images`",
+    "trailing_image_run": "a run of 2+ uncaptioned images linking to other pages that ends the document "
+                          "with no text after it (teasers of other stories)",
+}
+"""Reasons counted in `Document.dropped_images` by `extract_document`."""
+
+_STRAY_TAIL_WORD = re.compile(r"^[A-Z][A-Za-z]{1,19}$")
+_STRAY_TAIL_MIN_WORDS = 100
+
+
+def _links_to_page(img: etree._Element) -> bool:
+    """Whether an image is (inside) a link to another page, not to an image file or an anchor."""
+    el = img.getparent()
+    for _ in range(4):
+        if el is None:
+            return False
+        if el.tag == "a":
+            href = (el.get("href") or "").strip()
+            return bool(href) and not href.startswith("#") and not _IMAGE_URL.match(href)
+        el = el.getparent()
+    return False
+
+
+def _trim_tail(nodes: list[Node], teasers: set[int], dropped: Counter) -> list[Node]:
+    """Trim what trails the article: a stray single word ("Featured", "Advertisement") left by a
+    widget after 100+ words of text, and a run of 2+ uncaptioned images that link to other pages
+    with no text after them (teaser thumbnails of other stories). Galleries (images not linking
+    elsewhere) and a single closing picture stay."""
+    end = len(nodes)
+    while end:
+        last = nodes[end - 1]
+        if isinstance(last, TextNode):
+            text = last.text.strip()
+            if (last.kind in ("paragraph", "heading") and _STRAY_TAIL_WORD.match(text)
+                    and sum(len(n.text.split()) for n in nodes[:end - 1] if isinstance(n, TextNode))
+                    >= _STRAY_TAIL_MIN_WORDS):
+                end -= 1
+                continue
+            break
+        start = end
+        while start and isinstance(nodes[start - 1], ImageNode) and not nodes[start - 1].caption \
+                and id(nodes[start - 1]) in teasers:
+            start -= 1
+        if end - start >= 2:
+            dropped["trailing_image_run"] += end - start
+            end = start
+            continue
+        break
+    return nodes if end == len(nodes) else nodes[:end]
 
 
 def _has_media_ancestor(caption: etree._Element) -> bool:

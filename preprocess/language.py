@@ -24,7 +24,9 @@ import array
 import functools
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -215,3 +217,69 @@ def detect_language(text: str) -> tuple[str, float]:
     probs = [1 / np.exp(log_probs - log_probs[i]).sum() for i in candidates]
     best = int(np.argmax(probs))
     return str(identifier.nb_classes[candidates[best]]), float(probs[best])
+
+
+FUNCTION_WORDS: dict[str, frozenset[str]] = {lang: frozenset(words.split()) for lang, words in {
+    "en": "the of and to with for from by this that these those was were his her their its are has have had "
+          "who which after during into about over under been being they she you it",
+    "fr": "le la les des du et est une pour dans sur avec au aux qui que ce cette pas sont par",
+    "de": "der die das und ist nicht mit von für auf ein eine den dem im zu bei sich des",
+    "es": "el la los las del y en que por con para una un es al se su",
+    "it": "il lo la gli le di del della e che per con una un è nel alla dei delle",
+    "pt": "o os as da do das dos e que em para com um uma não no na",
+    "nl": "de het een en van op met voor niet zijn bij aan naar ook wordt",
+    "pl": "i w z na do się że nie jest to",
+    "tr": "ve bir bu ile için da de",
+    "id": "dan yang di ini itu dengan untuk",
+    "ms": "dan yang di ini itu dengan untuk",
+    "sv": "och att det som en på är av för med till",
+    "da": "og at det som en på er af for med til",
+    "no": "og at det som en på er av for med til",
+}.items()}
+"""A few function words of common Latin-script languages, lower-case: evidence of the language
+that proper names (the bulk of short captions: "Benoit Tessier/Reuters") do not give."""
+_WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+
+def latin_fraction(text: str) -> float:
+    """Fraction of the letters of `text` that are Latin script (ASCII letters and the Latin
+    Unicode blocks); 1.0 for text without letters."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(1 for ch in letters if ch < "\u0250" or "\u1e00" <= ch <= "\u1eff") / len(letters)
+
+
+def short_text_language_ok(text: str, languages: Collection[str], *, min_score: float = 0.9) -> bool:
+    """Whether a short text (a caption, a title) may be in one of `languages`.
+
+    langid alone misjudges short texts made mostly of names ("Albert Einstein's business
+    focus" -> de 0.99999), so a text is judged to be in another language only on evidence: langid
+    names a language outside `languages` with probability >= `min_score`, and the text has a
+    function word of that language (`FUNCTION_WORDS`) and none of the wanted languages'. A text
+    whose letters are mostly in another script than Latin is not in a Latin-script language
+    whatever langid says (a Russian caption for English): with only Latin-script `languages` it
+    is judged by script alone. Text without letters is not judged (True).
+    """
+    if not any(ch.isalpha() for ch in text):
+        return True
+    if latin_fraction(text) < 0.5:
+        # mostly another script: a script says enough even for one word ("Москва"); when a wanted
+        # language is itself not Latin-script, langid decides
+        if all(code in _LATIN_LANGUAGES for code in languages):
+            return False
+        lang, score = detect_language(text)
+        return lang in languages or score < min_score
+    lang, score = detect_language(text)
+    if lang in languages or score < min_score:
+        return True
+    words = {w.lower() for w in _WORD_RE.findall(text)}
+    if any(words & FUNCTION_WORDS.get(code, frozenset()) for code in languages):
+        return True
+    return not words & FUNCTION_WORDS.get(lang, frozenset())
+
+
+_LATIN_LANGUAGES = frozenset(FUNCTION_WORDS) | frozenset(
+    "af az br bs ca cs cy eo et eu fi fo ga gl hr ht hu is jv ku la lb lt lv mg mt nb nn oc qu ro rw sk sl sq sw "
+    "tl vi vo wa xh zu".split())
+"""ISO 639-1 codes of langid's languages written in Latin script."""

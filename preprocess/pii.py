@@ -58,4 +58,4 @@ def redact_document(doc: Document) -> Document:
             node = dataclasses.replace(node, caption=redact_pii(node.caption))
         nodes.append(node)
     return Document(url=doc.url, nodes=nodes, title=redact_pii(doc.title), language=doc.language,
-                    metadata=dict(doc.metadata))
+                    metadata=dict(doc.metadata), dropped_images=dict(doc.dropped_images))

@@ -194,3 +194,59 @@ def test_text_around_the_chosen_container_is_not_included():
     body = (f"Loose text before.<div id='wrap'><article><p>{LONG}</p><p>{LONG} Second.</p></article>"
             "<aside>Aside text.</aside></div>Loose trailing text of the page layout, after the article.")
     assert extract_document(_page(body), PAGE_URL).nodes == [TextNode(text=LONG), TextNode(text=LONG + " Second.")]
+
+
+# ---------------------------------------------------------------- link-dense paragraphs, edit links, tails
+
+LEAD = ('<p><a href="/wiki/Mozilla">Mozilla</a> is a <a href="/wiki/Free_software">free software community</a> '
+        '<a href="/wiki/1998">founded in 1998</a> by <a href="/wiki/Netscape">members of Netscape</a>.</p>')
+
+
+def _wiki(body: str) -> str:
+    # over 500 characters of text, so the first extraction attempt (all cleaning rules on) is kept
+    return _page(f"<div id='content' class='mw-body-content'>{body}"
+                 + "".join(f"<p>{LONG} Part {i}.</p>" for i in range(4)) + "</div>", title="Mozilla - Wikipedia")
+
+
+WIKI_TAIL = [f"{LONG} Part {i}." for i in range(4)]
+
+
+def test_link_dense_lead_sentence_is_kept():
+    # 58 of 64 visible characters are link text (> 0.8), but it is a sentence around four links
+    texts = [n.text for n in extract_document(_wiki(LEAD), PAGE_URL).texts]
+    assert texts[0] == "Mozilla is a free software community founded in 1998 by members of Netscape."
+
+
+def test_headline_link_and_link_list_paragraphs_are_still_dropped():
+    body = ('<p><a href="/other-story">Firefox market share falls again in Europe this year</a></p>'
+            '<p><a href="/a">Firefox</a>, <a href="/b">Thunderbird</a>, <a href="/c">SeaMonkey</a> and '
+            '<a href="/d">Bugzilla</a></p>')
+    assert [n.text for n in extract_document(_wiki(body), PAGE_URL).texts] == WIKI_TAIL
+
+
+def test_edit_section_links_are_removed_from_headings():
+    body = ('<h2><span class="mw-headline">History</span><span class="mw-editsection">'
+            '<span class="mw-editsection-bracket">[</span><a href="/w/index.php?title=Mozilla&amp;action=edit'
+            '&amp;section=1">edit</a><span class="mw-editsection-bracket">]</span></span></h2>'
+            f'<p>{LONG} History.</p>'
+            '<h2>Values <span>[<a href="/w?title=V&amp;veaction=edit">edit</a> | <a href="/v/change">modify</a>]'
+            f'</span></h2><p>{LONG} Values.</p>'
+            f'<h3><a href="/guide/edit">Edit</a></h3><p>{LONG} Editing.</p>')
+    headings = [n.text for n in extract_document(_wiki(body), PAGE_URL).texts if n.kind == "heading"]
+    assert headings == ["History", "Values", "Edit"]  # a heading that is only the word stays
+
+
+def test_promo_line_needs_a_link():
+    body = (f"<p>See the following example:</p><p>{LONG} Example.</p>"
+            f"<p>Read more: <a href='/other'>An unrelated story about something else</a></p>")
+    texts = [n.text for n in extract_document(_wiki(body), PAGE_URL).texts]
+    assert texts == ["See the following example:", LONG + " Example.", *WIKI_TAIL]
+
+
+def test_stray_trailing_word_is_trimmed_after_a_long_text():
+    article = "".join(f"<p>{LONG} Part {i}.</p>" for i in range(5))  # 5 x 25 words
+    texts = [n.text for n in extract_document(_page(f"<article>{article}<p>Featured</p></article>"), PAGE_URL).texts]
+    assert texts == [f"{LONG} Part {i}." for i in range(5)]
+    # after a short text a single closing word is kept (it may be all there is)
+    short = _page(f"<article><p>{LONG}</p><p>Thanks</p></article>")
+    assert [n.text for n in extract_document(short, PAGE_URL).texts] == [LONG, "Thanks"]

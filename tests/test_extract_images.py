@@ -169,3 +169,47 @@ def test_srcset_only_images_can_be_left_out():
         "https://news.example.com/s/2.jpg"]
     assert [i.url for i in extract_document(html, PAGE_URL).images] == [
         "https://news.example.com/s/1-640.jpg", "https://news.example.com/s/2.jpg"]
+
+
+# ---------------------------------------------------------------- trailing runs, dropped images counted
+
+def _story(tail: str) -> str:
+    return f"<html><head><title>T</title></head><body><article><p>{TEXT}</p><p>{TEXT} More.</p>{tail}</article></body></html>"
+
+
+def test_trailing_run_of_teaser_images_is_trimmed_and_counted():
+    tail = "".join(f'<p><a href="/story-{i}"><img src="/t/{i}.jpg"></a></p>' for i in range(3))
+    doc = extract_document(_story(tail), PAGE_URL)
+    assert doc.images == [] and doc.nodes[-1] == TextNode(text=TEXT + " More.")
+    assert doc.dropped_images == {"trailing_image_run": 3}
+
+
+def test_trailing_gallery_and_single_teaser_are_kept():
+    gallery = "".join(f'<p><a href="/g/{i}.jpg"><img src="/g/{i}s.jpg"></a></p>' for i in range(2))
+    assert [i.url for i in extract_document(_story(gallery), PAGE_URL).images] == \
+        ["https://news.example.com/g/0s.jpg", "https://news.example.com/g/1s.jpg"]
+    single = '<p><a href="/story-9"><img src="/t/9.jpg"></a></p>'
+    doc = extract_document(_story(single), PAGE_URL)
+    assert [i.url for i in doc.images] == ["https://news.example.com/t/9.jpg"] and doc.dropped_images == {}
+    captioned = "".join(f'<figure><a href="/s/{i}"><img src="/c/{i}.jpg"></a><figcaption>Photo {i} of the '
+                        f'harbour</figcaption></figure>' for i in range(2))
+    assert len(extract_document(_story(captioned), PAGE_URL).images) == 2
+
+
+def test_images_left_out_are_counted_by_reason_and_serialised():
+    from flamboyance.preprocess.document import Document
+    from flamboyance.preprocess.extract import IMAGE_DROP_REASONS, ExtractConfig
+    html = ("<html><head><title>T</title></head><body>"
+            "<nav><a href='/'><img src='/nav/home.jpg'></a><a href='/x'>Home</a></nav>"
+            f"<article><p>{TEXT}</p>"
+            f'<img src="{PIXEL}"><img src="/t/p.gif" width="1" height="1">'
+            '<img src="/d/1.jpg"><img src="/d/1.jpg"><img class="emoji" src="/e/smile.jpg">'
+            f'<img src="/d/2.jpg"><img src="/d/3.jpg"><p>{TEXT} End.</p></article></body></html>')
+    doc = extract_document(html, PAGE_URL, config=ExtractConfig(max_images=2))
+    assert [i.url for i in doc.images] == ["https://news.example.com/d/1.jpg", "https://news.example.com/d/2.jpg"]
+    assert doc.dropped_images == {"no_source": 1, "tracking_pixel": 1, "duplicate": 1, "furniture": 1,
+                                  "too_many_images": 1, "not_main_content": 1}
+    assert set(doc.dropped_images) <= set(IMAGE_DROP_REASONS)
+    data = doc.to_dict()
+    assert data["general_metadata"]["dropped_images"] == dict(sorted(doc.dropped_images.items()))
+    assert Document.from_dict(data) == doc

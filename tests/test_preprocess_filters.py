@@ -206,7 +206,11 @@ def test_doc_too_few_words():
 
 def test_doc_too_many_words():
     paragraph = " ".join(GOOD * 6)  # 654 words
-    assert doc_reason(paragraph, paragraph, paragraph, paragraph) == "doc_too_many_words"
+    # the cap bounds the cost of one document; it is far above any real page (long pages are kept)
+    assert DEFAULT_CONFIG.doc_max_words == 100_000
+    assert doc_reason(*[paragraph] * 153) == "doc_too_many_words"  # 100,062 words
+    assert doc_reason(paragraph, paragraph, paragraph, paragraph, cfg=FilterConfig(doc_max_words=2000)) == \
+        "doc_too_many_words"
 
 
 def test_doc_mean_word_length():
@@ -224,11 +228,16 @@ def test_doc_alpha_word_ratio():
 
 
 def test_doc_duplicate_lines():
-    assert doc_reason(GOOD[0], GOOD[1], GOOD[0], GOOD[2], GOOD[1], GOOD[3]) == "doc_duplicate_lines"
+    # 4 of 7 lines repeat an earlier one (> 0.5); 2 of 6 (Gopher's 0.3 would drop it) is kept
+    assert doc_reason(GOOD[0], GOOD[1], GOOD[0], GOOD[1], GOOD[0], GOOD[1], GOOD[2]) == "doc_duplicate_lines"
+    assert doc_reason(GOOD[0], GOOD[1], GOOD[0], GOOD[2], GOOD[1], GOOD[3],
+                      cfg=FilterConfig(max_word_repetition=1.0)) is None
 
 
 def test_doc_char_repetition():
-    assert doc_reason(" ".join(["buy cheap shoes online today,"] * 8)) == "doc_char_repetition"
+    # character-level repetition without repeated word 5-grams (those are `doc_word_repetition`)
+    text = " ".join(f"{w} wooooooooooow," for w in (GOOD[0] + " " + GOOD[1]).split())
+    assert doc_reason(text) == "doc_char_repetition"
 
 
 def test_doc_word_repetition():
