@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from flamboyance.evaluation import metrics, prompts
 from flamboyance.evaluation.datasets import EvalDataset, EvalExample
+from flamboyance.evaluation.ranking import score_options
 from flamboyance.evaluation.rices import feature_cache_path, rices_select, vision_features
 from flamboyance.preprocess.tokens import EOC_TOKEN
 
@@ -143,9 +144,31 @@ class _Runner:
     def rank(self, queries: Sequence[_Query], options: Sequence[str]) -> list[str]:
         """For each query, the option whose continuation ` {option}<EOC>` has the highest total
         log-likelihood after the prompt (ties go to the earlier option)."""
+        scores = self.option_scores(queries, options)
+        return [options[int(torch.argmax(scores[qi]))] for qi in range(len(queries))]
+
+    def option_scores(self, queries: Sequence[_Query], options: Sequence[str], *,
+                      reuse_prompt_cache: bool = True) -> torch.Tensor:  # (queries, options) float64
+        """Total log-likelihood of each option's continuation after each query's prompt.
+
+        With `reuse_prompt_cache` (the default) each prompt runs once and the options run on copies
+        of its KV cache (`ranking.score_options`); without, every (query, option) pair is one full
+        forward of prompt + continuation (the reference the cached scores are checked against)."""
         continuations = [self.encode_continuation(prompts.continuation_text(o)) for o in options]
-        rows = [(qi, oi) for qi in range(len(queries)) for oi in range(len(options))]
         prompt_ids = [self.encode_prompt(q.prompt) for q in queries]
+        if not queries:
+            return torch.zeros((0, len(options)), dtype=torch.float64)
+        if reuse_prompt_cache:
+            longest = max(len(c) for c in continuations)
+            parts = []
+            for start in range(0, len(queries), self.batch_size):
+                chunk = queries[start : start + self.batch_size]
+                ids, mask, media = self._batch(prompt_ids[start : start + self.batch_size], [q.images for q in chunk],
+                                               longest)
+                parts.append(score_options(self.model, ids, mask, media, continuations,
+                                           rows_per_forward=self.batch_size))
+            return torch.cat(parts)
+        rows = [(qi, oi) for qi in range(len(queries)) for oi in range(len(options))]
         scores = torch.full((len(queries), len(options)), -torch.inf, dtype=torch.float64)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
@@ -157,7 +180,7 @@ class _Runner:
             row_scores = self.model.score_continuations(ids, mask, media, continuation_mask)
             for (qi, oi), score in zip(chunk, row_scores.tolist()):
                 scores[qi, oi] = score
-        return [options[int(torch.argmax(scores[qi]))] for qi in range(len(queries))]
+        return scores
 
     def embed(self, examples: Sequence[EvalExample], indices: Sequence[int]) -> torch.Tensor:
         pixels = torch.stack([self.pixels(examples[i]) for i in indices]).to(self.device)
