@@ -24,24 +24,28 @@ def rices_select(
     k: int,
     *,
     exclude: Sequence[Sequence[int]] | None = None,
-    query_chunk: int = 1024,
-    support_chunk: int = 16384,
+    query_chunk: int = 256,
+    support_chunk: int = 8192,
 ) -> list[list[int]]:
     """For each query, the indices of the `k` support examples with the highest cosine
     similarity, ordered from least to most similar (the most similar comes last). `exclude[q]`
     lists support indices query q may not use (e.g. itself). Equal similarities are broken
     by the lower index ranking as more similar.
 
-    Similarities are float32 and computed `query_chunk` x `support_chunk` at a time with a
-    running top-k, so memory stays bounded (~ query_chunk * support_chunk * 4 bytes a few times
-    over) whatever the sizes: 5k queries x 443k VQAv2 support examples would be 17.7 GB as one
-    dense float64 matrix."""
+    Similarities are computed in float32, `query_chunk` x `support_chunk` at a time, keeping a
+    running top-2k per query, so memory stays bounded (~ query_chunk * support_chunk * 4 bytes a
+    few times over) whatever the sizes: 5k queries x 443k VQAv2 support examples would be
+    17.7 GB as one dense float64 matrix. The 2k candidates are then re-scored in float64 and the
+    top k taken, so float32 rounding cannot reorder near-equal neighbours: the result equals
+    `rices_select_dense` unless float32 error exceeds the gap between the k-th and the 2k-th
+    most similar examples."""
     _check_features(query_features, support_features, k)
     if query_chunk < 1 or support_chunk < 1:
         raise ValueError(f"rices_select: chunk sizes must be >= 1, got {query_chunk} and {support_chunk}")
     num_queries, num_support = query_features.shape[0], support_features.shape[0]
     if exclude is not None and len(exclude) != num_queries:
         raise ValueError(f"rices_select: exclude has {len(exclude)} entries for {num_queries} queries")
+    candidates = 2 * k
     selected: list[list[int]] = []
     for q0 in range(0, num_queries, query_chunk):
         queries = torch.nn.functional.normalize(query_features[q0 : q0 + query_chunk].float(), dim=-1)
@@ -58,8 +62,11 @@ def rices_select(
                 r_index, s_index = zip(*hits)
                 similarity[list(r_index), list(s_index)] = -torch.inf
             available += torch.isfinite(similarity).sum(dim=1)
-            values, index = _top_k_lowest_index_first(similarity, min(k, similarity.shape[1]))
-            best, best_index = _merge_top_k(torch.cat([best, values], 1), torch.cat([best_index, index + s0], 1), k)
+            values, index = _top_k_lowest_index_first(similarity, min(candidates, similarity.shape[1]))
+            best, best_index = _merge_top_k(torch.cat([best, values], 1), torch.cat([best_index, index + s0], 1),
+                                            candidates)
+        best, best_index = _rescore_float64(query_features[q0 : q0 + query_chunk], support_features, best,
+                                            best_index, k)
         for r in range(rows):
             if int(available[r]) < k:
                 raise ValueError(f"rices_select: query {q0 + r} has only {int(available[r])} usable support "
@@ -91,7 +98,11 @@ def _top_k_lowest_index_first(
     above = similarity > kth
     tied = similarity == kth
     room = k - above.sum(dim=1, keepdim=True)  # how many tied columns still fit, lowest first
-    keep = above | (tied & (tied.long().cumsum(dim=1) <= room))
+    keep = above | tied
+    crowded = (tied.sum(dim=1, keepdim=True) > room).squeeze(1).nonzero().squeeze(1)
+    if crowded.numel():  # more ties at the k-th value than room: keep the lowest columns
+        ties = tied[crowded]
+        keep[crowded] = above[crowded] | (ties & (ties.int().cumsum(dim=1) <= room[crowded]))
     columns = keep.nonzero()[:, 1].view(similarity.shape[0], k)  # exactly k per row, in column order
     return similarity.gather(1, columns), columns.cpu()
 
@@ -106,6 +117,27 @@ def _merge_top_k(
     values = values.gather(1, by_index.indices.to(values.device))
     order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
     return values.gather(1, order), by_index.values.gather(1, order.cpu())
+
+
+def _rescore_float64(
+    query_features: torch.Tensor,  # (rows, D)
+    support_features: torch.Tensor,  # (S, D)
+    values: torch.Tensor,  # (rows, n) float32 similarities of the candidates, -inf = excluded
+    index: torch.Tensor,  # (rows, n) support indices of the candidates
+    k: int,
+    rows_per_step: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:  # (rows, min(k, n)) most similar first
+    """The k best candidates by their float64 cosine similarity (the dense version's arithmetic)."""
+    exact = torch.full(values.shape, -torch.inf, dtype=torch.float64)
+    for r0 in range(0, values.shape[0], rows_per_step):
+        queries = torch.nn.functional.normalize(query_features[r0 : r0 + rows_per_step].double(), dim=-1)
+        rows_index = index[r0 : r0 + rows_per_step]
+        support = torch.nn.functional.normalize(support_features[rows_index.reshape(-1)].double(), dim=-1)
+        support = support.view(*rows_index.shape, support_features.shape[1])  # (rows, n, D)
+        similarity = (support @ queries.to(support.device)[:, :, None]).squeeze(-1).cpu()
+        usable = torch.isfinite(values[r0 : r0 + rows_per_step]).cpu()
+        exact[r0 : r0 + rows_per_step] = torch.where(usable, similarity, -torch.inf)
+    return _merge_top_k(exact, index, k)
 
 
 def rices_select_dense(
