@@ -206,6 +206,33 @@ def _score(task: str, queries: Sequence[EvalExample], predictions: Sequence[str]
     return metrics.accuracy({q.key: q.target for q in queries}, preds)
 
 
+class _Identities:
+    """Image identity keys (`EvalExample.image_identity`) computed once per example, on demand:
+    only for queries and the support examples picked as their shots."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, frozenset[str]] = {}
+
+    def __call__(self, example: EvalExample) -> frozenset[str]:
+        found = self.keys.get(id(example))
+        if found is None:
+            found = self.keys[id(example)] = example.image_identity()
+        return found
+
+
+def _without_own_image(pick: Callable[[set[int]], list[int]], excluded: set[int],
+                       is_own: Callable[[int], bool]) -> list[int]:
+    """`pick(excluded)` redone with every pick that shows the query's own image excluded, until
+    none does (`pick` raises when too few examples are left)."""
+    excluded = set(excluded)
+    while True:
+        picked = pick(excluded)
+        own = [i for i in picked if is_own(i)]
+        if not own:
+            return picked
+        excluded.update(own)
+
+
 def _random_support(rng: random.Random, pool_size: int, k: int, excluded: set[int]) -> list[int]:
     """k distinct random pool indices outside `excluded`, in random order."""
     if pool_size - len(excluded) < k:
@@ -272,8 +299,13 @@ def evaluate(
     pool_index = {e.image_key: [] for e in pool}
     for i, e in enumerate(pool):
         pool_index[e.image_key].append(i)
-    # a query never sees its own image among its shots
+    # a query never sees its own image among its shots: same image key when the pool is the query
+    # set, and whatever the pool, no shot whose image has the query's URL, bytes or pixels
     excluded = [set(pool_index.get(q.image_key, ())) if same_pool else set() for q in queries]
+    identities = _Identities()
+
+    def own_image(qi: int) -> Callable[[int], bool]:
+        return lambda i: bool(identities(queries[qi]) & identities(pool[i]))
     options = list(dataset.class_names or ()) if task == "classification" else []
 
     runner = _Runner(model, batch_size=batch_size, cache_images=cache_images)
@@ -287,7 +319,7 @@ def evaluate(
             if rices and max_shots > 0:
                 neighbours = _rices_neighbours(runner, queries, pool, pool_dataset, excluded, max_shots,
                                                query_dataset=dataset.head(limit), cache_dir=cache_dir,
-                                               model_id=model_id, log=log)
+                                               model_id=model_id, log=log, own_image=own_image)
             results: dict[str, Any] = {}
             examples: dict[str, list[dict[str, str]]] = {}
             for num_shots in shots:
@@ -300,12 +332,13 @@ def evaluate(
                     rng = random.Random(f"{seed}/{num_shots}")
                     batch = []
                     for qi, query in enumerate(queries):
-                        if num_shots == 0:
-                            chosen = _random_support(rng, len(pool), prompts.ZERO_SHOT_TEXT_EXAMPLES, excluded[qi])
-                        elif neighbours is not None:
+                        if neighbours is not None and num_shots > 0:
                             chosen = neighbours[qi][-num_shots:]
                         else:
-                            chosen = _random_support(rng, len(pool), num_shots, excluded[qi])
+                            k = num_shots or prompts.ZERO_SHOT_TEXT_EXAMPLES
+                            chosen = _without_own_image(
+                                lambda ex, k=k, rng=rng: _random_support(rng, len(pool), k, ex), excluded[qi],
+                                own_image(qi))
                         shot_examples = [pool[i] for i in chosen]
                         prompt = prompts.build_prompt(task, support=[(e.target, e.question) for e in shot_examples],
                                                       query_question=query.question,
@@ -356,7 +389,7 @@ def evaluate(
 
 
 def _rices_neighbours(runner, queries, pool, pool_dataset, excluded, k, *, query_dataset, cache_dir, model_id,
-                      log) -> list[list[int]]:
+                      log, own_image) -> list[list[int]]:
     def features(examples, ds):
         path = None
         if cache_dir is not None and model_id is not None:
@@ -368,7 +401,23 @@ def _rices_neighbours(runner, queries, pool, pool_dataset, excluded, k, *, query
     pool_features = features(pool, pool_dataset)
     query_features = features(queries, query_dataset)
     log(f"RICES features: {len(queries)} queries, {len(pool)} support images ({time.monotonic() - t0:.1f}s)")
-    return rices_select(query_features, pool_features, k, exclude=[sorted(e) for e in excluded])
+    # the query's own image (other key, same URL / bytes / pixels) is its nearest neighbour: select,
+    # drop it, select again for the queries that had one
+    neighbours: list[list[int]] = [[] for _ in queries]
+    exclude = [set(e) for e in excluded]
+    todo = list(range(len(queries)))
+    while todo:
+        picked = rices_select(query_features[todo], pool_features, k, exclude=[sorted(exclude[q]) for q in todo])
+        again = []
+        for q, chosen in zip(todo, picked):
+            own = [i for i in chosen if own_image(q)(i)]
+            if own:
+                exclude[q].update(own)
+                again.append(q)
+            else:
+                neighbours[q] = chosen
+        todo = again
+    return neighbours
 
 
 def format_table(result: dict[str, Any]) -> str:

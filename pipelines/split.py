@@ -15,32 +15,17 @@ would hold images the model was trained on. Two steps keep every image on one si
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.pvalue import AsSingleton
-from flamboyance.preprocess.dedup import normalize_url
 from flamboyance.shards import writer as shard_writer
+from flamboyance.shards.identity import image_bytes_key, image_url_key
 
 from .common import ShardItem, count, join_url, num_shards_for, shard_of
 from .pairs import is_heldout
 
 HELDOUT, TRAIN = "heldout", "train"
-
-
-def image_url_key(url: str) -> str:
-    """What identifies an image before download: its normalised URL (the stripped URL when it
-    cannot be normalised, e.g. a relative one)."""
-    try:
-        return "url:" + normalize_url(url)
-    except ValueError:
-        return "url:" + url.strip()
-
-
-def image_bytes_key(data: bytes) -> str:
-    """What identifies an image after download: the sha256 of its bytes."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def heldout_by_image_url(url: str, fraction: float) -> bool:
