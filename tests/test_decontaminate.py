@@ -12,7 +12,7 @@ import pytest
 from flamboyance.cli import main
 from flamboyance.evaluation.datasets import load_coco_captions, load_image_text_shards
 from flamboyance.evaluation.decontaminate import EvalIndex, decontaminate, text_ngrams
-from flamboyance.shards import ImageTextSample, read_manifest, write_manifest, write_shard
+from flamboyance.shards import ImageTextSample, M3WSample, read_manifest, write_manifest, write_shard
 from PIL import Image
 
 
@@ -106,3 +106,27 @@ def test_decontaminate_cli(tmp_path, capsys):
         main(["decontaminate", "--train", str(train), "--output", str(tmp_path / "x"), "--eval", "captions", "y"])
     with pytest.raises(SystemExit, match="must differ"):
         main(["decontaminate", "--train", str(train), "--output", str(train), "--eval", "captioning", str(heldout)])
+
+
+def test_decontaminate_m3w_documents(tmp_path):
+    heldout, coco, images, _ = _write_sets(tmp_path)
+    index = EvalIndex.build([load_image_text_shards(str(heldout)), load_coco_captions(coco, images)], ngram=8)
+
+    def doc(key, urls, texts, seeds):
+        return M3WSample(key=key, document={"url": f"http://page.example/{key}", "images": urls, "texts": texts},
+                         images=[_png(s) for s in seeds])
+
+    docs = [
+        doc("d0", ["http://page.example/a.jpg", None, "http://img.example/h0.jpg"], [None, "some text", None],
+            [1, 2]),  # h0's URL as its second image
+        doc("d1", ["http://page.example/b.jpg", None], [None, "Yesterday a brown dog runs across the green field "
+                                                        "chasing a red ball, said the neighbour"], [3]),
+        doc("d2", ["http://page.example/c.jpg", None], [None, "a brown dog and a green field"], [4]),
+        doc("d3", [None, "http://page.example/d.jpg"], ["text first", None], [200]),  # the COCO file's bytes
+    ]
+    write_shard(str(tmp_path / "m3w"), kind="m3w", shard_index=3, samples=docs)
+    write_manifest(str(tmp_path / "m3w"), kind="m3w")
+    stats = decontaminate(str(tmp_path / "m3w"), str(tmp_path / "m3w_clean"), index)
+    assert (stats["kind"], stats["input"], stats["kept"], stats["removed_by_image"], stats["removed_by_ngram"]) == (
+        "m3w", 4, 1, 2, 1)
+    assert _keys(tmp_path / "m3w_clean") == {3: ["d2"]}
