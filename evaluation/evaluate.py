@@ -264,13 +264,14 @@ def evaluate(
     """Few-shot evaluation of `model` on `dataset` for each shot count and seed.
 
     Queries are the first `limit` examples of `dataset`. Support examples come from `support`
-    (a train split) or, when None, from `dataset` itself excluding the query's image. With
+    (a train split) or, when None, from `dataset` itself; either way never one showing the
+    query's image (same image key in the same pool, same URL, bytes or pixels in any pool). With
     `rices`, the shots are the most similar support images by the model's frozen vision
     features (cached under `cache_dir`, keyed by `model_id` and the dataset, when both are
     given), most similar last; otherwise a seeded random draw. Zero-shot prompts hold two
     text-only support examples. Captioning and VQA generate with beam search (`num_beams`,
     `length_penalty`, `max_new_tokens`: 20 captions / 5 VQA by default); classification ranks
-    `dataset.class_names` by log-likelihood.
+    `dataset.class_names` by log-likelihood (each prompt run once, the options on its KV cache).
 
     Returns a JSON-able dict: {"task", "metric", "shots", "seeds", "rices", "num_queries",
     "support_size", "results": {shots: {"mean", "std", "min", "max", "per_seed"}}, "examples":
