@@ -10,7 +10,8 @@ words, and would remove every training caption that names the class.
 The eval sets are loaded into an index (image keys + 64-bit n-gram hashes): memory follows the
 eval sets' size. The training shards are streamed one at a time and rewritten through
 `shards.write_shard` (same shard indices, each file renamed into place when complete), then the
-manifest; the counts go to `<output>/decontamination.json`.
+manifest; the counts go to `<output>/decontamination.json`. Each finished shard leaves its counts
+beside it, so a rerun (after a kill) keeps the shards already done with the same eval sets.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ DEFAULT_NGRAM = 8
 """Word n-gram length (GPT-3 used 13 on long documents; captions are short)."""
 
 STATS_NAME = "decontamination.json"
+
+MARKER_SUFFIX = "decontamination.json"
+"""`{shard:05d}_decontamination.json`: a finished shard's counts and the index it was made with."""
 
 _WORD = re.compile(r"\w+")
 
@@ -80,6 +84,15 @@ class EvalIndex:
                     index.ngrams |= text_ngrams(text, ngram)
         return index
 
+    def fingerprint(self) -> str:
+        """A digest of the whole index (a rerun reuses a finished shard only under the same index)."""
+        digest = hashlib.sha256(f"{self.ngram}\0".encode())
+        for key in sorted(self.image_keys):
+            digest.update(key.encode() + b"\0")
+        for gram in sorted(self.ngrams):
+            digest.update(gram.to_bytes(8, "big"))
+        return digest.hexdigest()
+
     def match(self, *, urls: Iterable[str], images: Iterable[bytes], texts: Iterable[str]) -> str | None:
         """"image" or "ngram" when a training sample with these image URLs, image bytes and texts
         overlaps the eval sets (the image checked first), else None."""
@@ -121,12 +134,16 @@ def decontaminate(
     into `output` without the samples that match `index`; returns the stats (also written to
     `<output>/decontamination.json`): input / kept samples, removed by image and by n-gram, per
     shard, plus the samples the reader skipped as invalid."""
-    from flamboyance.shards import write_manifest, write_shard
+    from flamboyance.shards import completed_shards, write_manifest, write_shard
     from flamboyance.shards.reader import _to_sample
     from flamboyance.shards.source import iter_shard, locate
+    from flamboyance.shards.writer import read_shard_info
 
     log = log or (lambda message: None)
     location = locate(train)
+    fingerprint = index.fingerprint()
+    fs, root = fsspec.core.url_to_fs(output)
+    done = completed_shards(output)
     kind = location.kind
     totals: Counter = Counter()
     skipped: Counter = Counter()
@@ -139,6 +156,17 @@ def decontaminate(
             raise ValueError(f"{ref.url}: shard index {shard_index} given twice in {train}")
         seen_indices.add(shard_index)
         counts: Counter = Counter()
+        marker = posixpath.join(root, f"{shard_index:05d}_{MARKER_SUFFIX}")
+        previous = _read_marker(fs, marker) if shard_index in done else None
+        info = read_shard_info(output, shard_index) if previous is not None else None
+        if previous is not None and info is not None and previous.get("index") == fingerprint:
+            # finished by an earlier run with the same eval sets: keep it and its counts
+            infos.append(info)
+            counts.update(previous["counts"])
+            totals.update(counts)
+            per_shard.append(_shard_row(ref.url, shard_index, counts))
+            log(f"{ref.url}: already decontaminated in {output}")
+            continue
 
         def kept(ref=ref, counts=counts) -> Iterator[Any]:
             for raw in iter_shard(ref, kind=kind, skipped=skipped, shard_errors=shard_errors):
@@ -152,10 +180,9 @@ def decontaminate(
                 yield sample
 
         infos.append(write_shard(output, kind=kind, shard_index=shard_index, samples=kept()))
+        _write_json_atomic(fs, marker, {"index": fingerprint, "counts": dict(counts)})  # after the shard
         totals.update(counts)
-        per_shard.append({"shard": ref.url, "shard_index": shard_index, **{k: counts[k] for k in
-                                                                           ("input", "kept", "removed_by_image",
-                                                                            "removed_by_ngram")}})
+        per_shard.append(_shard_row(ref.url, shard_index, counts))
         log(f"{ref.url}: kept {counts['kept']} of {counts['input']}")
     write_manifest(output, kind=kind, shards=infos, source=f"decontaminated:{location.kind}")
     stats = {
@@ -165,9 +192,26 @@ def decontaminate(
         "removed_by_ngram": totals["removed_by_ngram"], "skipped_invalid": dict(sorted(skipped.items())),
         "shard_errors": dict(sorted(shard_errors.items())), "shards": per_shard,
     }
-    fs, root = fsspec.core.url_to_fs(output)
-    path = posixpath.join(root, STATS_NAME)
-    with fs.open(path + ".tmp", "wb") as handle:
-        handle.write(json.dumps(stats, indent=1, sort_keys=True).encode())
-    fs.mv(path + ".tmp", path)  # never a half-written stats file under its final name
+    _write_json_atomic(fs, posixpath.join(root, STATS_NAME), stats)
     return stats
+
+
+def _shard_row(url: str, shard_index: int, counts: Counter) -> dict[str, Any]:
+    return {"shard": url, "shard_index": shard_index,
+            **{k: counts[k] for k in ("input", "kept", "removed_by_image", "removed_by_ngram")}}
+
+
+def _read_marker(fs: Any, path: str) -> dict[str, Any] | None:
+    try:
+        with fs.open(path, "rb") as handle:
+            marker = json.loads(handle.read())
+    except (FileNotFoundError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("counts"), dict) else None
+
+
+def _write_json_atomic(fs: Any, path: str, obj: Any) -> None:
+    """Write JSON to a temporary name, then rename: never a half-written file under `path`."""
+    with fs.open(path + ".tmp", "wb") as handle:
+        handle.write(json.dumps(obj, indent=1, sort_keys=True).encode())
+    fs.mv(path + ".tmp", path)

@@ -12,7 +12,14 @@ import pytest
 from flamboyance.cli import main
 from flamboyance.evaluation.datasets import load_coco_captions, load_image_text_shards
 from flamboyance.evaluation.decontaminate import EvalIndex, decontaminate, text_ngrams
-from flamboyance.shards import ImageTextSample, M3WSample, read_manifest, write_manifest, write_shard
+from flamboyance.shards import (
+    ImageTextSample,
+    M3WSample,
+    VideoTextSample,
+    read_manifest,
+    write_manifest,
+    write_shard,
+)
 from PIL import Image
 
 
@@ -130,3 +137,33 @@ def test_decontaminate_m3w_documents(tmp_path):
     assert (stats["kind"], stats["input"], stats["kept"], stats["removed_by_image"], stats["removed_by_ngram"]) == (
         "m3w", 4, 1, 2, 1)
     assert _keys(tmp_path / "m3w_clean") == {3: ["d2"]}
+
+
+def test_rerun_keeps_finished_shards_made_with_the_same_eval_sets(tmp_path):
+    heldout, coco, images, train = _write_sets(tmp_path)
+    index = EvalIndex.build([load_image_text_shards(str(heldout)), load_coco_captions(coco, images)], ngram=8)
+    first = decontaminate(str(train), str(tmp_path / "clean"), index)
+    (tmp_path / "clean" / "00001_decontamination.json").unlink()  # as if killed after shard 1's tar, before its marker
+    messages: list[str] = []
+    again = decontaminate(str(train), str(tmp_path / "clean"), index, log=messages.append)
+    assert again == first
+    assert [m.split(": ", 1)[1] for m in messages] == [f"already decontaminated in {tmp_path / 'clean'}",
+                                                        "kept 2 of 5"]
+    smaller = EvalIndex.build([load_image_text_shards(str(heldout))], ngram=8)  # other eval sets: all redone
+    messages.clear()
+    third = decontaminate(str(train), str(tmp_path / "clean"), smaller, log=messages.append)
+    assert (third["kept"], third["removed_by_image"], third["removed_by_ngram"]) == (5, 3, 2)
+    assert [m.split(": ", 1)[1] for m in messages] == ["kept 2 of 5", "kept 3 of 5"]
+
+
+def test_decontaminate_video_text_by_url_and_caption(tmp_path):
+    heldout, *_ = _write_sets(tmp_path)
+    index = EvalIndex.build([load_image_text_shards(str(heldout))], ngram=8)
+    clips = [VideoTextSample(key=k, frames=[_png(1)], caption=c, metadata={"url": u, "timestamps": [0.0]})
+             for k, u, c in [("v0", "http://img.example/h0.jpg", "a video"), ("v1", "http://v.example/1.mp4", "two birds"),
+                             ("v2", "http://v.example/2.mp4", "a heldout video of a cat")]]
+    write_shard(str(tmp_path / "video"), kind="video_text", shard_index=0, samples=clips)
+    write_manifest(str(tmp_path / "video"), kind="video_text")
+    stats = decontaminate(str(tmp_path / "video"), str(tmp_path / "video_clean"), index)
+    assert (stats["input"], stats["kept"], stats["removed_by_image"], stats["removed_by_ngram"]) == (3, 1, 1, 1)
+    assert _keys(tmp_path / "video_clean") == {0: ["v2"]}
