@@ -21,6 +21,7 @@ _OWNERS: dict[str, str] = {
     "stats": "flamboyance.shards.cli",
     "train": "flamboyance.trainer.cli",
     "eval": "flamboyance.evaluation.cli",
+    "decontaminate": "flamboyance.evaluation.cli",
 }
 
 # one-line summaries for `flamboyance --help` (the owners give the full help of each command)
@@ -32,6 +33,7 @@ _SUMMARIES: dict[str, str] = {
     "stats": "shard statistics, --verify, and an HTML --report",
     "train": "train a Flamingo model on Ray from a YAML config",
     "eval": "few-shot evaluation of a checkpoint (captioning, VQA, classification)",
+    "decontaminate": "training shards without the eval sets' images and caption n-grams",
 }
 
 # subcommands whose unknown options are passed through (standard Beam pipeline options)

@@ -93,6 +93,18 @@ def _model_rows(r: dict) -> list[dict]:
                  r["trainable_share"], "-")]
 
 
+def _eval_rows(r: dict) -> list[dict]:
+    rank, rices = r["ranking"], r["rices"]
+    return [_row(f"ranking {rank['options']} options, {rank['shots']} shots (s)", rank["cached_s"],
+                 f"full forward per option {rank['full_s']:.2f} s", rank["speedup_cached_vs_full"], "> 1x (speedup)"),
+            _row(f"RICES {rices['queries']}x{rices['support']} peak MB", rices["chunked"]["peak_growth_mb"],
+                 f"dense float64 {rices['dense']['peak_growth_mb']:.0f} MB, {rices['dense']['seconds']:.1f} s",
+                 rices["memory_ratio_dense_over_chunked"], "> 1x (memory saved)"),
+            _row(f"RICES {rices['queries']}x{rices['support']} top-{rices['k']} (s)", rices["chunked"]["seconds"],
+                 f"dense float64 {rices['dense']['seconds']:.1f} s", rices["speedup_chunked_vs_dense"],
+                 ">= 1x (speedup)")]
+
+
 BENCHMARKS = [
     Benchmark(name="extract", rows=_extract_rows,
               argv=lambda out, quick: ["bench/bench_extract.py", "--json", str(out)] + (["--rounds", "1"] if quick else [])),
@@ -104,6 +116,8 @@ BENCHMARKS = [
               argv=lambda out, quick: ["bench/bench_trainer.py", "--out", str(out)] + (["--steps", "20"] if quick else [])),
     Benchmark(name="model", rows=_model_rows,
               argv=lambda out, quick: ["bench/bench_model.py", "--json", str(out)] + (["--repeats", "1"] if quick else [])),
+    Benchmark(name="eval", rows=_eval_rows,
+              argv=lambda out, quick: ["bench/bench_eval.py", "--out", str(out)] + (["--quick"] if quick else [])),
 ]
 
 

@@ -125,4 +125,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": (HELP, add_arguments, run)}
+DECONTAMINATE_HELP = ("training shards without the eval sets: drop samples showing an eval image (URL / bytes) "
+                      "or sharing a caption n-gram with an eval text")
+
+EVAL_SET_HELP = """\
+--eval TASK DATA [IMAGES [ANNOTATIONS]], once per eval set, in the forms of `flamboyance eval --data`:
+  --eval captioning data/shards/image_text/heldout
+  --eval captioning captions_val2014.json val2014/
+  --eval vqa questions.json val2014/ annotations.json
+  --eval classification imagenet_val/          (images only: class names are not used as text)"""
+
+
+def add_decontaminate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `flamboyance decontaminate`."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EVAL_SET_HELP
+    parser.add_argument("--train", required=True, help="training shards (dataset folder / URL, or tar pattern)")
+    parser.add_argument("--output", required=True, help="where the decontaminated shards are written")
+    parser.add_argument("--eval", nargs="+", action="append", required=True, metavar="ARG",
+                        help="an eval set: TASK DATA [IMAGES [ANNOTATIONS]] (repeat for several)")
+    parser.add_argument("--ngram", type=int, default=8, help="word n-gram length for text overlap (default 8)")
+
+
+def run_decontaminate(args: argparse.Namespace) -> int:
+    """Index the eval sets, rewrite the training shards without them, print the counts."""
+    from flamboyance.evaluation.decontaminate import EvalIndex, decontaminate
+
+    sets = []
+    for spec in args.eval:
+        if len(spec) < 2 or len(spec) > 4 or spec[0] not in ("captioning", "vqa", "classification"):
+            raise SystemExit(f"decontaminate: --eval takes TASK DATA [IMAGES [ANNOTATIONS]] with TASK one of "
+                             f"captioning, vqa, classification; got {' '.join(spec)}")
+        task, data, images, annotations = (*spec, None, None)[:4]
+        sets.append(load_data(task, data, images=images, annotations=annotations))
+    if os.path.abspath(args.output) == os.path.abspath(args.train) and "://" not in args.output:
+        raise SystemExit("decontaminate: --output must differ from --train (the input is read while writing)")
+    index = EvalIndex.build(sets, ngram=args.ngram)
+    print(f"decontaminate: {index.examples} eval examples, {len(index.image_keys)} image keys, "
+          f"{len(index.ngrams)} {index.ngram}-grams", file=sys.stderr, flush=True)
+    stats = decontaminate(args.train, args.output, index)
+    print(f"{stats['input']} samples in, {stats['kept']} kept, {stats['removed_by_image']} removed by image, "
+          f"{stats['removed_by_ngram']} removed by n-gram -> {args.output}")
+    return 0
+
+
+COMMANDS = {"eval": (HELP, add_arguments, run),
+            "decontaminate": (DECONTAMINATE_HELP, add_decontaminate_arguments, run_decontaminate)}

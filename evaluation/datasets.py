@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flamboyance.shards.identity import image_bytes_key, image_url_key
 from PIL import Image
 
 __all__ = [
@@ -52,6 +53,8 @@ class EvalExample:
     """The question (VQA only)."""
     image_id: str | None = None
     """Identity of the image, shared by questions about the same image (defaults to `key`)."""
+    image_url: str | None = None
+    """Where the image was downloaded from, when known (our shards): part of its identity."""
 
     def load_image(self) -> Image.Image:
         """The image decoded as RGB."""
@@ -69,6 +72,28 @@ class EvalExample:
     @property
     def image_key(self) -> str:
         return self.image_id if self.image_id is not None else self.key
+
+    def image_identity(self, *, pixels: bool = True) -> frozenset[str]:
+        """Keys that name this image across datasets: its normalised URL (when known), the sha256
+        of its encoded bytes (file or bytes), and with `pixels` a digest of its decoded RGB pixels
+        (catches the same picture in another container). Two examples sharing any key show the
+        same image."""
+        keys = set()
+        if self.image_url:
+            keys.add(image_url_key(self.image_url))
+        if isinstance(self.image, bytes):
+            keys.add(image_bytes_key(self.image))
+        elif isinstance(self.image, str):
+            try:
+                keys.add(image_bytes_key(Path(self.image).read_bytes()))
+            except OSError as err:
+                raise ValueError(f"example {self.key!r}: cannot read image {self.image}: {err}") from err
+        if pixels:
+            image = self.load_image()
+            digest = hashlib.sha256(f"{image.width}x{image.height}".encode())
+            digest.update(image.tobytes())
+            keys.add("pixels:" + digest.hexdigest())
+        return frozenset(keys)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,7 +250,7 @@ def load_image_text_shards(url: str, *, limit: int | None = None) -> EvalDataset
     from flamboyance.shards import open_dataset
 
     dataset = open_dataset(url, kind="image_text", shuffle=0, resampled=False, split_by_node=False,
-                           split_by_worker=False, shuffle_shards=False)
+                           split_by_worker=False, shuffle_shards=False, decode=False)
     examples = []
     seen: set[str] = set()
     for record in _take(dataset, limit):
@@ -233,8 +258,12 @@ def load_image_text_shards(url: str, *, limit: int | None = None) -> EvalDataset
         if not caption or str(record.key) in seen:
             continue  # nothing to score, or the same sample twice
         seen.add(str(record.key))
-        examples.append(EvalExample(key=str(record.key), image=record.image.convert("RGB"), target=caption,
-                                    references=(caption,)))
+        # the encoded bytes (decoded when used): smaller than pixels, and their sha256 is the image's
+        # identity in the ETL split and in decontamination
+        image_url = record.metadata.get("url") if isinstance(record.metadata, dict) else None
+        examples.append(EvalExample(key=str(record.key), image=bytes(record.image), target=caption,
+                                    references=(caption,),
+                                    image_url=image_url if isinstance(image_url, str) else None))
     if not examples:
         raise ValueError(f"image_text shards {url}: no samples with captions")
     source = os.path.abspath(url) if "://" not in url else url

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from flamboyance.evaluation import metrics, prompts
 from flamboyance.evaluation.datasets import EvalDataset, EvalExample
+from flamboyance.evaluation.ranking import score_options
 from flamboyance.evaluation.rices import feature_cache_path, rices_select, vision_features
 from flamboyance.preprocess.tokens import EOC_TOKEN
 
@@ -143,9 +144,31 @@ class _Runner:
     def rank(self, queries: Sequence[_Query], options: Sequence[str]) -> list[str]:
         """For each query, the option whose continuation ` {option}<EOC>` has the highest total
         log-likelihood after the prompt (ties go to the earlier option)."""
+        scores = self.option_scores(queries, options)
+        return [options[int(torch.argmax(scores[qi]))] for qi in range(len(queries))]
+
+    def option_scores(self, queries: Sequence[_Query], options: Sequence[str], *,
+                      reuse_prompt_cache: bool = True) -> torch.Tensor:  # (queries, options) float64
+        """Total log-likelihood of each option's continuation after each query's prompt.
+
+        With `reuse_prompt_cache` (the default) each prompt runs once and the options run on copies
+        of its KV cache (`ranking.score_options`); without, every (query, option) pair is one full
+        forward of prompt + continuation (the reference the cached scores are checked against)."""
         continuations = [self.encode_continuation(prompts.continuation_text(o)) for o in options]
-        rows = [(qi, oi) for qi in range(len(queries)) for oi in range(len(options))]
         prompt_ids = [self.encode_prompt(q.prompt) for q in queries]
+        if not queries:
+            return torch.zeros((0, len(options)), dtype=torch.float64)
+        if reuse_prompt_cache:
+            longest = max(len(c) for c in continuations)
+            parts = []
+            for start in range(0, len(queries), self.batch_size):
+                chunk = queries[start : start + self.batch_size]
+                ids, mask, media = self._batch(prompt_ids[start : start + self.batch_size], [q.images for q in chunk],
+                                               longest)
+                parts.append(score_options(self.model, ids, mask, media, continuations,
+                                           rows_per_forward=self.batch_size))
+            return torch.cat(parts)
+        rows = [(qi, oi) for qi in range(len(queries)) for oi in range(len(options))]
         scores = torch.full((len(queries), len(options)), -torch.inf, dtype=torch.float64)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
@@ -157,7 +180,7 @@ class _Runner:
             row_scores = self.model.score_continuations(ids, mask, media, continuation_mask)
             for (qi, oi), score in zip(chunk, row_scores.tolist()):
                 scores[qi, oi] = score
-        return [options[int(torch.argmax(scores[qi]))] for qi in range(len(queries))]
+        return scores
 
     def embed(self, examples: Sequence[EvalExample], indices: Sequence[int]) -> torch.Tensor:
         pixels = torch.stack([self.pixels(examples[i]) for i in indices]).to(self.device)
@@ -181,6 +204,33 @@ def _score(task: str, queries: Sequence[EvalExample], predictions: Sequence[str]
     if task == "vqa":
         return metrics.vqa_accuracy({q.key: list(q.references) for q in queries}, preds)
     return metrics.accuracy({q.key: q.target for q in queries}, preds)
+
+
+class _Identities:
+    """Image identity keys (`EvalExample.image_identity`) computed once per example, on demand:
+    only for queries and the support examples picked as their shots."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, frozenset[str]] = {}
+
+    def __call__(self, example: EvalExample) -> frozenset[str]:
+        found = self.keys.get(id(example))
+        if found is None:
+            found = self.keys[id(example)] = example.image_identity()
+        return found
+
+
+def _without_own_image(pick: Callable[[set[int]], list[int]], excluded: set[int],
+                       is_own: Callable[[int], bool]) -> list[int]:
+    """`pick(excluded)` redone with every pick that shows the query's own image excluded, until
+    none does (`pick` raises when too few examples are left)."""
+    excluded = set(excluded)
+    while True:
+        picked = pick(excluded)
+        own = [i for i in picked if is_own(i)]
+        if not own:
+            return picked
+        excluded.update(own)
 
 
 def _random_support(rng: random.Random, pool_size: int, k: int, excluded: set[int]) -> list[int]:
@@ -214,13 +264,14 @@ def evaluate(
     """Few-shot evaluation of `model` on `dataset` for each shot count and seed.
 
     Queries are the first `limit` examples of `dataset`. Support examples come from `support`
-    (a train split) or, when None, from `dataset` itself excluding the query's image. With
+    (a train split) or, when None, from `dataset` itself; either way never one showing the
+    query's image (same image key in the same pool, same URL, bytes or pixels in any pool). With
     `rices`, the shots are the most similar support images by the model's frozen vision
     features (cached under `cache_dir`, keyed by `model_id` and the dataset, when both are
     given), most similar last; otherwise a seeded random draw. Zero-shot prompts hold two
     text-only support examples. Captioning and VQA generate with beam search (`num_beams`,
     `length_penalty`, `max_new_tokens`: 20 captions / 5 VQA by default); classification ranks
-    `dataset.class_names` by log-likelihood.
+    `dataset.class_names` by log-likelihood (each prompt run once, the options on its KV cache).
 
     Returns a JSON-able dict: {"task", "metric", "shots", "seeds", "rices", "num_queries",
     "support_size", "results": {shots: {"mean", "std", "min", "max", "per_seed"}}, "examples":
@@ -249,8 +300,13 @@ def evaluate(
     pool_index = {e.image_key: [] for e in pool}
     for i, e in enumerate(pool):
         pool_index[e.image_key].append(i)
-    # a query never sees its own image among its shots
+    # a query never sees its own image among its shots: same image key when the pool is the query
+    # set, and whatever the pool, no shot whose image has the query's URL, bytes or pixels
     excluded = [set(pool_index.get(q.image_key, ())) if same_pool else set() for q in queries]
+    identities = _Identities()
+
+    def own_image(qi: int) -> Callable[[int], bool]:
+        return lambda i: bool(identities(queries[qi]) & identities(pool[i]))
     options = list(dataset.class_names or ()) if task == "classification" else []
 
     runner = _Runner(model, batch_size=batch_size, cache_images=cache_images)
@@ -264,7 +320,7 @@ def evaluate(
             if rices and max_shots > 0:
                 neighbours = _rices_neighbours(runner, queries, pool, pool_dataset, excluded, max_shots,
                                                query_dataset=dataset.head(limit), cache_dir=cache_dir,
-                                               model_id=model_id, log=log)
+                                               model_id=model_id, log=log, own_image=own_image)
             results: dict[str, Any] = {}
             examples: dict[str, list[dict[str, str]]] = {}
             for num_shots in shots:
@@ -277,12 +333,13 @@ def evaluate(
                     rng = random.Random(f"{seed}/{num_shots}")
                     batch = []
                     for qi, query in enumerate(queries):
-                        if num_shots == 0:
-                            chosen = _random_support(rng, len(pool), prompts.ZERO_SHOT_TEXT_EXAMPLES, excluded[qi])
-                        elif neighbours is not None:
+                        if neighbours is not None and num_shots > 0:
                             chosen = neighbours[qi][-num_shots:]
                         else:
-                            chosen = _random_support(rng, len(pool), num_shots, excluded[qi])
+                            k = num_shots or prompts.ZERO_SHOT_TEXT_EXAMPLES
+                            chosen = _without_own_image(
+                                lambda ex, k=k, rng=rng: _random_support(rng, len(pool), k, ex), excluded[qi],
+                                own_image(qi))
                         shot_examples = [pool[i] for i in chosen]
                         prompt = prompts.build_prompt(task, support=[(e.target, e.question) for e in shot_examples],
                                                       query_question=query.question,
@@ -333,7 +390,7 @@ def evaluate(
 
 
 def _rices_neighbours(runner, queries, pool, pool_dataset, excluded, k, *, query_dataset, cache_dir, model_id,
-                      log) -> list[list[int]]:
+                      log, own_image) -> list[list[int]]:
     def features(examples, ds):
         path = None
         if cache_dir is not None and model_id is not None:
@@ -345,7 +402,23 @@ def _rices_neighbours(runner, queries, pool, pool_dataset, excluded, k, *, query
     pool_features = features(pool, pool_dataset)
     query_features = features(queries, query_dataset)
     log(f"RICES features: {len(queries)} queries, {len(pool)} support images ({time.monotonic() - t0:.1f}s)")
-    return rices_select(query_features, pool_features, k, exclude=[sorted(e) for e in excluded])
+    # the query's own image (other key, same URL / bytes / pixels) is its nearest neighbour: select,
+    # drop it, select again for the queries that had one
+    neighbours: list[list[int]] = [[] for _ in queries]
+    exclude = [set(e) for e in excluded]
+    todo = list(range(len(queries)))
+    while todo:
+        picked = rices_select(query_features[todo], pool_features, k, exclude=[sorted(exclude[q]) for q in todo])
+        again = []
+        for q, chosen in zip(todo, picked):
+            own = [i for i in chosen if own_image(q)(i)]
+            if own:
+                exclude[q].update(own)
+                again.append(q)
+            else:
+                neighbours[q] = chosen
+        todo = again
+    return neighbours
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="MinHash Jaccard estimate at which LSH candidates count as near-duplicates")
     pairs = parser.add_argument_group("image-text / video-text")
     pairs.add_argument("--heldout-fraction", type=float, default=ImageTextConfig.heldout_fraction,
-                       help="share of image-text pairs written to <output>/heldout (by key hash)")
+                       help="share of image-text pairs written to <output>/heldout (by image: URL, then bytes)")
     pairs.add_argument("--url-column", default="url", help="URL column of input tables")
     pairs.add_argument("--caption-column", default="caption", help="caption column of input tables")
     pairs.add_argument("--no-alt-text", action="store_true",

@@ -91,7 +91,8 @@ class ImageTextConfig:
     samples_per_shard: int = 10000
     """Target pairs per shard (img2dataset default)."""
     heldout_fraction: float = 0.1
-    """Share of pairs, chosen by a stable hash of the key, written to `<output>/heldout`."""
+    """Share of images (by a stable hash of the normalised image URL; every caption of one image, and
+    every URL serving the same bytes, lands in one split) written to `<output>/heldout`."""
     url_column: str = "url"
     """URL column of an input table."""
     caption_column: str = "caption"

@@ -29,7 +29,8 @@ from .common import (
 )
 from .config import ImageTextConfig
 from .media import DownloadImagesFn, ImageResult
-from .pairs import CaptionPair, ReadCaptionPairs, is_heldout, media_by_pair
+from .pairs import CaptionPair, ReadCaptionPairs, media_by_pair
+from .split import SplitByImageBytes, heldout_by_image_url
 
 NAMESPACE = "image_text"
 SPLITS: tuple[str, ...] = ("train", "heldout")
@@ -67,11 +68,11 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
                                                                  caption_column=config.caption_column))
     fraction = config.heldout_fraction
     by_split = pairs | "SplitTrainHeldout" >> beam.Partition(
-        lambda pair, _n: 1 if is_heldout(pair.key, fraction) else 0, len(SPLITS))
-    refs, pending = [], {}
+        lambda pair, _n: 1 if heldout_by_image_url(pair.url, fraction) else 0, len(SPLITS))
+    refs, pending, totals = [], {}, {}
     for index, split in enumerate(SPLITS):
         label = split.capitalize()
-        assigned, pending[split], _ = (by_split[index]
+        assigned, pending[split], totals[split] = (by_split[index]
                                        | f"KeyBy{label}" >> beam.Map(lambda pair: (pair.key, pair))
                                        | f"AssignShards{label}" >> AssignShards(
                                            output=join_url(output, split), samples_per_shard=config.samples_per_shard,
@@ -96,7 +97,9 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
     items = ({"result": downloaded.images, "pair": refs}
              | "JoinImagesByUrl" >> beam.CoGroupByKey()
              | "PairsWithImages" >> beam.FlatMap(media_by_pair)
-             | "ShardItems" >> beam.Map(item))
+             | "ShardItems" >> beam.Map(item)
+             | "SplitByImageBytes" >> SplitByImageBytes(output=output, namespace=namespace, fraction=fraction,
+                                                        samples_per_shard=config.samples_per_shard, totals=totals))
     for split in SPLITS:
         label = split.capitalize()
         _ = (items

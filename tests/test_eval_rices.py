@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from flamboyance.evaluation.rices import feature_cache_path, rices_select, vision_features
+from flamboyance.evaluation.rices import feature_cache_path, rices_select, rices_select_dense, vision_features
 
 
 def _at(degrees: float, norm: float = 1.0) -> list[float]:
@@ -65,3 +65,28 @@ def test_vision_features_cache(tmp_path):
     assert other != path
     vision_features(["x"], embed, cache_path=path)  # different keys: recomputed
     assert calls[-1] == [0]
+
+
+@pytest.mark.parametrize("query_chunk,support_chunk", [(1, 1), (3, 7), (4, 16), (256, 8192)])
+def test_chunked_rices_equals_dense(query_chunk, support_chunk):
+    gen = torch.Generator().manual_seed(1)
+    support = torch.randn(50, 8, generator=gen)
+    support[10] = support[3]  # exact ties: the lower index ranks as more similar
+    support[41] = 2.0 * support[3]  # same direction, other norm: also a tie under cosine
+    support[30] = support[22]
+    queries = torch.cat([torch.randn(9, 8, generator=gen), support[[3, 22]]])
+    exclude = [[], [0, 49], [], [5], [], [], [], [], [10], [3], []]
+    for k in (0, 1, 5, 13):
+        dense = rices_select_dense(queries, support, k, exclude=exclude)
+        chunked = rices_select(queries, support, k, exclude=exclude, query_chunk=query_chunk,
+                               support_chunk=support_chunk)
+        assert chunked == dense
+    # query 9 is support[3]'s vector: its three copies are its nearest, lowest index most similar
+    assert rices_select(queries, support, 3, query_chunk=query_chunk, support_chunk=support_chunk)[9] == [41, 10, 3]
+    assert rices_select(queries, support, 3, exclude=exclude, query_chunk=query_chunk,
+                        support_chunk=support_chunk)[9][-2:] == [41, 10]
+
+
+def test_chunked_rices_needs_enough_usable_support():
+    with pytest.raises(ValueError, match="query 1 has only 2 usable support examples of 3, needs 3"):
+        rices_select(torch.ones(2, 2), torch.ones(3, 2), 3, exclude=[[], [2]], support_chunk=2)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from flamboyance.crawl.crawler import crawl
 from flamboyance.crawl.sample_web import SampleWeb, serve_sample_web
-from flamboyance.pipelines.pairs import is_heldout
+from flamboyance.pipelines.split import heldout_by_image_url
 from flamboyance.preprocess.tokens import IMAGE_TOKEN
 from flamboyance.shards import compute_stats
 from pipelines_fixtures import tar_members
@@ -93,8 +93,8 @@ def test_image_text_end_to_end(crawled):
     got: dict[str, tuple[str, str]] = {}
     for split in ("train", "heldout"):
         for key, members in _samples(root / "image_text" / split).items():
-            assert key not in got and is_heldout(key, 0.25) == (split == "heldout")
             meta = json.loads(members["json"])
+            assert key not in got and heldout_by_image_url(meta["url"], 0.25) == (split == "heldout")
             got[key] = (meta["url"], members["txt"].decode())
         assert compute_stats(str(root / "image_text" / split))["kind"] == "image_text"
     by_url = {url: caption for url, caption in got.values()}

@@ -13,7 +13,8 @@ from flamboyance.crawl.sample_media import ShapeSpec, render_video
 from flamboyance.pipelines.common import num_shards_for
 from flamboyance.pipelines.config import DownloadConfig, ImageTextConfig, VideoTextConfig
 from flamboyance.pipelines.image_text import build_image_text
-from flamboyance.pipelines.pairs import is_heldout, make_pair
+from flamboyance.pipelines.pairs import make_pair
+from flamboyance.pipelines.split import heldout_by_image_url
 from flamboyance.pipelines.video_text import build_video_text
 from pipelines_fixtures import MediaServer, make_pipeline, picture, run, tar_members
 
@@ -53,10 +54,12 @@ def test_image_text_from_tables(tmp_path):
         counters = run(p, "image_text")
     keys = {make_pair(u, c).key: (u, c) for u, c in good}
     all_keys = [*keys, make_pair(f"{base}/img/noai.png", "a shape that opted out").key]
+    held = {**{k: heldout_by_image_url(u, 0.5) for k, (u, _) in keys.items()},
+            all_keys[-1]: heldout_by_image_url(f"{base}/img/noai.png", 0.5)}  # the split follows the image URL
     got = {}
     for split in ("train", "heldout"):
         for key, members in _members(tmp_path / "out" / split).items():
-            assert is_heldout(key, 0.5) == (split == "heldout") and key not in got
+            assert held[key] == (split == "heldout") and key not in got
             got[key] = (json.loads(members["json"])["url"], members["txt"].decode())
             assert members["jpg"][:2] == b"\xff\xd8"
     assert got == keys
@@ -68,9 +71,9 @@ def test_image_text_from_tables(tmp_path):
     assert counters == {
         "pairs.from_tables": 9, "table.missing_url_or_caption": 1, "caption.caption_boilerplate": 1,
         "dedup.same_pair": 1, "image.downloaded": 6, "image.disallowed_by_x_robots_tag": 1,
-        "pairs.train": sum(not is_heldout(k, 0.5) for k in keys), "pairs.heldout": sum(is_heldout(k, 0.5) for k in keys),
+        "pairs.train": sum(not held[k] for k in keys), "pairs.heldout": sum(held[k] for k in keys),
         "pairs.failed": 1, "samples.written": 6, "shard.written": sum(
-            num_shards_for(sum(is_heldout(k, 0.5) == held for k in all_keys), 2) for held in (False, True))}
+            num_shards_for(sum(held[k] == side for k in all_keys), 2) for side in (False, True))}
     assert server.hits["/img/0.png"] == 1  # a duplicated URL is downloaded once
 
 
