@@ -9,6 +9,7 @@ trainable-row-aware LM head -> loss.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,15 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from flamboyance.model.config import TIMM_PREFIX, FlamingoConfig
-from flamboyance.model.language import MEDIA_KWARG, attach_cross_attention, decoder_layers
+from flamboyance.model.language import (
+    MEDIA_KWARG,
+    attach_cross_attention,
+    cache_keyword,
+    decoder_layers,
+    returned_cache,
+)
 from flamboyance.model.resampler import PerceiverResampler
+from flamboyance.model.text import bos_ids
 from flamboyance.model.vision import ImageTransform, VisionEncoder, state_dict_any
 from flamboyance.model.xattn import GatedCrossAttentionBlock, MediaContext, media_attention_mask
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN, PAD_FALLBACK_TOKEN, SPECIAL_TOKENS
@@ -56,8 +64,11 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     vocab = tokenizer.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
+        # transformers 5 renamed "additional" special tokens to "extra" ones
+        params = inspect.signature(tokenizer.add_special_tokens).parameters
+        kind = "extra" if "replace_extra_special_tokens" in params else "additional"
         tokenizer.add_special_tokens(
-            {"additional_special_tokens": missing}, replace_additional_special_tokens=False
+            {f"{kind}_special_tokens": missing}, **{f"replace_{kind}_special_tokens": False}
         )
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         tokenizer.add_special_tokens({"pad_token": PAD_FALLBACK_TOKEN})
@@ -95,6 +106,7 @@ class Flamingo(nn.Module):
         self.image_token_id = self._token_id(IMAGE_TOKEN)
         self.eoc_token_id = self._token_id(EOC_TOKEN)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.bos_ids = bos_ids(self.tokenizer)  # [] or [bos]: what starts every sequence
 
         dim_visual = vision.dim
         dim_text = lm.config.get_text_config().hidden_size
@@ -343,17 +355,16 @@ class Flamingo(nn.Module):
             inputs_embeds=embeds,
             attention_mask=lm_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             return_dict=True,
-            **{MEDIA_KWARG: media_context},
+            **{cache_keyword(self.lm.base_model): past_key_values, MEDIA_KWARG: media_context},
         )
         logits = self.lm_logits(out.last_hidden_state)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, segment_ids=segment_ids)
         return FlamingoOutput(
-            logits=logits, loss=loss, past_key_values=out.past_key_values if use_cache else None
+            logits=logits, loss=loss, past_key_values=returned_cache(out) if use_cache else None
         )
 
     # --- inference ---------------------------------------------------------------------------------

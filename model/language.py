@@ -9,6 +9,8 @@ block on the layer's input hidden states. Called without the keyword, the LM is 
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Any
 
 from flamboyance.model.xattn import GatedCrossAttentionBlock, MediaContext
@@ -26,6 +28,23 @@ DECODER_LAYERS_PATH: dict[str, str] = {
     "opt": "decoder.layers",
 }
 """Path of the decoder-layer ModuleList inside ``lm.base_model``, per ``config.model_type``."""
+
+
+@lru_cache(maxsize=64)
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(base_model: nn.Module) -> str:
+    """The forward keyword of the KV cache: ``cache`` from transformers 5.x on (``past_key_values``
+    is deprecated there), ``past_key_values`` before."""
+    return "cache" if "cache" in _forward_parameters(type(base_model)) else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a base-model forward returned (``output.cache`` in transformers 5.x)."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 def decoder_layers(lm: PreTrainedModel) -> nn.ModuleList:
