@@ -162,10 +162,11 @@ class OptimConfig:
     """Linear warmup from 0 over this many optimizer steps, then constant."""
 
     weight_decay: float = 0.1
-    """Applied to cross-attention (xattn) parameters only; 0 elsewhere (resampler, embeddings)."""
+    """Applied to the weight matrices of the modules in ``decay_patterns`` only; 0 on gates, norms,
+    biases, latents, time embeddings and token embedding rows."""
 
-    decay_patterns: list[str] = field(default_factory=lambda: ["xattn"])
-    """A trainable parameter gets weight decay when its name contains one of these."""
+    decay_patterns: list[str] = field(default_factory=lambda: ["xattn.", "resampler."])
+    """A trainable ``nn.Linear`` weight gets weight decay when its name contains one of these."""
 
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""

@@ -8,7 +8,6 @@ reported) sits behind a small ``WorkerContext``; the loop itself is the same cod
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import shutil
@@ -201,15 +200,13 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
             metrics = {
                 **{f"loss/{n}": v for n, v in losses.items()},
                 "loss/weighted": sum(weights[n] * v for n, v in losses.items()),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": result.lr,  # applied by this step (get_last_lr() is already the next one)
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens_all / mean_elapsed,
                 "samples_per_s": samples_all / mean_elapsed,
                 "data_wait_fraction": waited_all / elapsed_all,
                 "step_time_s": mean_elapsed,
             }
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise FloatingPointError(f"step {step}: non-finite loss {losses}")
             if step % cfg.logging.every == 0 or step == cfg.max_steps:
                 metrics.update(gate_values(model))
                 if logger is not None:
