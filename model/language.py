@@ -13,6 +13,7 @@ import inspect
 from functools import lru_cache
 from typing import Any
 
+import torch
 from flamboyance.model.xattn import GatedCrossAttentionBlock, MediaContext
 from torch import nn
 from transformers import PreTrainedModel
@@ -76,10 +77,16 @@ class _MediaPreHook:
         if context is None or self.block is None:
             return args, kwargs
         if args:
-            args = (self.block(args[0], context), *args[1:])
+            args = (self._apply(args[0], context), *args[1:])
         else:
-            kwargs["hidden_states"] = self.block(kwargs["hidden_states"], context)
+            kwargs["hidden_states"] = self._apply(kwargs["hidden_states"], context)
         return args, kwargs
+
+    def _apply(self, hidden: torch.Tensor, context: MediaContext) -> torch.Tensor:
+        """The block in its own (fp32, trainable) dtype on a frozen LM of another (bf16) dtype;
+        under autocast both casts are no-ops for the matmuls."""
+        dtype = self.block.attn_gate.dtype
+        return self.block(hidden.to(dtype), context).to(hidden.dtype)
 
 
 def attach_cross_attention(lm: PreTrainedModel, blocks: dict[int, GatedCrossAttentionBlock]) -> list[Any]:

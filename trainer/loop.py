@@ -31,7 +31,7 @@ from flamboyance.trainer.collate import build_collator
 from flamboyance.trainer.config import FaultConfig, TrainConfig
 from flamboyance.trainer.data import SourceLoader, move_batch, start_loaders
 from flamboyance.trainer.metrics import GATES_PLOT_NAME, METRICS_NAME, RunLogger, gate_values, plot_gates
-from flamboyance.trainer.parallel import autocast, parallelize
+from flamboyance.trainer.parallel import autocast, clean_name, load_model
 from flamboyance.trainer.step import build_optimizer, train_step
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -115,7 +115,6 @@ def _reduce(values: list[float], world_size: int, device: torch.device) -> list[
 def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext | None = None) -> dict[str, Any]:
     """Train one worker's share of a run from ``<run_dir>/init`` (written by ``prepare_run``),
     resuming from the context's latest checkpoint. Returns the last step's metrics."""
-    from flamboyance.model import Flamingo
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     context = context or LocalContext(cfg)
@@ -124,18 +123,22 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
     _seed_everything(cfg.seed * 1000 + rank)
     run_dir = Path(cfg.run_dir)
 
-    model = Flamingo.from_pretrained(run_dir / INIT_DIR)
-    trainable = set(model.trainable_parameters())
-    tokenizer, image_transform = model.tokenizer, model.image_transform
-    model.train()
-    model = parallelize(model, cfg.parallel, device=device, world_size=world_size)
+    model, flamingo = load_model(run_dir / INIT_DIR, cfg.parallel, device=device, world_size=world_size)
+    trainable = {clean_name(n) for n, p in flamingo.named_parameters() if p.requires_grad}
+    tokenizer, image_transform = flamingo.tokenizer, flamingo.image_transform
     optimizer, scheduler = build_optimizer(model, trainable, cfg.optim)
 
     start_step, data_state = 0, {}
     with context.latest_checkpoint() as checkpoint:
         if checkpoint is not None:
             start_step, data_state = load_checkpoint(
-                checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, rank=rank, world_size=world_size
+                checkpoint,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                trainable=trainable,
+                rank=rank,
+                world_size=world_size,
             )
 
     sources = cfg.data.sources()
