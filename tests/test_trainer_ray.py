@@ -73,7 +73,10 @@ def test_one_worker_every_loss_falls(ray_instance, workspace: dict) -> None:
     _assert_losses_fall(records, margin=1.0)
     assert (run / "final" / "trainable.safetensors").exists()
     checkpoint = run / RAY_STORAGE_DIR / RAY_RUN_NAME / "step_00000015"
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["COMMITTED", "meta.json", "rank_00000.pt", "train_state.pt"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "COMMITTED", "meta.json", "rank_00000.pt", "state", "train_state.pt"
+    ]
+    assert (checkpoint / "state" / ".metadata").exists()
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +112,11 @@ def test_two_workers_survive_a_killed_worker(workspace: dict, two_worker_run: Pa
         "meta.json",
         "rank_00000.pt",
         "rank_00001.pt",
+        "state",
         "train_state.pt",
     ]
+    # each rank wrote its own part of the sharded state; Ray merged them into one folder
+    assert {p.name for p in (checkpoint / "state").iterdir()} >= {".metadata", "__0_0.distcp", "__1_0.distcp"}
     assert (run / "final" / "trainable.safetensors").exists()
     assert (run / "gates.png").exists()
 
