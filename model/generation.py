@@ -42,13 +42,20 @@ def encode_prompts(
     """Prompts as ``generate`` takes them: each encoded like a training sequence (BOS when the
     tokenizer adds one, ``model.text.encode_sequence``), left-padded."""
     rows = [encode_sequence(model.tokenizer, text, bos=model.bos_ids) for text in texts]
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), model.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
+    return left_pad(rows, model.pad_token_id)
+
+
+def left_pad(
+    rows: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:  # (batch, tokens) int64, (batch, tokens) 1 = real token
+    """Token rows as one left-padded batch (each row right-aligned) and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
         if row:
-            ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, length - len(row) :] = 1
+            ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[b, width - len(row) :] = 1
     return ids, mask
 
 
