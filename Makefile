@@ -74,6 +74,12 @@ report: setup
 train: setup
 	$(BIN)/flamboyance train --config $(CONFIG) run_dir=$(RUN_DIR) $(OVERRIDES)
 
+# gpu-check: a few bf16 FSDP steps of the gpu.yaml model family (small size) on this machine's GPUs:
+# step time, peak memory, MFU. Without CUDA it says so and exits 0.
+.PHONY: gpu-check
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
+
 eval: setup
 	$(BIN)/flamboyance eval --checkpoint $(RUN_DIR)/final --task captioning \
 		--data $(SHARDS)/image_text/heldout --support-data $(SHARDS)/image_text/train \

@@ -110,8 +110,10 @@ class _Runner:
                              f"model's context of {self.max_length} tokens; use fewer shots")
 
     def encode_prompt(self, text: str) -> list[int]:
-        # no BOS: the trainer tokenizes sequences the same way (add_special_tokens=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # BOS when the LM's tokenizer adds one: the trainer starts its sequences the same way
+        from flamboyance.model.text import encode_sequence
+
+        return encode_sequence(self.tokenizer, text)
 
     def encode_continuation(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -8,9 +8,12 @@ Everything else (resampler, cross-attention, freezing) is a plain field with a p
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+
+FROZEN_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+"""Accepted ``FlamingoConfig.frozen_dtype`` names -> torch dtype attribute."""
 
 TIMM_PREFIX = "timm:"
 """A vision encoder spec ``"timm:<model name>"`` builds a timm model (optional ``timm`` extra)."""
@@ -86,6 +89,11 @@ class FlamingoConfig:
     init_seed: int = 0
     """Seed for every random initialisation (random towers, resampler, xattn)."""
 
+    frozen_dtype: Literal["bf16", "fp16", "fp32"] | None = None
+    """dtype of the frozen towers' weights (LM and vision); None: bf16 when CUDA is available,
+    else fp32. Trainable weights (resampler, xattn, new token rows) always stay fp32; unfrozen
+    towers too."""
+
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata kept with the config (e.g. how a tiny model was made)."""
 
@@ -120,8 +128,22 @@ class FlamingoConfig:
                 if len(value) != 3:
                     raise ValueError(f"FlamingoConfig.{name} must have 3 values (RGB), got {value!r}")
                 setattr(self, name, tuple(float(v) for v in value))
+        if self.frozen_dtype not in (None, *FROZEN_DTYPES):
+            raise ValueError(
+                f"FlamingoConfig.frozen_dtype must be one of {sorted(FROZEN_DTYPES)} or None, got {self.frozen_dtype!r}"
+            )
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"FlamingoConfig.image_size must be positive, got {self.image_size}")
+
+    def torch_dtype(self, *, frozen: bool = True) -> Any:
+        """The torch dtype of a tower's weights: ``frozen_dtype`` (None: bf16 with CUDA, else
+        fp32) when it is frozen, fp32 when it trains."""
+        import torch
+
+        if not frozen:
+            return torch.float32
+        name = self.frozen_dtype or ("bf16" if torch.cuda.is_available() else "fp32")
+        return getattr(torch, FROZEN_DTYPES[name])
 
     # --- serialisation -------------------------------------------------------------------------
 

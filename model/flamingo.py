@@ -8,7 +8,9 @@ trainable-row-aware LM head -> loss.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +20,23 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from flamboyance.model.config import TIMM_PREFIX, FlamingoConfig
-from flamboyance.model.language import MEDIA_KWARG, attach_cross_attention, decoder_layers
+from flamboyance.model.language import (
+    MEDIA_KWARG,
+    attach_cross_attention,
+    cache_keyword,
+    decoder_layers,
+    returned_cache,
+)
+from flamboyance.model.loading import WeightFiles, empty_parameters, safetensors_files
 from flamboyance.model.resampler import PerceiverResampler
+from flamboyance.model.text import bos_ids
 from flamboyance.model.vision import ImageTransform, VisionEncoder, state_dict_any
 from flamboyance.model.xattn import GatedCrossAttentionBlock, MediaContext, media_attention_mask
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN, PAD_FALLBACK_TOKEN, SPECIAL_TOKENS
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PretrainedConfig,
@@ -56,8 +67,11 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     vocab = tokenizer.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
+        # transformers 5 renamed "additional" special tokens to "extra" ones
+        params = inspect.signature(tokenizer.add_special_tokens).parameters
+        kind = "extra" if "replace_extra_special_tokens" in params else "additional"
         tokenizer.add_special_tokens(
-            {"additional_special_tokens": missing}, replace_additional_special_tokens=False
+            {f"{kind}_special_tokens": missing}, **{f"replace_{kind}_special_tokens": False}
         )
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         tokenizer.add_special_tokens({"pad_token": PAD_FALLBACK_TOKEN})
@@ -95,6 +109,7 @@ class Flamingo(nn.Module):
         self.image_token_id = self._token_id(IMAGE_TOKEN)
         self.eoc_token_id = self._token_id(EOC_TOKEN)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.bos_ids = bos_ids(self.tokenizer)  # [] or [bos]: what starts every sequence
 
         dim_visual = vision.dim
         dim_text = lm.config.get_text_config().hidden_size
@@ -143,14 +158,18 @@ class Flamingo(nn.Module):
         """Build from a config: towers named by name/path load with ``from_pretrained``; towers given
         as transformers configs are randomly initialised (seeded by ``config.init_seed``)."""
         tokenizer = _load_tokenizer(config)
+        lm_dtype = config.torch_dtype(frozen=config.freeze_lm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
             if isinstance(config.language_model, PretrainedConfig):
-                lm = AutoModelForCausalLM.from_config(config.language_model)
+                lm = AutoModelForCausalLM.from_config(config.language_model, dtype=lm_dtype)
             else:
-                lm = AutoModelForCausalLM.from_pretrained(config.language_model)
+                lm = AutoModelForCausalLM.from_pretrained(config.language_model, dtype=lm_dtype)
             vision = VisionEncoder.build(
-                config.vision_encoder, pretrained=config.vision_pretrained, frozen=config.freeze_vision
+                config.vision_encoder,
+                pretrained=config.vision_pretrained,
+                frozen=config.freeze_vision,
+                dtype=config.torch_dtype(frozen=config.freeze_vision),
             )
             return cls(config=config, lm=lm, vision=vision, tokenizer=tokenizer)
 
@@ -169,10 +188,10 @@ class Flamingo(nn.Module):
         self.register_buffer("new_token_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
         self.vocab_size = max(len(self.tokenizer), in_emb.shape[0], max(ids) + 1)
 
-        def rows(weight: torch.Tensor) -> torch.Tensor:
+        def rows(weight: torch.Tensor) -> torch.Tensor:  # fp32: they train, whatever the LM's dtype
             weight = weight.detach()
-            mean = weight.mean(dim=0)
-            return torch.stack([weight[i] if i < weight.shape[0] else mean for i in ids]).clone()
+            mean = weight.float().mean(dim=0)
+            return torch.stack([weight[i].float() if i < weight.shape[0] else mean for i in ids]).clone()
 
         self.new_token_embeddings = nn.Parameter(rows(in_emb))
         self.tied_output = out_layer is None or out_layer.weight is in_emb
@@ -343,17 +362,16 @@ class Flamingo(nn.Module):
             inputs_embeds=embeds,
             attention_mask=lm_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             return_dict=True,
-            **{MEDIA_KWARG: media_context},
+            **{cache_keyword(self.lm.base_model): past_key_values, MEDIA_KWARG: media_context},
         )
         logits = self.lm_logits(out.last_hidden_state)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, segment_ids=segment_ids)
         return FlamingoOutput(
-            logits=logits, loss=loss, past_key_values=out.past_key_values if use_cache else None
+            logits=logits, loss=loss, past_key_values=returned_cache(out) if use_cache else None
         )
 
     # --- inference ---------------------------------------------------------------------------------
@@ -413,6 +431,13 @@ class Flamingo(nn.Module):
 
     # --- save / load ---------------------------------------------------------------------------
 
+    @staticmethod
+    def weight_files(directory: str | Path) -> WeightFiles:
+        """Where every weight of the model saved in ``directory`` lives (see ``model.loading``):
+        trainable weights in ``trainable.safetensors``, towers in their saved copies or in the named
+        models' files (timm towers excepted: ``from_pretrained(empty=True)`` builds them whole)."""
+        return _weight_files(directory)
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the config, the trainable weights (safetensors), the tokenizer, and the frozen towers'
         full weights when they were built from configs (a reload then gives the same model)."""
@@ -454,31 +479,43 @@ class Flamingo(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> Flamingo:
-        """Load a model written by ``save_pretrained``."""
+    def from_pretrained(cls, directory: str | Path, *, empty: bool = False) -> Flamingo:
+        """Load a model written by ``save_pretrained``. ``empty``: build the architecture only,
+        every parameter on the meta device (buffers real); ``weight_files`` says where each weight
+        is, for a caller that loads only part of them (e.g. one FSDP shard)."""
         directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found: not a Flamingo.save_pretrained directory")
-        meta = json.loads(config_path.read_text())
-        config = FlamingoConfig.from_dict(meta["flamingo_config"])
+        config, meta = _read_saved_config(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)
         config = config.replace(tokenizer=tokenizer)
-        if meta["saved_language_model"]:
-            lm = AutoModelForCausalLM.from_pretrained(directory / FROZEN_LM_DIR)
-        elif isinstance(config.language_model, str):
-            lm = AutoModelForCausalLM.from_pretrained(config.language_model)
-        else:
-            raise ValueError(
-                f"{config_path}: language model built from a config but its weights were not saved"
-            )
-        if meta["saved_vision_encoder"]:
-            vision = _load_saved_vision(config, directory / FROZEN_VISION_DIR)
-        else:
-            vision = VisionEncoder.build(
-                config.vision_encoder, pretrained=config.vision_pretrained, frozen=config.freeze_vision
-            )
-        model = cls(config=config, lm=lm, vision=vision, tokenizer=tokenizer)
+        lm_source = _lm_source(config, meta, directory)
+        lm_dtype = config.torch_dtype(frozen=config.freeze_lm)
+        vision_dtype = config.torch_dtype(frozen=config.freeze_vision)
+        timm = isinstance(config.vision_encoder, str) and config.vision_encoder.startswith(TIMM_PREFIX)
+
+        def maybe_empty(applies: bool = True) -> contextlib.AbstractContextManager:
+            return empty_parameters() if empty and applies else contextlib.nullcontext()
+
+        with maybe_empty():
+            if empty:
+                lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(lm_source), dtype=lm_dtype)
+            else:
+                lm = AutoModelForCausalLM.from_pretrained(lm_source, dtype=lm_dtype)
+        with maybe_empty(not timm):  # timm towers are small and always built whole
+            if meta["saved_vision_encoder"] and (timm or not empty):
+                vision = _load_saved_vision(config, directory / FROZEN_VISION_DIR, dtype=vision_dtype)
+            else:
+                spec = directory / FROZEN_VISION_DIR if meta["saved_vision_encoder"] else config.vision_encoder
+                vision = VisionEncoder.build(
+                    str(spec) if isinstance(spec, Path) else spec,
+                    pretrained=config.vision_pretrained,
+                    frozen=config.freeze_vision,
+                    dtype=vision_dtype,
+                    weights=not empty,
+                )
+        with maybe_empty():
+            model = cls(config=config, lm=lm, vision=vision, tokenizer=tokenizer)
+        if empty:
+            return model
         state = load_file(str(directory / TRAINABLE_FILE))
         expected = {n for n in model.trainable_parameters() if not n.startswith(("lm.", "vision."))}
         if set(state) != expected:
@@ -488,6 +525,21 @@ class Flamingo(nn.Module):
             )
         model.load_state_dict(state, strict=False)
         return model
+
+
+def _weight_files(directory: str | Path) -> WeightFiles:
+    """Where every weight of the model saved in ``directory`` lives: the trainable weights in
+    ``trainable.safetensors``, the towers in their saved copies or in the named models' files
+    (timm towers excepted: ``from_pretrained(empty=True)`` builds those whole)."""
+    directory = Path(directory)
+    config, meta = _read_saved_config(directory)
+    sources = {"": [directory / TRAINABLE_FILE], "lm.": safetensors_files(_lm_source(config, meta, directory))}
+    spec = config.vision_encoder
+    if meta["saved_vision_encoder"]:
+        sources["vision.tower."] = safetensors_files(directory / FROZEN_VISION_DIR)
+    elif isinstance(spec, str) and not spec.startswith(TIMM_PREFIX):
+        sources["vision.tower."] = safetensors_files(spec)
+    return WeightFiles(sources)
 
 
 def _load_tokenizer(config: FlamingoConfig) -> PreTrainedTokenizerBase:
@@ -502,13 +554,31 @@ def _load_tokenizer(config: FlamingoConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(source)
 
 
-def _load_saved_vision(config: FlamingoConfig, path: Path) -> VisionEncoder:
+def _load_saved_vision(config: FlamingoConfig, path: Path, *, dtype: torch.dtype) -> VisionEncoder:
     spec = config.vision_encoder
     if isinstance(spec, str) and spec.startswith(TIMM_PREFIX):
         encoder = VisionEncoder.build(spec, pretrained=False, frozen=config.freeze_vision)
         encoder.tower.load_state_dict(load_file(str(path / "model.safetensors")))
-        return encoder
-    return VisionEncoder.build(str(path), frozen=config.freeze_vision)
+        return encoder.to(dtype)
+    return VisionEncoder.build(str(path), frozen=config.freeze_vision, dtype=dtype)
+
+
+def _read_saved_config(directory: Path) -> tuple[FlamingoConfig, dict[str, Any]]:
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not a Flamingo.save_pretrained directory")
+    meta = json.loads(config_path.read_text())
+    return FlamingoConfig.from_dict(meta["flamingo_config"]), meta
+
+
+def _lm_source(config: FlamingoConfig, meta: dict[str, Any], directory: Path) -> str | Path:
+    if meta["saved_language_model"]:
+        return directory / FROZEN_LM_DIR
+    if isinstance(config.language_model, str):
+        return config.language_model
+    raise ValueError(
+        f"{directory / CONFIG_FILE}: language model built from a config but its weights were not saved"
+    )
 
 
 def _positions(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from flamboyance.model.text import encode_sequence
 from flamboyance.model.xattn import MediaContext
 from transformers import DynamicCache
 
@@ -33,6 +34,48 @@ def left_align(
     ids = torch.gather(input_ids, 1, order)
     new_mask = torch.gather(attention_mask, 1, order)
     return ids.masked_fill(new_mask == 0, pad_token_id), new_mask
+
+
+def encode_prompts(
+    model: Flamingo, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:  # (batch, tokens) int64 left-padded, (batch, tokens)
+    """Prompts as ``generate`` takes them: each encoded like a training sequence (BOS when the
+    tokenizer adds one, ``model.text.encode_sequence``), left-padded."""
+    rows = [encode_sequence(model.tokenizer, text, bos=model.bos_ids) for text in texts]
+    return left_pad(rows, model.pad_token_id)
+
+
+def left_pad(
+    rows: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:  # (batch, tokens) int64, (batch, tokens) 1 = real token
+    """Token rows as one left-padded batch (each row right-aligned) and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        if row:
+            ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[b, width - len(row) :] = 1
+    return ids, mask
+
+
+def check_prompt_start(
+    model: Flamingo,
+    input_ids: torch.Tensor,  # (batch, tokens) left-aligned
+    attention_mask: torch.Tensor,  # (batch, tokens)
+) -> None:
+    """Raise when the LM's tokenizer adds a BOS but a prompt does not start with it (the model
+    was trained on sequences that do; see ``encode_prompts``)."""
+    if not model.bos_ids:
+        return
+    first = attention_mask.long().argmax(dim=1)  # first real token of each (left-padded) row
+    starts = input_ids.gather(1, first[:, None])[:, 0]
+    bad = (starts != model.bos_ids[0]).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"prompt rows {bad[:5]} do not start with the tokenizer's BOS token (id {model.bos_ids[0]}); "
+            f"encode prompts with flamboyance.model.generation.encode_prompts (or model.text.encode_sequence)"
+        )
 
 
 def _step_context(context: MediaContext, repeats: int = 1) -> MediaContext:
@@ -72,6 +115,7 @@ def generate(
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     input_ids, attention_mask = left_align(input_ids, attention_mask, model.pad_token_id)
+    check_prompt_start(model, input_ids, attention_mask)
     was_training = model.training
     model.eval()
     try:

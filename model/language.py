@@ -9,8 +9,11 @@ block on the layer's input hidden states. Called without the keyword, the LM is 
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Any
 
+import torch
 from flamboyance.model.xattn import GatedCrossAttentionBlock, MediaContext
 from torch import nn
 from transformers import PreTrainedModel
@@ -26,6 +29,23 @@ DECODER_LAYERS_PATH: dict[str, str] = {
     "opt": "decoder.layers",
 }
 """Path of the decoder-layer ModuleList inside ``lm.base_model``, per ``config.model_type``."""
+
+
+@lru_cache(maxsize=64)
+def _forward_parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(base_model: nn.Module) -> str:
+    """The forward keyword of the KV cache: ``cache`` from transformers 5.x on (``past_key_values``
+    is deprecated there), ``past_key_values`` before."""
+    return "cache" if "cache" in _forward_parameters(type(base_model)) else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a base-model forward returned (``output.cache`` in transformers 5.x)."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 def decoder_layers(lm: PreTrainedModel) -> nn.ModuleList:
@@ -57,10 +77,16 @@ class _MediaPreHook:
         if context is None or self.block is None:
             return args, kwargs
         if args:
-            args = (self.block(args[0], context), *args[1:])
+            args = (self._apply(args[0], context), *args[1:])
         else:
-            kwargs["hidden_states"] = self.block(kwargs["hidden_states"], context)
+            kwargs["hidden_states"] = self._apply(kwargs["hidden_states"], context)
         return args, kwargs
+
+    def _apply(self, hidden: torch.Tensor, context: MediaContext) -> torch.Tensor:
+        """The block in its own (fp32, trainable) dtype on a frozen LM of another (bf16) dtype;
+        under autocast both casts are no-ops for the matmuls."""
+        dtype = self.block.attn_gate.dtype
+        return self.block(hidden.to(dtype), context).to(hidden.dtype)
 
 
 def attach_cross_attention(lm: PreTrainedModel, blocks: dict[int, GatedCrossAttentionBlock]) -> list[Any]:

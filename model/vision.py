@@ -31,7 +31,7 @@ def _hf_vision_from_config(config: PretrainedConfig) -> nn.Module:
     return AutoModel.from_config(config)
 
 
-def _hf_vision_from_pretrained(name: str) -> nn.Module:
+def _hf_vision_from_pretrained(name: str, *, dtype: torch.dtype | None = None) -> nn.Module:
     from transformers import CLIPVisionModel, SiglipVisionModel
 
     model_type = AutoConfig.from_pretrained(name).model_type
@@ -41,9 +41,10 @@ def _hf_vision_from_pretrained(name: str) -> nn.Module:
         "siglip": SiglipVisionModel,
         "siglip_vision_model": SiglipVisionModel,
     }
+    kwargs = {"dtype": dtype} if dtype is not None else {}
     if model_type in classes:
-        return classes[model_type].from_pretrained(name)
-    model = AutoModel.from_pretrained(name)
+        return classes[model_type].from_pretrained(name, **kwargs)
+    model = AutoModel.from_pretrained(name, **kwargs)
     return getattr(model, "vision_model", model)
 
 
@@ -73,18 +74,25 @@ class VisionEncoder(nn.Module):
 
     @classmethod
     def build(
-        cls, spec: str | PretrainedConfig, *, pretrained: bool = True, frozen: bool = True
+        cls,
+        spec: str | PretrainedConfig,
+        *,
+        pretrained: bool = True,
+        frozen: bool = True,
+        dtype: torch.dtype | None = None,
+        weights: bool = True,
     ) -> VisionEncoder:
-        """From a name/path, a transformers config (random init) or ``"timm:<name>"``."""
+        """From a name/path, a transformers config (random init) or ``"timm:<name>"``, with its
+        weights in ``dtype`` (None: as built). ``weights=False`` (HF towers): only the architecture,
+        read from the name/path's config (the caller loads the weights)."""
         if isinstance(spec, str) and spec.startswith(TIMM_PREFIX):
-            return cls(
-                tower=_timm_create(spec[len(TIMM_PREFIX) :], pretrained=pretrained),
-                kind="timm",
-                frozen=frozen,
-            )
-        if isinstance(spec, PretrainedConfig):
-            return cls(tower=_hf_vision_from_config(spec), kind="hf", frozen=frozen)
-        return cls(tower=_hf_vision_from_pretrained(spec), kind="hf", frozen=frozen)
+            tower = _timm_create(spec[len(TIMM_PREFIX) :], pretrained=pretrained)
+            return cls(tower=tower.to(dtype) if dtype is not None else tower, kind="timm", frozen=frozen)
+        if isinstance(spec, PretrainedConfig) or not weights:
+            config = spec if isinstance(spec, PretrainedConfig) else AutoConfig.from_pretrained(spec)
+            tower = _hf_vision_from_config(config)
+            return cls(tower=tower.to(dtype) if dtype is not None else tower, kind="hf", frozen=frozen)
+        return cls(tower=_hf_vision_from_pretrained(spec, dtype=dtype), kind="hf", frozen=frozen)
 
     def train(self, mode: bool = True) -> VisionEncoder:
         super().train(mode)

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+import transformers
 from flamboyance.evaluation.datasets import EvalDataset, EvalExample
 from flamboyance.evaluation.evaluate import _left_pad, _Query, _Runner, _stack_media, evaluate
 from flamboyance.evaluation.prompts import build_prompt, continuation_text
@@ -42,7 +43,10 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def model(_one_thread) -> Flamingo:
-    model = Flamingo.from_config(tiny_config(family="gpt2", tokenizer=_word_tokenizer(), init_seed=2))
+    # transformers 5 initialises random weights differently: a seed per major keeps the beam-search
+    # cases below non-trivial (checked there)
+    seed = 4 if int(transformers.__version__.split(".")[0]) >= 5 else 2
+    model = Flamingo.from_config(tiny_config(family="gpt2", tokenizer=_word_tokenizer(), init_seed=seed))
     assert len(model.tokenizer) == 11
     with torch.no_grad():
         # Sharpen the random LM and make <EOC> a bit likelier, so that the best hypotheses differ
@@ -181,7 +185,8 @@ def test_classification_accuracy_follows_the_ranking(model):
         assert [r["key"] for r in rows] == [e.key for e in examples]
         correct = 0
         for row, example in zip(rows, examples):
-            assert row["prompt"].count(IMAGE_TOKEN) == int(shots) + 1 if shots != "0" else 1
+            # zero-shot: two text-only examples, then the query's image
+            assert row["prompt"].count(IMAGE_TOKEN) == (int(shots) + 1 if shots != "0" else 1)
             support_colours = [] if shots == "0" else _support_colours(row["prompt"])
             scores = _independent_option_scores(model, row["prompt"], [*support_colours, _colour(example)],
                                                 OPTIONS[:4])

@@ -409,7 +409,9 @@ def test_build_from_local_paths_and_reload_without_frozen_copies(tmp_path):
     )
     model = Flamingo.from_config(by_path).eval()
     assert torch.equal(model.lm.get_input_embeddings().weight, lm.get_input_embeddings().weight)
-    vision_weight = model.vision.tower.vision_model.embeddings.patch_embedding.weight
+    tower = model.vision.tower
+    tower = getattr(tower, "vision_model", tower)  # transformers 5 drops the vision_model wrapper
+    vision_weight = tower.embeddings.patch_embedding.weight
     assert torch.equal(vision_weight, clip.vision_model.embeddings.patch_embedding.weight)
     ids, attention = encode(model, [f"{IMAGE_TOKEN}a red circle"])
     media = random_media(1, 1, seed=1)

@@ -214,6 +214,8 @@ def test_resume_continues_with_the_same_batches_and_losses(workspace: dict) -> N
     split = _run(workspace, "split", "max_steps=6")
     a, b = read_metrics(whole / METRICS_NAME), read_metrics(split / METRICS_NAME)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    # the logged lr is the one each step applied (lr 1e-2, 2 warmup steps)
+    assert [r["lr"] for r in a] == pytest.approx([5e-3, 1e-2, 1e-2, 1e-2, 1e-2, 1e-2])
     for ra, rb in zip(a, b):
         for key in ("loss/m3w", "loss/image_text", "lr", "grad_norm"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-7), (ra["step"], key)

@@ -22,6 +22,10 @@ SOURCES = ("m3w", "image_text", "video_text")
 @pytest.fixture(scope="module")
 def ray_instance():
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # the S3 test's local server (moto) accepts any credentials; Ray workers inherit these
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(key, value)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
     yield
     ray.shutdown()
@@ -73,7 +77,10 @@ def test_one_worker_every_loss_falls(ray_instance, workspace: dict) -> None:
     _assert_losses_fall(records, margin=1.0)
     assert (run / "final" / "trainable.safetensors").exists()
     checkpoint = run / RAY_STORAGE_DIR / RAY_RUN_NAME / "step_00000015"
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["COMMITTED", "meta.json", "rank_00000.pt", "train_state.pt"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "COMMITTED", "meta.json", "rank_00000.pt", "state", "train_state.pt"
+    ]
+    assert (checkpoint / "state" / ".metadata").exists()
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +116,11 @@ def test_two_workers_survive_a_killed_worker(workspace: dict, two_worker_run: Pa
         "meta.json",
         "rank_00000.pt",
         "rank_00001.pt",
+        "state",
         "train_state.pt",
     ]
+    # each rank wrote its own part of the sharded state; Ray merged them into one folder
+    assert {p.name for p in (checkpoint / "state").iterdir()} >= {".metadata", "__0_0.distcp", "__1_0.distcp"}
     assert (run / "final" / "trainable.safetensors").exists()
     assert (run / "gates.png").exists()
 
@@ -133,3 +143,57 @@ def test_fsdp_with_activation_checkpointing_matches_ddp(ray_instance, workspace:
     checkpoint = run / RAY_STORAGE_DIR / RAY_RUN_NAME / "step_00000004"
     assert (checkpoint / "COMMITTED").exists() and (checkpoint / "rank_00001.pt").exists()
     assert (run / "final" / "trainable.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """An S3-protocol server (moto's server mode) on 127.0.0.1 with one bucket, ``runs``."""
+    import socket
+
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket="runs")
+    yield endpoint
+    server.stop()
+
+
+def test_run_dir_on_object_storage_survives_a_killed_worker(ray_instance, workspace: dict, s3_endpoint: str,
+                                                            tmp_path: Path, monkeypatch) -> None:
+    import pyarrow.fs as pafs
+
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint.removeprefix("http://"), scheme="http",
+                           access_key="testing", secret_key="testing", region="us-east-1")
+    pafs.copy_files(str(workspace["init"]), f"runs/s3run/{INIT_DIR}", destination_filesystem=s3)  # built once
+    monkeypatch.chdir(tmp_path)  # nothing may land in a local folder named after the URI
+    marker = tmp_path / "killed.marker"
+    train(load_config(None, [
+        *workspace["overrides"], "run_dir=s3://runs/s3run", f"storage.endpoint_override={s3_endpoint}",
+        f"storage.local_dir={tmp_path / 'scratch'}", "parallel.num_workers=2", "max_steps=4",
+        "checkpoint.every=2", "faults.kill_at_step=3", "faults.kill_rank=1", f"faults.marker_file={marker}",
+    ]))
+    assert marker.read_text() == "killed rank 1 before step 3\n"
+
+    def read(path: str) -> str:
+        with s3.open_input_stream(f"runs/s3run/{path}") as handle:
+            return handle.read().decode()
+
+    events = [json.loads(line) for line in read(EVENTS_NAME).splitlines()]
+    # the restarted attempt resumed from the step-2 checkpoint, read back from object storage
+    assert [(e["event"], e["step"]) for e in events] == [("start", 0), ("start", 2), ("end", 4)]
+    assert [json.loads(line)["step"] for line in read(METRICS_NAME).splitlines()] == [1, 2, 3, 4]
+    checkpoints = f"runs/s3run/{RAY_STORAGE_DIR}/{RAY_RUN_NAME}"
+    for step in (2, 4):
+        names = {i.base_name for i in s3.get_file_info(pafs.FileSelector(f"{checkpoints}/step_{step:08d}"))}
+        assert {"COMMITTED", "meta.json", "rank_00000.pt", "rank_00001.pt", "state", "train_state.pt"} <= names
+    final = s3.get_file_info("runs/s3run/final/trainable.safetensors")
+    assert final.type == pafs.FileType.File and final.size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.marker", "scratch"]
+    # every working copy was removed, but the one of the SIGKILLed worker (it had no chance to)
+    assert len(list((tmp_path / "scratch").iterdir())) == 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -67,20 +66,29 @@ def build_model(cfg: TrainConfig) -> Any:
     return Flamingo.from_config(tiny_config(tokenizer=tokenizer, **model_cfg.tiny))
 
 
-def prepare_run(cfg: TrainConfig) -> Path:
+def prepare_run(cfg: TrainConfig) -> str:
     """Create the run folder, write ``config.yaml`` and (once) the untrained model to ``init/``
-    (atomically: a half-written init is never picked up). Returns the init folder."""
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))
-    init = run_dir / INIT_DIR
-    if init.is_dir():
-        return init  # a resumed or restarted run keeps its original init
-    tmp = run_dir / f".{INIT_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_model(cfg).save_pretrained(tmp)
-    tmp.rename(init)
-    return init
+    (atomically: a half-written init is never picked up). A remote run_dir gets both uploaded
+    (init/ last, so its presence means complete). Returns where init/ is (path or URI)."""
+    from flamboyance.trainer.storage import RunStore
+
+    store = RunStore(cfg.run_dir, cfg.storage)
+    try:
+        run_dir = store.local
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))
+        store.push(CONFIG_NAME)
+        init = run_dir / INIT_DIR
+        if init.is_dir() or store.exists(INIT_DIR):
+            return f"{cfg.run_dir}/{INIT_DIR}"  # a resumed or restarted run keeps its original init
+        tmp = run_dir / f".{INIT_DIR}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_model(cfg).save_pretrained(tmp)
+        tmp.rename(init)
+        store.push(INIT_DIR)
+        return f"{cfg.run_dir}/{INIT_DIR}"
+    finally:
+        store.close()
 
 
 __all__ = ["CONFIG_NAME", "FINAL_DIR", "INIT_DIR", "build_model", "corpus_texts", "prepare_run"]

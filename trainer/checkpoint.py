@@ -1,9 +1,10 @@
 """Checkpoint contents: trainable weights, optimizer, scheduler, step, RNG states and every
 source's stream position, written as one folder.
 
-Layout: ``train_state.pt`` (rank 0: trainable weights, optimizer, scheduler, step),
-``rank_00000.pt`` ... (each rank: RNG states and its data positions) and ``meta.json`` (rank 0,
-written last). Full (unsharded) state dicts via ``torch.distributed.checkpoint.state_dict``, so
+Layout: ``state/`` (torch.distributed.checkpoint: the trainable weights and their optimizer
+state, each rank writing its own shards, nothing gathered; frozen weights are never part of a
+checkpoint), ``train_state.pt`` (rank 0: scheduler, step), ``rank_00000.pt`` ... (each rank: RNG
+states and its data positions) and ``meta.json`` (rank 0, written last). DCP reshards on load, so
 the same files load under DDP, FSDP or one process.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from flamboyance.trainer.parallel import clean_name
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -30,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 META_NAME = "meta.json"
 TRAIN_STATE_NAME = "train_state.pt"
+SHARDED_STATE_DIR = "state"
 
 
 def rank_file(rank: int) -> str:
@@ -59,16 +62,53 @@ def _distributed() -> bool:
 
 
 def trainable_state_dict(model: nn.Module, trainable: set[str]) -> dict[str, torch.Tensor]:
-    """Full CPU copies of the trainable weights on rank 0 (other ranks get {}). A collective when
-    distributed: call it on every rank."""
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=options)
-    out = {clean_name(k): v for k, v in state.items() if clean_name(k) in trainable}
-    missing = trainable - set(out)
+    """Full CPU copies of the trainable weights on rank 0 (other ranks get {}). Only trainable
+    weights are gathered (one all-gather each under FSDP): a collective, call it on every rank."""
+    from torch.distributed.tensor import DTensor
+
     rank = torch.distributed.get_rank() if _distributed() else 0
+    out: dict[str, torch.Tensor] = {}
+    for name, param in model.named_parameters():
+        name = clean_name(name).removeprefix("module.")
+        if name not in trainable:
+            continue
+        tensor = param.detach()
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        if rank == 0:
+            out[name] = tensor.cpu().clone()
+    missing = trainable - set(out)
     if missing and rank == 0:
         raise KeyError(f"trainable weights missing from the model state: {sorted(missing)[:5]}")
     return out
+
+
+def sharded_train_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, trainable: set[str]
+) -> dict[str, Any]:
+    """This rank's part of the trainable weights and the optimizer state, as they sit (FSDP:
+    DTensor shards; DDP / one process: plain tensors), for torch.distributed.checkpoint. Nothing
+    is gathered or copied; frozen weights are left out."""
+    options = StateDictOptions(full_state_dict=False)
+    weights = {
+        k: v for k, v in get_model_state_dict(model, options=options).items() if clean_name(k) in trainable
+    }
+    return {"model": weights, "optimizer": get_optimizer_state_dict(model, optimizer, options=options)}
+
+
+def state_elements(state: Any) -> int:
+    """Tensor elements held by this rank in a (nested) state dict (DTensors: the local shard)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(state, dict):
+        return sum(state_elements(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_elements(v) for v in state)
+    if isinstance(state, DTensor):
+        return state.to_local().numel()
+    if isinstance(state, torch.Tensor):
+        return state.numel()
+    return 0
 
 
 def save_checkpoint(
@@ -87,15 +127,10 @@ def save_checkpoint(
     """Write this rank's part of a checkpoint into ``directory`` (every rank must call it)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = trainable_state_dict(model, trainable)
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    dcp.save(sharded_train_state(model, optimizer, trainable), checkpoint_id=directory / SHARDED_STATE_DIR)
     torch.save({"rng": rng_state(), "data": data_state}, directory / rank_file(rank))
     if rank == 0:
-        torch.save(
-            {"model": weights, "optimizer": optim_state, "scheduler": scheduler.state_dict(), "step": step},
-            directory / TRAIN_STATE_NAME,
-        )
+        torch.save({"scheduler": scheduler.state_dict(), "step": step}, directory / TRAIN_STATE_NAME)
         meta = {"step": step, "world_size": world_size, **(extra or {})}
         (directory / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
@@ -106,6 +141,7 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    trainable: set[str],
     rank: int,
     world_size: int,
 ) -> tuple[int, dict[str, Any]]:
@@ -120,10 +156,11 @@ def load_checkpoint(
             f"checkpoint {directory} was written by {meta['world_size']} workers, this run has {world_size}: "
             f"the data order can only be continued with the same number of workers"
         )
+    sharded = sharded_train_state(model, optimizer, trainable)
+    dcp.load(sharded, checkpoint_id=directory / SHARDED_STATE_DIR)  # in place, each rank its shards
+    set_model_state_dict(model, sharded["model"], options=StateDictOptions(strict=False))
+    set_optimizer_state_dict(model, optimizer, sharded["optimizer"])
     state = torch.load(directory / TRAIN_STATE_NAME, map_location="cpu", weights_only=False)
-    options = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, state["model"], options=options)
-    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(state["scheduler"])
     own = torch.load(directory / rank_file(rank), map_location="cpu", weights_only=False)
     set_rng_state(own["rng"])
@@ -157,5 +194,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "sharded_train_state",
+    "state_elements",
     "trainable_state_dict",
 ]

@@ -1,7 +1,9 @@
 """Records -> token ids, labels and media: one collator per source kind, one batch padder.
 
 Every sample becomes ``input_ids`` (T,), ``labels`` (T,) (-100 = ignored) and ``media``
-(M, F, C, H, W). Labels ignore padding and ``<image>``; M3W also ignores text before the first
+(M, F, C, H, W). A sequence starts with BOS when the LM's tokenizer adds one
+(``flamboyance.model.text``, the same rule as evaluation prompts). Labels ignore padding, BOS and
+``<image>``; M3W also ignores text before the first
 ``<image>`` of its window; ``<EOC>`` stays a target (generation stops on it). A sample with no
 label left is rejected here (``Rejected``) and counted by the loader, never skipped in the step.
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from flamboyance.model.text import bos_ids, encode_sequence
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
 
 IGNORE_INDEX = -100
@@ -52,9 +55,15 @@ class _Tokens:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token (the model adds <pad>; use model.tokenizer)")
         self.pad = tokenizer.pad_token_id
+        self.bos = bos_ids(tokenizer)  # [] or [bos id]: what starts every sequence
 
     def encode(self, text: str) -> list[int]:
+        """Text without BOS (M3W: a window is cut out first, then BOS goes in front)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_sequence(self, text: str) -> list[int]:
+        """A whole sequence: BOS (when the tokenizer adds one) + text."""
+        return encode_sequence(self.tokenizer, text, bos=self.bos)
 
 
 def _token_id(tokenizer: Any, token: str) -> int:
@@ -67,8 +76,10 @@ def _token_id(tokenizer: Any, token: str) -> int:
 def _labels(ids: list[int], tokens: _Tokens, *, ignore_before_first_image: bool) -> list[int]:
     labels = []
     seen_image = not ignore_before_first_image
-    for token in ids:
-        if token == tokens.image:
+    for position, token in enumerate(ids):
+        if position == 0 and tokens.bos:  # BOS (may equal EOS, as in OPT: only position 0 is BOS)
+            labels.append(IGNORE_INDEX)
+        elif token == tokens.image:
             seen_image = True
             labels.append(IGNORE_INDEX)
         elif token == tokens.pad or not seen_image:
@@ -162,18 +173,20 @@ class M3WCollator:
             raise Rejected("no_images", f"document {record.key!r}")
         ids = self.tokens.encode(place_images(spans, next_image_p=self.next_image_p, rng=rng))
         image_positions = [i for i, t in enumerate(ids) if t == self.tokens.image]
+        size = max(1, self.max_tokens - len(self.tokens.bos))  # BOS goes in front of the window
         # the window must contain an image: it starts at most at the last image and ends after
         # the first one (a window whose image is its last token has no target and is rejected)
-        latest_start = min(max(0, len(ids) - self.max_tokens), image_positions[-1])
-        earliest_start = min(max(0, image_positions[0] - self.max_tokens + 1), latest_start)
+        latest_start = min(max(0, len(ids) - size), image_positions[-1])
+        earliest_start = min(max(0, image_positions[0] - size + 1), latest_start)
         start = rng.randint(earliest_start, latest_start)
-        window = ids[start : start + self.max_tokens]
+        window = ids[start : start + size]
         first_image = sum(1 for p in image_positions if p < start)
-        in_window = [p - start for p in image_positions if start <= p < start + self.max_tokens]
+        in_window = [p - start for p in image_positions if start <= p < start + size]
         if len(in_window) > self.max_images:
             window = window[: in_window[self.max_images]]  # cut before the (N+1)-th image
             in_window = in_window[: self.max_images]
         images = record.images[first_image : first_image + len(in_window)]
+        window = self.tokens.bos + window
         labels = _labels(window, self.tokens, ignore_before_first_image=True)
         media = _stack_media([[self.image_transform(im)] for im in images])
         return _sample(window, labels, media)
@@ -200,7 +213,7 @@ class _CaptionCollator:
         if not isinstance(caption, str) or not caption.strip():
             raise Rejected("empty_caption", f"record {key!r}")
         text = self.caption_template.format(caption=caption.strip())
-        ids = self.tokens.encode(IMAGE_TOKEN + text + EOC_TOKEN)
+        ids = self.tokens.encode_sequence(IMAGE_TOKEN + text + EOC_TOKEN)
         if len(ids) > self.max_tokens:  # keep <EOC> last: it teaches when to stop
             ids = ids[: self.max_tokens - 1] + [self.tokens.eoc]
         return ids, _labels(ids, self.tokens, ignore_before_first_image=False)
@@ -237,12 +250,14 @@ class PackedPairs:
 
     Returns None while a pack is being filled. The stream cuts batches only right after a sample is
     returned, so a pack never spans a batch boundary and stream positions stay exact for resume.
-    Each caption still attends only to its own medium (the model's per-image masking).
+    Each caption still attends only to its own medium (the model's per-image masking). Like a
+    few-shot prompt, a pack has one BOS (when the tokenizer uses one), at its start.
     """
 
     def __init__(self, collator: Any, *, pairs: int) -> None:
         self.collator = collator
         self.pairs = pairs
+        self._skip = len(collator.tokens.bos)  # BOS of every pair but the first
         self._pending: list[Sample] = []
 
     def __call__(self, record: Any, rng: random.Random) -> Sample | None:
@@ -250,8 +265,9 @@ class PackedPairs:
         if len(self._pending) < self.pairs:
             return None
         pack, self._pending = self._pending, []
-        return Sample(input_ids=torch.cat([s.input_ids for s in pack]),
-                      labels=torch.cat([s.labels for s in pack]),
+        cut = [0] + [self._skip] * (len(pack) - 1)
+        return Sample(input_ids=torch.cat([s.input_ids[c:] for s, c in zip(pack, cut)]),
+                      labels=torch.cat([s.labels[c:] for s, c in zip(pack, cut)]),
                       media=torch.cat([s.media for s in pack]))
 
 

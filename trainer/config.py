@@ -162,10 +162,11 @@ class OptimConfig:
     """Linear warmup from 0 over this many optimizer steps, then constant."""
 
     weight_decay: float = 0.1
-    """Applied to cross-attention (xattn) parameters only; 0 elsewhere (resampler, embeddings)."""
+    """Applied to the weight matrices of the modules in ``decay_patterns`` only; 0 on gates, norms,
+    biases, latents, time embeddings and token embedding rows."""
 
-    decay_patterns: list[str] = field(default_factory=lambda: ["xattn"])
-    """A trainable parameter gets weight decay when its name contains one of these."""
+    decay_patterns: list[str] = field(default_factory=lambda: ["xattn.", "resampler."])
+    """A trainable ``nn.Linear`` weight gets weight decay when its name contains one of these."""
 
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""
@@ -288,6 +289,22 @@ class RayConfig:
 
 
 @dataclass(kw_only=True)
+class StorageConfig:
+    """Object storage for ``run_dir=s3://bucket/run`` (credentials: the usual AWS environment
+    variables / files, never the config)."""
+
+    endpoint_override: str | None = None
+    """S3-compatible endpoint (``http://127.0.0.1:9000`` for MinIO / moto); None: AWS."""
+
+    region: str | None = None
+    """S3 region; None: from the environment."""
+
+    local_dir: str | None = None
+    """Where processes keep their local working copy of a remote run (init/, metrics, final
+    before upload); None: the system temp folder."""
+
+
+@dataclass(kw_only=True)
 class FaultConfig:
     """Fault injection for tests: kill one worker once at a given step."""
 
@@ -310,7 +327,8 @@ class TrainConfig:
     """One training run."""
 
     run_dir: str = "runs/demo"
-    """Run folder: init/, final/, checkpoints, metrics.jsonl, tensorboard/, gates.png."""
+    """Run folder: init/, final/, checkpoints, metrics.jsonl, tensorboard/, gates.png. A local path
+    or an object-storage URI (``s3://bucket/run``, see ``storage``; needs ``ray.enabled``)."""
 
     max_steps: int = 300
     """Optimizer steps of the whole run (a resumed run continues up to this)."""
@@ -329,6 +347,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
@@ -350,7 +369,7 @@ class TrainConfig:
         """A copy whose local paths (run_dir, source URLs) are absolute, so that Ray workers with
         another working directory read the same files."""
         out = TrainConfig.from_dict(self.to_dict())
-        out.run_dir = str(Path(out.run_dir).expanduser().resolve())
+        out.run_dir = _absolute_url(out.run_dir)
         for source in out.data.sources().values():
             source.urls = [_absolute_url(u) for u in source.urls]
         if out.model.path:

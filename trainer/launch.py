@@ -4,7 +4,9 @@ automatic restarts from the latest checkpoint) or, with ``ray.enabled=false``, i
 
 Ray joins an existing cluster when ``ray.address`` or ``RAY_ADDRESS`` is set and otherwise starts
 a local instance. Checkpoints live in ``<run_dir>/ray/`` (Ray's storage); running the same config
-again resumes from the latest complete one.
+again resumes from the latest complete one. ``run_dir`` may be on object storage
+(``s3://bucket/run``): Ray persists checkpoints there directly (``storage_filesystem``), the
+workers copy init/ from it and rank 0 copies its logs and final/ back (``trainer.storage``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from flamboyance.trainer.build import prepare_run
 from flamboyance.trainer.checkpoint import META_NAME
 from flamboyance.trainer.config import TrainConfig
 from flamboyance.trainer.loop import train_loop
+from flamboyance.trainer.storage import RunStore, is_remote
 
 RAY_STORAGE_DIR = "ray"
 RAY_RUN_NAME = "train"
@@ -38,14 +41,14 @@ class RayContext:
     latest checkpoint and the newest committed folder in the run's storage.
     """
 
-    def __init__(self, storage_dir: Path) -> None:
+    def __init__(self, store: RunStore) -> None:
         import ray.train
 
         self._train = ray.train
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
-        self.storage_dir = storage_dir
+        self.store = store
 
     def device(self, use_gpu: bool) -> torch.device:
         if not use_gpu:
@@ -56,17 +59,20 @@ class RayContext:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        committed = _newest_committed(self.storage_dir)
+        committed = _newest_committed(self.store)
         checkpoint = self._train.get_checkpoint()
-        if checkpoint is None:
-            yield committed
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                directory = Path(directory)
+                if committed is None or committed[0] <= _checkpoint_step(directory):
+                    yield directory
+                    return
+        if committed is None:
+            yield None
             return
-        with checkpoint.as_directory() as directory:
-            directory = Path(directory)
-            if committed is not None and _checkpoint_step(committed) > _checkpoint_step(directory):
-                yield committed
-            else:
-                yield directory
+        relative = f"{RAY_CHECKPOINTS}/{committed[1]}"
+        self.store.pull(relative)  # a no-op for a local run_dir
+        yield self.store.local / relative
 
     def new_checkpoint_dir(self, step: int) -> Path:
         return Path(tempfile.mkdtemp(prefix=f"flamboyance-step{step}-rank{self.rank}-"))
@@ -83,35 +89,46 @@ class RayContext:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()  # every rank's upload has returned
-        persisted = self.storage_dir / name
-        if self.rank == 0 and (persisted / META_NAME).exists():
-            (persisted / COMMITTED_NAME).write_text(f"{step}\n")
+        persisted = f"{RAY_CHECKPOINTS}/{name}"
+        if self.rank == 0 and self.store.exists(f"{persisted}/{META_NAME}"):
+            self.store.write_text(f"{persisted}/{COMMITTED_NAME}", f"{step}\n")
 
 
 COMMITTED_NAME = "COMMITTED"
+RAY_CHECKPOINTS = f"{RAY_STORAGE_DIR}/{RAY_RUN_NAME}"
+"""Ray's checkpoint folders, relative to the run folder."""
 
 
 def _checkpoint_step(directory: Path) -> int:
     return int(json.loads((directory / META_NAME).read_text())["step"])
 
 
-def _newest_committed(storage_dir: Path) -> Path | None:
-    """The newest checkpoint folder under Ray's storage that rank 0 marked committed."""
-    if not storage_dir.is_dir():
-        return None
-    done = [p for p in storage_dir.glob("step_*") if (p / COMMITTED_NAME).exists() and (p / META_NAME).exists()]
-    return max(done, key=_checkpoint_step, default=None)
+def _newest_committed(store: RunStore) -> tuple[int, str] | None:
+    """(step, folder name) of the newest checkpoint under Ray's storage that rank 0 marked
+    committed."""
+    done = []
+    for name in store.folders(RAY_CHECKPOINTS):
+        folder = f"{RAY_CHECKPOINTS}/{name}"
+        if name.startswith("step_") and store.exists(f"{folder}/{COMMITTED_NAME}") and store.exists(
+            f"{folder}/{META_NAME}"
+        ):
+            done.append((int(json.loads(store.read_text(f"{folder}/{META_NAME}"))["step"]), name))
+    return max(done, default=None)
 
 
 def ray_storage_dir(cfg: TrainConfig) -> Path:
-    """Where Ray persists this run's checkpoints: ``<run_dir>/ray/train``."""
+    """Where Ray persists this run's checkpoints: ``<run_dir>/ray/train`` (a local run_dir)."""
     return Path(cfg.run_dir) / RAY_STORAGE_DIR / RAY_RUN_NAME
 
 
 def ray_worker_loop(config: dict[str, Any]) -> None:
     """Ray Train's ``train_loop_per_worker``."""
     cfg = TrainConfig.from_dict(config)
-    train_loop(cfg, context=RayContext(ray_storage_dir(cfg)))
+    store = RunStore(cfg.run_dir, cfg.storage)
+    try:
+        train_loop(cfg, context=RayContext(store))
+    finally:
+        store.close()
 
 
 def _init_ray(cfg: TrainConfig) -> bool:
@@ -139,6 +156,11 @@ def fit_with_ray(cfg: TrainConfig) -> Any:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     started = _init_ray(cfg)
+    store = RunStore(cfg.run_dir, cfg.storage)
+    store.close()  # the driver needs only the filesystem
+    storage = {"storage_path": str(Path(cfg.run_dir) / RAY_STORAGE_DIR)}
+    if store.remote:
+        storage = {"storage_path": store.path(RAY_STORAGE_DIR), "storage_filesystem": store.filesystem}
     try:
         trainer = TorchTrainer(
             ray_worker_loop,
@@ -151,7 +173,7 @@ def fit_with_ray(cfg: TrainConfig) -> Any:
             ),
             run_config=ray.train.RunConfig(
                 name=RAY_RUN_NAME,
-                storage_path=str(Path(cfg.run_dir) / RAY_STORAGE_DIR),
+                **storage,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
             ),
@@ -167,6 +189,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     leave ``final/``, metrics.jsonl, TensorBoard events and gates.png in the run folder.
     Returns the last step's metrics."""
     cfg = cfg.resolved()
+    if is_remote(cfg.run_dir) and not cfg.ray.enabled:
+        raise ValueError(f"run_dir={cfg.run_dir} is on object storage: it needs ray.enabled=true "
+                         f"(Ray Train persists the checkpoints there)")
     prepare_run(cfg)
     if not cfg.ray.enabled:
         return train_loop(cfg)

@@ -8,7 +8,6 @@ reported) sits behind a small ``WorkerContext``; the loop itself is the same cod
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import shutil
@@ -31,11 +30,22 @@ from flamboyance.trainer.checkpoint import (
 from flamboyance.trainer.collate import build_collator
 from flamboyance.trainer.config import FaultConfig, TrainConfig
 from flamboyance.trainer.data import SourceLoader, move_batch, start_loaders
-from flamboyance.trainer.metrics import GATES_PLOT_NAME, METRICS_NAME, RunLogger, gate_values, plot_gates
-from flamboyance.trainer.parallel import autocast, parallelize
+from flamboyance.trainer.metrics import (
+    EVENTS_NAME,
+    GATES_PLOT_NAME,
+    METRICS_NAME,
+    TENSORBOARD_DIR,
+    RunLogger,
+    gate_values,
+    plot_gates,
+)
+from flamboyance.trainer.parallel import autocast, clean_name, load_model
 from flamboyance.trainer.step import build_optimizer, train_step
+from flamboyance.trainer.storage import RunStore
 
 CHECKPOINTS_DIR = "checkpoints"
+LOG_FILES = (METRICS_NAME, EVENTS_NAME, TENSORBOARD_DIR)
+"""What rank 0 logs into the run folder (pushed to a remote run_dir at every checkpoint)."""
 
 
 class WorkerContext(Protocol):
@@ -116,27 +126,37 @@ def _reduce(values: list[float], world_size: int, device: torch.device) -> list[
 def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext | None = None) -> dict[str, Any]:
     """Train one worker's share of a run from ``<run_dir>/init`` (written by ``prepare_run``),
     resuming from the context's latest checkpoint. Returns the last step's metrics."""
-    from flamboyance.model import Flamingo
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     context = context or LocalContext(cfg)
     rank, world_size = context.rank, context.world_size
     device = context.device(cfg.parallel.use_gpu)
     _seed_everything(cfg.seed * 1000 + rank)
-    run_dir = Path(cfg.run_dir)
+    own_store = getattr(context, "store", None) is None  # a launcher may share its RunStore
+    store = RunStore(cfg.run_dir, cfg.storage) if own_store else context.store
+    run_dir = store.local  # the run folder, or this worker's working copy of a remote one
+    if not store.pull(INIT_DIR):
+        raise FileNotFoundError(f"{cfg.run_dir}: no {INIT_DIR}/ (prepare_run writes it before training)")
+    if rank == 0:
+        for name in LOG_FILES:  # a restarted attempt continues the run's logs
+            store.pull(name)
 
-    model = Flamingo.from_pretrained(run_dir / INIT_DIR)
-    trainable = set(model.trainable_parameters())
-    tokenizer, image_transform = model.tokenizer, model.image_transform
-    model.train()
-    model = parallelize(model, cfg.parallel, device=device, world_size=world_size)
+    model, flamingo = load_model(run_dir / INIT_DIR, cfg.parallel, device=device, world_size=world_size)
+    trainable = {clean_name(n) for n, p in flamingo.named_parameters() if p.requires_grad}
+    tokenizer, image_transform = flamingo.tokenizer, flamingo.image_transform
     optimizer, scheduler = build_optimizer(model, trainable, cfg.optim)
 
     start_step, data_state = 0, {}
     with context.latest_checkpoint() as checkpoint:
         if checkpoint is not None:
             start_step, data_state = load_checkpoint(
-                checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, rank=rank, world_size=world_size
+                checkpoint,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                trainable=trainable,
+                rank=rank,
+                world_size=world_size,
             )
 
     sources = cfg.data.sources()
@@ -201,15 +221,13 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
             metrics = {
                 **{f"loss/{n}": v for n, v in losses.items()},
                 "loss/weighted": sum(weights[n] * v for n, v in losses.items()),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": result.lr,  # applied by this step (get_last_lr() is already the next one)
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens_all / mean_elapsed,
                 "samples_per_s": samples_all / mean_elapsed,
                 "data_wait_fraction": waited_all / elapsed_all,
                 "step_time_s": mean_elapsed,
             }
-            if not all(math.isfinite(v) for v in losses.values()):
-                raise FloatingPointError(f"step {step}: non-finite loss {losses}")
             if step % cfg.logging.every == 0 or step == cfg.max_steps:
                 metrics.update(gate_values(model))
                 if logger is not None:
@@ -232,6 +250,10 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
                     world_size=world_size,
                     data_state={name: loader.state_dict() for name, loader in loaders.items()},
                 )
+                if logger is not None:
+                    logger.flush()
+                    for name in LOG_FILES:
+                        store.push(name)
                 context.report({"step": step, **metrics}, step=step, checkpoint_dir=directory)
         weights_final = trainable_state_dict(model, trainable)  # collective under FSDP
         if rank == 0:
@@ -239,11 +261,17 @@ def train_loop(config: TrainConfig | dict[str, Any], *, context: WorkerContext |
             plot_gates(run_dir / METRICS_NAME, run_dir / GATES_PLOT_NAME)
             if logger is not None:
                 logger.event("end", step=cfg.max_steps)
+                logger.close()
+                logger = None
+            for name in (*LOG_FILES, FINAL_DIR, GATES_PLOT_NAME):
+                store.push(name)
     finally:
         for loader in loaders.values():
             loader.close()
         if logger is not None:
             logger.close()
+        if own_store:
+            store.close()
     return {"step": cfg.max_steps, **metrics}
 
 

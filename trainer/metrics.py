@@ -16,6 +16,7 @@ from torch import nn
 METRICS_NAME = "metrics.jsonl"
 EVENTS_NAME = "events.jsonl"
 GATES_PLOT_NAME = "gates.png"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def gate_values(model: nn.Module) -> dict[str, float]:
@@ -56,7 +57,7 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step + 1)
+            self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
         self.bar = None
         if progress:
             import sys
@@ -87,6 +88,12 @@ class RunLogger:
         """Append a run event (start of an attempt with its resume step, end) to events.jsonl."""
         with (self.run_dir / EVENTS_NAME).open("a") as handle:
             handle.write(json.dumps({"event": name, "time": time.time(), **fields}, sort_keys=True) + "\n")
+
+    def flush(self) -> None:
+        """Everything logged so far on disk (before the run folder is copied to object storage)."""
+        self.file.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar."""

@@ -1,14 +1,20 @@
 """One optimizer step over several sources (FL): for every source m, forward and backward of
 lambda_m * loss_m, gradients accumulated (``no_sync`` on all but the last backward), clipped
-once, ONE AdamW step, one scheduler step."""
+once, ONE AdamW step, one scheduler step.
+
+A batch without any target is refused before its forward, and a non-finite loss or gradient
+norm before the optimizer step (the norm is of the all-reduced gradients, so every rank sees the
+same value and stops together): the weights a checkpoint could save are never corrupted."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from flamboyance.trainer.collate import IGNORE_INDEX
 from flamboyance.trainer.config import OptimConfig
 from flamboyance.trainer.parallel import clean_name, no_sync
 from torch import nn
@@ -20,6 +26,19 @@ class StepResult:
 
     losses: dict[str, torch.Tensor]
     grad_norm: float
+    lr: float
+    """The learning rate this step applied (of the first parameter group)."""
+
+
+def check_targets(name: str, batch: dict[str, torch.Tensor]) -> None:
+    """Raise when no label of ``batch`` is a target (its mean loss would be NaN). The collators
+    reject such samples, so this only fires on a batch built elsewhere."""
+    labels = batch["labels"]  # (B, T); the first position is never a target
+    if not bool((labels[:, 1:] != IGNORE_INDEX).any()):
+        raise ValueError(
+            f"source {name!r}: every label of the batch is ignored ({tuple(labels.shape)}); reject such "
+            f"samples in the data (trainer.collate rejects them as 'no_labels')"
+        )
 
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -77,20 +96,33 @@ def train_step(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> StepResult:
     """Accumulate every source's weighted gradient, clip once, then one optimizer and scheduler step."""
+    for name, batch in batches.items():
+        check_targets(name, batch)
     optimizer.zero_grad(set_to_none=True)
     losses = accumulate_gradients(model, batches, weights, autocast=autocast)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = clip_gradients(parameters, grad_clip)
+    if not math.isfinite(grad_norm) or not all(bool(torch.isfinite(v)) for v in losses.values()):
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(
+            f"non-finite loss or gradient norm before the optimizer step (losses "
+            f"{ {k: float(v) for k, v in losses.items()} }, grad norm {grad_norm}); no weight was changed"
+        )
+    lr = float(optimizer.param_groups[0]["lr"])  # what this step applies; the scheduler moves on next
     optimizer.step()
     scheduler.step()
-    return StepResult(losses=losses, grad_norm=grad_norm)
+    return StepResult(losses=losses, grad_norm=grad_norm, lr=lr)
 
 
 def build_optimizer(
     model: nn.Module, trainable: set[str], cfg: OptimConfig
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the trainable parameters (weight decay only where the name matches
-    ``cfg.decay_patterns``, i.e. the xattn blocks) and a linear-warmup-then-constant schedule."""
+    """AdamW over the trainable parameters and a linear-warmup-then-constant schedule.
+
+    Weight decay only on weight matrices (``nn.Linear`` weights) inside the modules named by
+    ``cfg.decay_patterns`` (xattn blocks and resampler); never on tanh gates, norms, biases,
+    latents, time embeddings or token embedding rows (decay would pull the gates back to 0)."""
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     decay, no_decay = [], []
     found = set()
     for name, param in model.named_parameters():
@@ -99,7 +131,8 @@ def build_optimizer(
         if name not in trainable:
             continue
         found.add(name)
-        (decay if any(p in name for p in cfg.decay_patterns) else no_decay).append(param)
+        decayed = id(param) in matrices and any(p in name for p in cfg.decay_patterns)
+        (decay if decayed else no_decay).append(param)
     missing = trainable - found
     if missing:
         raise ValueError(f"trainable parameters not found in the wrapped model: {sorted(missing)[:5]}")
@@ -119,4 +152,12 @@ def build_optimizer(
     return optimizer, scheduler
 
 
-__all__ = ["StepResult", "accumulate_gradients", "build_optimizer", "clip_gradients", "forward_loss", "train_step"]
+__all__ = [
+    "StepResult",
+    "accumulate_gradients",
+    "build_optimizer",
+    "check_targets",
+    "clip_gradients",
+    "forward_loss",
+    "train_step",
+]
