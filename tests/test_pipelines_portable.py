@@ -6,6 +6,7 @@ local run. Also: a local --output with a runner whose workers are elsewhere stop
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,3 +102,30 @@ def test_cli_stops_before_any_work(sample_crawl, tmp_path):
     assert proc.returncode != 0
     assert f"--output '{output}' is a local path, but PortableRunner runs the job" in proc.stderr
     assert not output.exists()  # nothing staged or written, and no job submitted (192.0.2.1 is unroutable)
+
+
+def _make_dry_run(*args: str) -> list[str]:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", "-C", str(root), *args], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if "flamboyance" in line]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_etl_targets_crawl_first_and_select_the_runner(tmp_path):
+    data = tmp_path / "fresh"  # a fresh clone: no crawl yet
+    lines = _make_dry_run("etl", f"DATA={data}", "RUNNER=portable")
+    assert len(lines) == 4 and f"crawl {data}/seeds.txt --out {data}/web" in lines[0]  # crawled once, first
+    for line, job in zip(lines[1:], JOBS):
+        assert line.startswith("scripts/with-sample-web.sh .venv/bin/python scripts/portable_runner.py "
+                               f".venv/bin/flamboyance etl {job} --input '{data}/web/*.warc.gz'")
+        assert "--runner" not in line
+    (data / "web").mkdir(parents=True)
+    (data / "web" / ".done").touch()  # crawled: not again
+    lines = _make_dry_run("m3w", f"DATA={data}", "RUNNER=FlinkRunner")
+    assert len(lines) == 1 and "etl m3w" in lines[0] and "--runner FlinkRunner" in lines[0]
+    assert "portable_runner" not in lines[0]
+    lines = _make_dry_run("video-text", "INPUT=s3://b/web/*.warc.gz", "OUTPUT=s3://b/video")
+    assert [line.split() for line in lines] == [
+        [".venv/bin/flamboyance", "etl", "video-text", "--input", "'s3://b/web/*.warc.gz'", "--output", "s3://b/video"]]
