@@ -27,9 +27,10 @@
    sample web's pages are small and simple (extraction about 0.8 ms a page against about 5 ms
    for a real page), so on them the job's fixed per-page work beyond extraction weighs several
    times more than on real pages.
-4. Skew (`make_skew_warcs`): a skewed input (85% of the pages near-copies of one page, on one
-   domain, and one image on every page) against an unskewed input of the same size (different
-   articles on 64 domains, an image of their own), at N and 4N pages, without downloads:
+4. Skew (`make_skew_warcs`): a skewed input (85% of the pages near-copies of one template page,
+   with text of their own: about 0.64 Jaccard between copies, below the near-duplicate threshold
+   but sharing LSH buckets; on one domain; one image on every page) against an unskewed input of the same size
+   (different articles on 64 domains, an image of their own), at N and 4N pages, no downloads:
    pages/s skewed / unskewed (target >= 0.75), and the job's work counters (`work` in
    etl_stats.json: near-dedup comparisons, largest side input, largest group held in memory;
    "n/a" where the job does not report them) from N to 4N pages (target: each grows <= 4x).
@@ -94,32 +95,41 @@ SKEW_SHARE = 0.85
 """Share of the skewed input's pages that are near-copies of one template page, on one domain."""
 SKEW_HOSTS = 64
 """Domains the other pages (and every page of the unskewed input) are spread over."""
+SKEW_OWN_TEXT = 0.35
+"""Words of its own a page adds to its article, as a share of the template article's words: two
+template copies then share about 64% of their word 5-grams, below the near-duplicate threshold
+(0.7) yet often in the same LSH bands (what templated sites do)."""
 
 
 def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int) -> tuple[str, int]:
-    """`num_pages` article pages of the sample web (seed 1), each with one line of its own
-    ("filed as record <n> ...") and one image more.
+    """`num_pages` article pages of the sample web (seed 1), each with text of its own (from the
+    articles of another sample web, seed 2, `SKEW_OWN_TEXT` of the template's length) and one
+    image more.
 
     Unskewed: every page a different article, on `SKEW_HOSTS` domains, each with its own image.
-    Skewed (what templated sites do to a crawl): `SKEW_SHARE` of the pages are near-copies of one
-    article (only that line differs: one MinHash bucket) on one domain, the others different
-    articles on `SKEW_HOSTS` domains, and every page carries the same banner image."""
+    Skewed: `SKEW_SHARE` of the pages are the same article (the template) with their own text,
+    on one domain; the others different articles on `SKEW_HOSTS` domains; every page carries the
+    same banner image."""
+    import re
+
     from flamboyance.crawl.sample_web import SampleWeb
 
-    web = SampleWeb(seed=1, num_pages=num_pages)
     base = "http://sample.invalid"
+    web, other = SampleWeb(seed=1, num_pages=num_pages), SampleWeb(seed=2, num_pages=num_pages)
     articles = [url[len(base):] for url in web.truth(base).articles]
+    words_of = [re.findall(r"<p>([^<]{200,})</p>", other.response(url[len(base):])[2].decode())
+                for url in other.truth(base).articles]
+    template = web.response(articles[0])[2].decode()
+    own_words = int(SKEW_OWN_TEXT * sum(len(p.split()) for p in re.findall(r"<p>([^<]{200,})</p>", template)))
     copies = int(num_pages * SKEW_SHARE) if skewed else 0
-    words = ("quiet", "bright", "old", "small", "green", "busy", "gentle", "careful", "warm", "narrow")
     pages = []
     for n in range(num_pages):
         path = articles[0] if n < copies else articles[n - copies + (1 if copies else 0)]
         status, headers, body = web.response(path)
+        own = " ".join(" ".join(words_of[n]).split()[:own_words])
         image = "/static/banner.png" if skewed else f"/extra/{n}.png"
-        extra = (f'<p>This copy was filed as record {n} by the {words[n % 10]} clerk of the {words[n // 10 % 10]} '
-                 f'office, and checked twice before it went out.</p><figure><img src="{image}" width="400" '
-                 f'height="300" alt="The front of the office"><figcaption>The front of the office.</figcaption>'
-                 f'</figure>').encode()
+        extra = (f'<p>{own}</p><figure><img src="{image}" width="400" height="300" alt="The front of the '
+                 f'office"><figcaption>The front of the office.</figcaption></figure>').encode()
         body = body.replace(b'<div class="entry-content">', b'<div class="entry-content">' + extra, 1)
         host = "big.invalid" if n < copies else f"site-{n % SKEW_HOSTS}.invalid"
         pages.append((f"http://{host}{path[:-5]}-{n}.html", status, headers, body))
@@ -456,13 +466,13 @@ def main() -> None:
                 results["peak_rss_ratio_100x"] = round(results["job_2_workers_100x"]["peak_rss_mb"]
                                                        / results["job_2_workers"]["peak_rss_mb"], 3)
         real = None
-        if sections & {"real", "cost"}:
-            real = make_real_warcs(root / "real", shared=args.shared, copies=2 if args.quick else args.real_copies,
-                                   files=args.files)
+        if sections & {"real", "cost"}:  # the cost section needs the real pages' extraction cost only: 2 copies
+            copies = 2 if args.quick or "real" not in sections else args.real_copies
+            real = make_real_warcs(root / "real", shared=args.shared, copies=copies, files=args.files)
         if real is not None and "real" in sections:
             real_glob, real_pages = real
             results["real_pages"] = {
-                "pages": real_pages, "copies": 2 if args.quick else args.real_copies,
+                "pages": real_pages, "copies": copies,
                 "baseline_single_process_extract": single_process(real_glob, judge=False),
                 "baseline_single_process_extract_filter_minhash": single_process(real_glob, judge=True),
                 "job_2_workers": run_job(real_glob, workers=2, output=root / "out4")}
