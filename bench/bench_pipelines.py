@@ -107,9 +107,9 @@ def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int) -> 
     image more.
 
     Unskewed: every page a different article, on `SKEW_HOSTS` domains, each with its own image.
-    Skewed: `SKEW_SHARE` of the pages are the same article (the template) with their own text,
-    on one domain; the others different articles on `SKEW_HOSTS` domains; every page carries the
-    same banner image."""
+    Skewed: `SKEW_SHARE` of the pages are the same article (the template) with their own text
+    and image, on one domain; the others different articles on `SKEW_HOSTS` domains; every page
+    also carries the same banner image."""
     import re
 
     from flamboyance.crawl.sample_web import SampleWeb
@@ -127,9 +127,11 @@ def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int) -> 
         path = articles[0] if n < copies else articles[n - copies + (1 if copies else 0)]
         status, headers, body = web.response(path)
         own = " ".join(" ".join(words_of[n]).split()[:own_words])
-        image = "/static/banner.png" if skewed else f"/extra/{n}.png"
-        extra = (f'<p>{own}</p><figure><img src="{image}" width="400" height="300" alt="The front of the '
-                 f'office"><figcaption>The front of the office.</figcaption></figure>').encode()
+        # an image of its own (template copies are not one image set), and the banner on every page
+        images = [f"/extra/{n}.png"] + (["/static/banner.png"] if skewed else [])
+        extra = (f"<p>{own}</p>" + "".join(
+            f'<figure><img src="{src}" width="400" height="300" alt="The front of the office">'
+            f"<figcaption>The front of the office.</figcaption></figure>" for src in images)).encode()
         body = body.replace(b'<div class="entry-content">', b'<div class="entry-content">' + extra, 1)
         host = "big.invalid" if n < copies else f"site-{n % SKEW_HOSTS}.invalid"
         pages.append((f"http://{host}{path[:-5]}-{n}.html", status, headers, body))
