@@ -14,12 +14,15 @@ import fsspec
 import pytest
 import s3fs
 from apache_beam.options.pipeline_options import PipelineOptions
-from etl_remote_fixtures import JOBS, dataset_digests, load_script, local_runs, run_etl, sample_crawl
 from flamboyance.pipelines.common import check_output_reachable
 from flamboyance.shards import open_dataset
 from moto.server import ThreadedMotoServer
 
-__all__ = ["local_runs", "sample_crawl"]  # session fixtures used here
+# a plugin, so that its session fixtures (the crawl, the local reference runs) are shared with the
+# other test file; registered for assert rewriting before its import
+pytest_plugins = ["etl_remote_fixtures"]
+pytest.register_assert_rewrite("etl_remote_fixtures")
+from etl_remote_fixtures import JOBS, dataset_digests, load_script, run_etl  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
