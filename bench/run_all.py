@@ -77,7 +77,8 @@ def _pipelines_rows(r: dict) -> list[dict]:
                          min(skew["skewed_1x"]["pages_per_s"], skew["skewed_4x"]["pages_per_s"]),
                          "unskewed input of the same size", skew["pages_per_s_ratio"], ">= 0.75x"))
         for key, growth in skew["work_growth_4x_skewed"].items():
-            rows.append(_row(f"work {key}, skewed input x4", skew["skewed_4x"]["work"][key] or float("nan"),
+            value = skew["skewed_4x"]["work"][key]
+            rows.append(_row(f"work {key}, skewed input x4", float("nan") if value is None else value,
                              f"input x1: {skew['skewed_1x']['work'][key] if growth is not None else 'n/a'}",
                              float("nan") if growth is None else growth, "<= 4x"))
     if "cost" in r:
