@@ -10,7 +10,9 @@ export BIN
 WEB_PORT ?= 8765
 WEB_PAGES ?= 300
 export WEB_PORT WEB_PAGES
-# empty: flamboyance's LocalRunner (the DirectRunner's engine, 2 worker processes)
+# empty: flamboyance's LocalRunner (the DirectRunner's engine, 2 worker processes); `portable`: a
+# local Beam job service + external SDK worker pool (scripts/portable_runner.py, stopped on exit);
+# anything else is passed as `--runner` (DataflowRunner, FlinkRunner, ...; add options in ETL_FLAGS).
 RUNNER ?=
 DATA ?= data
 SHARDS ?= $(DATA)/shards
@@ -38,28 +40,45 @@ lint: setup
 
 ## ---- the pipeline, stage by stage (defaults run on the bundled sample web) ----
 # crawl: serve the sample web and crawl it into WARC (INPUT = a seeds file to crawl the real web instead).
+define crawl_sample_web
+	mkdir -p $(DATA) && printf 'http://127.0.0.1:%s/\n' $(WEB_PORT) > $(DATA)/seeds.txt
+	$(WITH_WEB) $(BIN)/flamboyance crawl $(DATA)/seeds.txt --out $(1) \
+		--max-pages 1000 --same-host --allow-private-hosts --delay 0
+endef
+SAMPLE_CRAWL := $(DATA)/web/.done
 crawl: setup
 ifdef INPUT
 	$(BIN)/flamboyance crawl $(INPUT) --out $(or $(OUTPUT),$(DATA)/web)
 else
-	mkdir -p $(DATA) && printf 'http://127.0.0.1:%s/\n' $(WEB_PORT) > $(DATA)/seeds.txt
-	$(WITH_WEB) $(BIN)/flamboyance crawl $(DATA)/seeds.txt --out $(or $(OUTPUT),$(DATA)/web) \
-		--max-pages 1000 --same-host --allow-private-hosts --delay 0
+	$(call crawl_sample_web,$(or $(OUTPUT),$(DATA)/web))
+	$(if $(OUTPUT),,touch $(SAMPLE_CRAWL))
 endif
+
+# The ETL targets without INPUT run on the crawl of the sample web, crawled first if missing.
+$(SAMPLE_CRAWL): | setup
+	$(call crawl_sample_web,$(DATA)/web)
+	touch $@
 
 M3W_INPUT = $(or $(INPUT),$(DATA)/web/*.warc.gz)
 # The sample web lives on 127.0.0.1, which the downloaders refuse unless told (SSRF guard).
 ETL_FLAGS ?= $(if $(INPUT),,--allow-private-hosts)
 # ... and is only served when the default input (the crawl of the sample web) is used.
 ETL_WEB := $(if $(INPUT),,$(WITH_WEB))
-m3w: setup
-	$(ETL_WEB) $(BIN)/flamboyance etl m3w --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/m3w) $(if $(RUNNER),--runner $(RUNNER)) $(ETL_FLAGS)
+ETL_INPUT := $(if $(INPUT),,$(SAMPLE_CRAWL))
+ETL_RUNNER := $(if $(filter portable,$(RUNNER)),$(BIN)/python scripts/portable_runner.py)
+RUNNER_FLAG := $(if $(filter-out portable,$(RUNNER)),--runner $(RUNNER))
+# $(call etl,JOB,DEFAULT_OUTPUT)
+etl_job = $(ETL_WEB) $(ETL_RUNNER) $(BIN)/flamboyance etl $(1) --input '$(M3W_INPUT)' \
+	--output $(or $(OUTPUT),$(2)) $(RUNNER_FLAG) $(ETL_FLAGS)
 
-image-text: setup
-	$(ETL_WEB) $(BIN)/flamboyance etl image-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/image_text) $(if $(RUNNER),--runner $(RUNNER)) $(ETL_FLAGS)
+m3w: setup $(ETL_INPUT)
+	$(call etl_job,m3w,$(SHARDS)/m3w)
 
-video-text: setup
-	$(ETL_WEB) $(BIN)/flamboyance etl video-text --input '$(M3W_INPUT)' --output $(or $(OUTPUT),$(SHARDS)/video_text) $(if $(RUNNER),--runner $(RUNNER)) $(ETL_FLAGS)
+image-text: setup $(ETL_INPUT)
+	$(call etl_job,image-text,$(SHARDS)/image_text)
+
+video-text: setup $(ETL_INPUT)
+	$(call etl_job,video-text,$(SHARDS)/video_text)
 
 etl: m3w image-text video-text
 

@@ -45,29 +45,48 @@ def _extract_rows(r: dict) -> list[dict]:
 
 def _pipelines_rows(r: dict) -> list[dict]:
     # job_2_workers_throughput is the throughput run; job_2_workers (input x1) and
-    # job_2_workers_10x are the memory runs
-    two, base = r["job_2_workers_throughput"], r["baseline_single_process_extract"]
-    small, large = r["job_2_workers"], r["job_2_workers_10x"]
-    # on the sample web's small pages the job's own per-page work (filters, language id, MinHash)
-    # outweighs extraction: perfect scaling of that work scores the ceiling, shown with the target
-    ceiling = r.get("scaling_efficiency_ceiling_vs_extract")
-    rows = [_row("m3w job pages/s (2 workers, no downloads, sample web)", two["pages_per_s"],
-                 f"single-process extract_document {base['pages_per_s']:.1f} pages/s",
-                 r["scaling_efficiency_vs_extract"],
-                 "efficiency >= 0.7" + (f" (ceiling {ceiling})" if ceiling is not None else ""))]
+    # job_2_workers_10x are the memory runs; each section may be absent (--sections)
+    rows = []
+    if "job_2_workers_throughput" in r:
+        two, base = r["job_2_workers_throughput"], r["baseline_single_process_extract"]
+        # on the sample web's small pages the job's own per-page work (filters, language id, MinHash)
+        # outweighs extraction: perfect scaling of that work scores the ceiling, shown with the target
+        ceiling = r.get("scaling_efficiency_ceiling_vs_extract")
+        rows.append(_row("m3w job pages/s (2 workers, no downloads, sample web)", two["pages_per_s"],
+                         f"single-process extract_document {base['pages_per_s']:.1f} pages/s",
+                         r["scaling_efficiency_vs_extract"],
+                         "efficiency >= 0.7" + (f" (ceiling {ceiling})" if ceiling is not None else "")))
     if "real_pages" in r:
         real = r["real_pages"]
         rows.append(_row("m3w job pages/s (2 workers, real pages)", real["job_2_workers"]["pages_per_s"],
                          f"single-process extract_document {real['baseline_single_process_extract']['pages_per_s']:.1f}"
                          " pages/s", real["scaling_efficiency_vs_extract"],
                          f"efficiency >= 0.7 (ceiling {real['scaling_efficiency_ceiling_vs_extract']})"))
-    if "baseline_single_process_extract_filter_minhash" in r:
+    if "job_2_workers_throughput" in r and "baseline_single_process_extract_filter_minhash" in r:
         same = r["baseline_single_process_extract_filter_minhash"]
-        rows.append(_row("m3w job pages/s (2 workers, sample web)", two["pages_per_s"],
+        rows.append(_row("m3w job pages/s (2 workers, sample web)", r["job_2_workers_throughput"]["pages_per_s"],
                          f"single process, same per-page work {same['pages_per_s']:.1f} pages/s",
                          r["scaling_efficiency_vs_same_per_page_work"], "efficiency >= 0.7"))
-    rows.append(_row("m3w job peak RSS, input x10 (MB)", large["peak_rss_mb"],
-                     f"input x1 {small['peak_rss_mb']:.0f} MB", r["peak_rss_ratio_10x"], "flat (~1x)"))
+    if "job_2_workers_10x" in r:
+        small, large = r["job_2_workers"], r["job_2_workers_10x"]
+        rows.append(_row("m3w job peak RSS, input x10 (MB)", large["peak_rss_mb"],
+                         f"input x1 {small['peak_rss_mb']:.0f} MB", r["peak_rss_ratio_10x"], "flat (~1x)"))
+    if "skew" in r:
+        skew = r["skew"]
+        rows.append(_row(f"m3w pages/s, skewed input ({skew['pages']} and {4 * skew['pages']} pages)",
+                         min(skew["skewed_1x"]["pages_per_s"], skew["skewed_4x"]["pages_per_s"]),
+                         "unskewed input of the same size", skew["pages_per_s_ratio"], ">= 0.75x"))
+        for key, growth in skew["work_growth_4x_skewed"].items():
+            value = skew["skewed_4x"]["work"][key]
+            rows.append(_row(f"work {key}, skewed input x4", float("nan") if value is None else value,
+                             f"input x1: {skew['skewed_1x']['work'][key] if growth is not None else 'n/a'}",
+                             float("nan") if growth is None else growth, "<= 4x"))
+    if "cost" in r:
+        cost = r["cost"]
+        hours = cost.get("real_pages_total_cpu_hours", cost["cc_snapshot_cpu_hours"]["total"])
+        rows.append(_row("CPU-hours, one 3e9-page Common Crawl snapshot", hours,
+                         f"{cost['cpu_s_per_page_total'] * 1000:.1f} CPU-ms/page on the sample web",
+                         float("nan"), "reported (bench/out/pipelines.json)"))
     return rows
 
 

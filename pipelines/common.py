@@ -466,6 +466,7 @@ def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = pipeline.options.view_as(StandardOptions).runner or "DirectRunner"
+    check_output_reachable(output, pipeline.options)
     if is_local_runner(runner):
         limit_heap_growth()
     LOG.info("%s: starting on %s -> %s (progress is logged per stage and worker)", namespace, runner, output)
@@ -485,3 +486,65 @@ def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
         handle.write(json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
     fs.mv(tmp, posixpath.join(root, STATS_NAME))
     return stats
+
+
+def check_output_reachable(output: str, options: Any) -> None:
+    """Refuse, before any work, a local `output` that the job's workers do not share.
+
+    A path without protocol (or `file://`) is on this machine's disk. The workers of a local
+    runner (`LocalRunner`, the DirectRunner, Prism) run here; so do those of a portable runner
+    (`PortableRunner`, `FlinkRunner`, `SparkRunner`) whose job endpoint or master is local
+    (loopback, Flink's `[local]`/`[auto]`, Spark's `local[...]`) and whose SDK workers are
+    `PROCESS` or an `EXTERNAL` pool on loopback, or are `LOOPBACK` (this process). Any other
+    runner (Dataflow, a cluster, Docker workers) would leave each worker's staging and shard
+    files on its own disk: raises ValueError naming the output and the runner.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from apache_beam.options.pipeline_options import (
+        FlinkRunnerOptions,
+        PortableOptions,
+        SparkRunnerOptions,
+        StandardOptions,
+    )
+
+    if fsspec.core.split_protocol(output)[0] not in (None, "file", "local"):
+        return
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    if is_local_runner(runner) or "prism" in name.lower():
+        return
+
+    def local(address: str | None) -> bool:
+        if not address:
+            return False
+        if address in ("[local]", "[auto]") or address.startswith("local"):
+            return True  # Flink's embedded cluster, Spark's local master
+        host = urlsplit(address if "//" in address else f"//{address}").hostname or ""
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    portable = options.view_as(PortableOptions)
+    kind = name.lower()
+    if "flink" in kind:
+        master = portable.job_endpoint or options.view_as(FlinkRunnerOptions).flink_master
+    elif "spark" in kind:
+        master = portable.job_endpoint or options.view_as(SparkRunnerOptions).spark_master_url
+    elif "portable" in kind:
+        master = portable.job_endpoint
+    else:
+        master = None  # Dataflow and unknown runners: workers elsewhere
+    environment = (portable.environment_type or "DOCKER").upper()
+    if master is not None and environment == "LOOPBACK":
+        return  # the SDK worker is this process
+    if local(master) and (environment == "PROCESS" or (
+            environment == "EXTERNAL" and local((portable.environment_config or "").strip()))):
+        return
+    where = (f"job endpoint/master {master!r}" if master else "its own workers") + f", {environment} SDK workers"
+    raise ValueError(
+        f"--output {output!r} is a local path, but {name} runs the job on other machines or containers "
+        f"({where}): each worker would write its staging and shard files to its own disk. Write to storage "
+        f"every worker reaches (s3://bucket/..., gs://bucket/..., hdfs://...), or run locally (no --runner).")
