@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from flamboyance.pipelines.common import DEAD_LETTER, num_shards_for, shard_of
 from flamboyance.pipelines.config import M3WConfig
-from flamboyance.pipelines.m3w import DeduplicateDocuments, JudgePageFn, PageDocument
+from flamboyance.pipelines.m3w import OUTCOME, DeduplicateDocuments, JudgePageFn, PageDocument
 from flamboyance.pipelines.pairs import caption_filters, is_heldout, video_source
 from flamboyance.preprocess.document import Document, ImageNode, TextNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig
@@ -29,15 +29,50 @@ def test_extract_and_filter_with_dead_letters():
     empty = page("http://a.example/empty.html", b"   ", offset=20)
     p = make_pipeline()
     out = (p | beam.Create([good, no_image, empty])
-           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, main="docs"))
+           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, OUTCOME, main="docs"))
     kept = out.docs
     assert_that(kept | beam.Map(lambda i: (i.doc.url, [n.url for n in i.doc.images], "extraction_seconds"
                                            in i.doc.metadata)),
                 equal_to([("http://a.example/good.html", ["http://a.example/img/one.jpg"], False)]), label="Kept")
     assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.stage, d.reason, d.ref)),
                 equal_to([("extract", "empty", "test.warc.gz@20 http://a.example/empty.html")]), label="Dead")
+    assert_that(out[OUTCOME] | beam.Map(lambda o: (o.url, o.status, o.reason, o.warc_filename, o.warc_offset)),
+                equal_to([("http://a.example/text.html", "filtered", "doc_too_few_images", "test.warc.gz", 10),
+                          ("http://a.example/empty.html", "failed_to_extract", "empty", "test.warc.gz", 20)]),
+                label="Outcomes")
     counters = run(p, "m3w")
-    assert counters == {"extract.documents": 2, "extract.empty": 1, "filter.doc_too_few_images": 1}
+    assert counters == {"extract.documents": 2, "extract.empty": 1, "filter.doc_too_few_images": 1,
+                        "funnel.pages": 3, "funnel.extracted": 2, "funnel.not_extracted.empty": 1,
+                        "funnel.filtered.doc_too_few_images": 1}
+
+
+def test_any_exception_of_one_page_is_counted_with_its_warc_location(monkeypatch):
+    """A page whose extraction raises something other than `ExtractionError` (here a charset
+    label that is not a text codec) is a counted, dead-lettered outcome; the next page goes on."""
+    from flamboyance.pipelines import m3w
+
+    real = m3w.page_document
+
+    def exploding(page, config):
+        if page.url.endswith("bad.html"):
+            raise LookupError("'rot13' is not a text encoding")
+        return real(page, config)
+
+    monkeypatch.setattr(m3w, "page_document", exploding)
+    good = page("http://a.example/good.html",
+                article_html("Good", [prose(1), prose(2)], [("/img/one.jpg", "a red circle on white")]))
+    bad = page("http://a.example/bad.html", b"<html>x</html>", offset=77)
+    p = make_pipeline()
+    out = (p | beam.Create([bad, good])
+           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, OUTCOME, main="docs"))
+    assert_that(out.docs | beam.Map(lambda i: i.doc.url), equal_to(["http://a.example/good.html"]), label="Kept")
+    assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.stage, d.reason, d.ref, d.detail)),
+                equal_to([("extract", "exception", "test.warc.gz@77 http://a.example/bad.html",
+                           "LookupError: 'rot13' is not a text encoding")]), label="Dead")
+    assert_that(out[OUTCOME] | beam.Map(lambda o: (o.status, o.reason, o.warc_offset)),
+                equal_to([("failed_to_extract", "exception", 77)]), label="Outcome")
+    counters = run(p, "m3w")
+    assert counters["funnel.not_extracted.exception"] == 1 and counters["funnel.extracted"] == 1
 
 
 def _item(key: str, url: str, text_seed: int, images: list[str], fetch_time: str, *, edit: str = "") -> PageDocument:
@@ -65,8 +100,14 @@ def test_dedup_keeps_newest_capture():
     assert_that(kept | beam.Map(lambda i: i.key),
                 equal_to(["exact_new", "near_new", "url_new", "imgs_new", "alone"]))
     counters = run(p, "m3w")
-    assert counters == {"dedup.exact": 1, "dedup.near_duplicate": 1, "dedup.same_url": 1,
-                        "dedup.same_image_set": 1}
+    dedup = {"exact": 1, "near_duplicate": 1, "same_url": 1, "same_image_set": 1}
+    comparisons = counters.pop("work.near_dedup_comparisons")
+    assert counters == {**{f"dedup.{k}": v for k, v in dedup.items()},
+                        **{f"funnel.deduplicated.{k}": v for k, v in dedup.items()},
+                        "documents.after_dedup": 5, "funnel.to_download": 5}
+    # near-dedup compares a bucket member with its representative only: near_old and near_new
+    # share a few of the 14 bands (once per shared band); no other pair shares one
+    assert 1 <= comparisons <= 14
 
 
 def test_corpus_frequency_filter_drops_shared_images_and_domain_boilerplate():
@@ -93,7 +134,8 @@ def test_corpus_frequency_filter_drops_shared_images_and_domain_boilerplate():
     assert_that(kept | beam.Map(summary), equal_to(expected))
     counters = run(p, "m3w")
     assert counters == {"frequency.frequent_image_urls": 1, "frequency.boilerplate_paragraphs": 1,
-                        "filter.image_frequent_url": 12, "filter.paragraph_boilerplate": 3}
+                        "filter.image_frequent_url": 12, "filter.paragraph_boilerplate": 3,
+                        "documents.after_dedup": 14, "funnel.to_download": 14}
 
 
 def test_caption_filters_reasons():
@@ -141,7 +183,8 @@ def test_assign_shards_skips_complete_shards_and_refuses_another_plan(tmp_path):
     expected = [(shard_of(k, 4), k) for k in keys if shard_of(k, 4) != done]
     assert_that(assigned, equal_to(expected), label="Assigned")
     assert_that(pending, equal_to([i for i in range(4) if i != done]), label="Pending")
-    assert run(p, "t") == {"shard.skipped_samples": 10 - len(expected)}
+    skipped = 10 - len(expected)
+    assert run(p, "t") == {"shard.skipped_samples": skipped, "funnel.already_written": skipped}
     # the same output with another shard size would mix two assignments: refused
     p = make_pipeline()
     _ = p | beam.Create([(k, k) for k in keys]) | AssignShards(output=output, samples_per_shard=5, namespace="t")
@@ -162,38 +205,3 @@ def test_shard_and_split_assignment_cover_every_key_once(keys, per_shard, fracti
     heldout = {k for k in keys if is_heldout(k, fraction)}
     train = {k for k in keys if not is_heldout(k, fraction)}
     assert heldout | train == keys and not heldout & train
-
-
-@given(key=st.one_of(st.text(max_size=40), st.binary(min_size=1, max_size=16).map(bytes.hex)),
-       staged=st.one_of(st.just(""), st.binary(min_size=12, max_size=12).map(lambda b: b.hex() + ".docs.pkl"),
-                        st.text(max_size=20)),
-       stamp=st.floats(allow_nan=False), fields=st.lists(st.binary(max_size=300), min_size=7, max_size=7))
-@settings(max_examples=200, deadline=None)
-def test_dedup_records_pack_and_unpack_exactly(key, staged, stamp, fields):
-    """Every dedup shuffle carries `DedupInfo.pack()` bytes (and staging files their pickle): both
-    give back the same record, for hex keys and staging names (packed raw) and any other text."""
-    import pickle
-
-    from flamboyance.pipelines.m3w import DedupInfo, survivor_keys, survivor_record, unpack_info
-
-    content, url, image_set, bands, signature, images, paragraphs = fields
-    info = DedupInfo(key=key, stamp=stamp, content_hash=content, url_key=url, image_set_key=image_set,
-                     band_keys=bands, signature=signature, image_keys=images, paragraph_keys=paragraphs,
-                     staged=staged)
-    assert unpack_info(info.pack()) == info
-    assert pickle.loads(pickle.dumps(info)) == info
-    other = DedupInfo(key=key + "x", stamp=0.0, content_hash=b"", url_key=b"", image_set_key=b"", staged=staged)
-    name, record = survivor_record(info)
-    assert name == staged
-    assert survivor_keys(record + survivor_record(other)[1]) == {key, key + "x"}
-
-
-def test_packed_hex_texts_take_their_raw_bytes():
-    from flamboyance.pipelines.m3w import DedupInfo
-
-    key, staged = "0123456789abcdef01234567", "89abcdef0123456789abcdef.docs.pkl"
-    info = DedupInfo(key=key, stamp=1.0, content_hash=b"", url_key=b"", image_set_key=b"", staged=staged)
-    # stamp (8) + 9 length bytes + key (tag + 12) + staging name (tag + 12)
-    assert len(info.pack()) == 8 + 9 + 13 + 13
-    upper = DedupInfo(key=key.upper(), stamp=1.0, content_hash=b"", url_key=b"", image_set_key=b"")
-    assert len(upper.pack()) == 8 + 9 + 1 + len(key) + 1  # not lowercase hex: UTF-8 (so it reads back as written)
