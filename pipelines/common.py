@@ -248,6 +248,7 @@ class _ReadWarcFn(beam.DoFn):
             self.progress.tick()
             yield page
         count(self.namespace, "warc.pages", pages)
+        count(self.namespace, "funnel.pages", pages)
         count(self.namespace, "warc.files")
         count_all(self.namespace, "warc", skipped)
         LOG.info("%s: read %d pages from %s (skipped %s)", self.namespace, pages, url, dict(skipped))

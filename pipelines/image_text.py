@@ -29,7 +29,7 @@ from .common import (
 )
 from .config import ImageTextConfig
 from .media import DownloadImagesFn, ImageResult
-from .pairs import CaptionPair, ReadCaptionPairs, is_heldout, media_by_pair
+from .pairs import CaptionPair, ReadCaptionPairs, count_download, is_heldout, media_by_pair
 
 NAMESPACE = "image_text"
 SPLITS: tuple[str, ...] = ("train", "heldout")
@@ -91,6 +91,7 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
         tag, pair, result = element
         shard_item = to_shard_item(pair, result)
         count(namespace, f"pairs.{tag[0]}" if shard_item.sample is not None else "pairs.failed")
+        count_download(namespace, shard_item)
         return tag, shard_item
 
     items = ({"result": downloaded.images, "pair": refs}
@@ -105,7 +106,7 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
              | f"WriteShards{label}" >> WriteShards(output=join_url(output, split), kind="image_text",
                                                     namespace=namespace, pending=pending[split]))
     _ = ((pair_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteDeadLetters(output))
+         | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 
 
 def run_image_text(*, inputs: list[str], output: str, config: ImageTextConfig | None = None,

@@ -27,7 +27,7 @@ from .common import (
 )
 from .config import VideoTextConfig
 from .media import DownloadVideosFn, VideoResult
-from .pairs import CaptionPair, ReadCaptionPairs, media_by_pair
+from .pairs import CaptionPair, ReadCaptionPairs, count_download, media_by_pair
 
 NAMESPACE = "video_text"
 # Reasons found after the bytes arrived (the rest are fetch failures).
@@ -76,6 +76,7 @@ def build_video_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
         shard, pair, result = element
         shard_item = to_shard_item(pair, result, fps=fps)
         count(namespace, "pairs.kept" if shard_item.sample is not None else "pairs.failed")
+        count_download(namespace, shard_item)
         return shard, shard_item
 
     _ = ({"result": downloaded.videos, "pair": refs}
@@ -84,7 +85,7 @@ def build_video_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
          | "ShardItems" >> beam.Map(item)
          | "WriteShards" >> WriteShards(output=output, kind="video_text", namespace=namespace, pending=pending))
     _ = ((pair_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteDeadLetters(output))
+         | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 
 
 def run_video_text(*, inputs: list[str], output: str, config: VideoTextConfig | None = None,
