@@ -205,3 +205,65 @@ def test_shard_and_split_assignment_cover_every_key_once(keys, per_shard, fracti
     heldout = {k for k in keys if is_heldout(k, fraction)}
     train = {k for k in keys if not is_heldout(k, fraction)}
     assert heldout | train == keys and not heldout & train
+
+
+def test_connected_components_label_propagation_is_bounded_and_counts_unconverged_nodes():
+    from flamboyance.pipelines.m3w import ConnectedComponents
+
+    chain = [((f"n{i}", 0.0), (f"n{i + 1}", 0.0)) for i in range(5)]  # n0 - n1 - ... - n5
+    star = [((f"s{i}", 0.0), ("s0", 0.0)) for i in range(1, 4)]
+    p = make_pipeline()
+    labels = p | beam.Create(chain + star) | ConnectedComponents(rounds=6, namespace="t")
+    assert_that(labels | beam.MapTuple(lambda node, label: (node[0], label[0])),
+                equal_to([(f"n{i}", "n0") for i in range(6)] + [(f"s{i}", "s0") for i in range(4)]))
+    assert "dedup.near_unconverged" not in run(p, "t")
+    # two rounds carry n0's label two hops: the rest of the chain is still changing, and counted
+    p = make_pipeline()
+    labels = p | beam.Create(chain) | ConnectedComponents(rounds=2, namespace="t")
+    assert_that(labels | beam.MapTuple(lambda node, label: (node[0], label[0])),
+                equal_to([("n0", "n0"), ("n1", "n0"), ("n2", "n0"), ("n3", "n1"), ("n4", "n2"), ("n5", "n3")]))
+    assert run(p, "t")["dedup.near_unconverged"] == 4  # n2..n5 took a new label in the last round
+
+
+def test_near_dedup_of_a_templated_site_is_linear_and_keeps_the_newest():
+    """Thirty near-copies of one page: one comparison per member and shared band (with the
+    bucket's representative), one kept (the newest), every other one dropped naming it."""
+    from flamboyance.pipelines.m3w import DROPPED, Deduplicate, dedup_info
+
+    base = prose(7, 12)
+    items = [PageDocument(key=f"k{i:02d}", fetch_time=f"2024-01-{i + 1:02d}T00:00:00Z",
+                          doc=Document(url=f"http://t.example/{i}",
+                                       nodes=[TextNode(text=f"{base} Page {i}."), ImageNode(url=f"http://t/{i}.jpg")]))
+             for i in range(30)]
+    config = M3WConfig()
+    p = make_pipeline()
+    survivors, drops = (p | beam.Create(items)
+                        | beam.Map(dedup_info, bands=config.minhash_bands, rows=config.minhash_rows)
+                        | Deduplicate(config=config, namespace="m3w"))
+    assert_that(survivors | beam.Map(lambda info: info.key), equal_to(["k29"]), label="Kept")
+    assert_that(drops | beam.Map(lambda d: (d.kind, d.kept)), equal_to([("near_duplicate", "k29")] * 29),
+                label="Dropped")
+    counters = run(p, "m3w")
+    assert DROPPED == "dropped" and counters["dedup.near_duplicate"] == 29
+    assert 29 <= counters["work.near_dedup_comparisons"] <= 29 * config.minhash_bands
+
+
+def test_dead_letters_are_written_in_buckets_of_bounded_size(tmp_path):
+    import json
+
+    from flamboyance.pipelines.common import DeadLetter, WriteDeadLetters
+
+    letters = [DeadLetter(stage="image", reason="http_404", ref=f"http://x/{i}") for i in range(5)]
+    letters.append(DeadLetter(stage="extract", reason="empty", ref="w@1 http://x/"))
+    p = make_pipeline()
+    _ = p | beam.Create(letters) | WriteDeadLetters(str(tmp_path), namespace="t", per_file=2)
+    run(p, "t")
+    root = tmp_path / "dead_letter"
+    names = sorted(path.name for path in root.iterdir())
+    assert names == ["extract.jsonl", "image-00000-of-00003.jsonl", "image-00001-of-00003.jsonl",
+                     "image-00002-of-00003.jsonl"]
+    lines = [line for name in names[1:] for line in (root / name).read_text().splitlines()]
+    assert sorted(json.loads(line)["ref"] for line in lines) == [f"http://x/{i}" for i in range(5)]
+    for name in names:
+        text = (root / name).read_text().splitlines()
+        assert text == sorted(text)
