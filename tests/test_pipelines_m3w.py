@@ -360,3 +360,7 @@ def test_m3w_funnel_adds_up_and_every_page_ends_in_one_place(tmp_path, monkeypat
     assert sum(s["count"] for s in shard_stats) == 7 and sum(s["successes"] for s in shard_stats) == 2
     dead = [json.loads(line) for line in (out / "dead_letter" / "extract.jsonl").read_text().splitlines()]
     assert sorted(d["reason"] for d in dead) == ["empty", "exception"]
+    from flamboyance.shards.report import write_report
+
+    index = write_report(str(out), tmp_path / "report", num_samples=1).read_text()
+    assert "ETL funnel (adds up)" in index and "not_downloaded: too_few_images" in index
