@@ -267,3 +267,20 @@ def test_dead_letters_are_written_in_buckets_of_bounded_size(tmp_path):
     for name in names:
         text = (root / name).read_text().splitlines()
         assert text == sorted(text)
+
+
+def test_funnel_checks_each_step_and_names_the_top_drops():
+    from flamboyance.pipelines.common import funnel_of, top_drops
+
+    counters = {"funnel.pages": 10, "funnel.not_extracted.empty": 2, "funnel.extracted": 8,
+                "funnel.filtered.doc_too_few_images": 5, "funnel.deduplicated.exact": 1, "funnel.to_download": 2,
+                "funnel.not_downloaded.too_few_images": 2, "funnel.downloaded": 0}
+    funnel = funnel_of(counters)
+    assert all(funnel["checks"].values()) and len(funnel["checks"]) == 4
+    assert top_drops(funnel, 2) == [("filtered.doc_too_few_images", 5), ("not_downloaded.too_few_images", 2)]
+    # a page counted nowhere breaks the first equation; a job without downloads has no download checks
+    broken = funnel_of({**counters, "funnel.pages": 11})
+    assert broken["checks"]["pages = extracted + not_extracted"] is False
+    no_downloads = funnel_of({k: v for k, v in counters.items() if "download" not in k or k == "funnel.to_download"})
+    assert list(no_downloads["checks"]) == ["pages = extracted + not_extracted",
+                                            "extracted = filtered + deduplicated + failed + to_download"]
