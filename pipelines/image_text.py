@@ -2,7 +2,7 @@
 caption filters -> train / held-out split -> image download -> image_text shards.
 
     inputs -> ReadCaptionPairs -> SplitTrainHeldout -> AssignShards (per split)
-           -> DownloadImages (unique URLs) -> JoinImages (CoGroupByKey by URL) -> WriteShards
+           -> DownloadImages (unique URLs) -> JoinImages (JoinMedia: keyed by URL) -> WriteShards
 
 Output: `<output>/train` and `<output>/heldout`, each an img2dataset-layout dataset
 (`{shard:05d}.tar` with `{key}.jpg/.txt/.json`, `.parquet` with every input's status,
@@ -29,7 +29,7 @@ from .common import (
 )
 from .config import ImageTextConfig
 from .media import DownloadImagesFn, ImageResult
-from .pairs import CaptionPair, ReadCaptionPairs, count_download, is_heldout, media_by_pair
+from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download, is_heldout
 
 NAMESPACE = "image_text"
 SPLITS: tuple[str, ...] = ("train", "heldout")
@@ -94,9 +94,8 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
         count_download(namespace, shard_item)
         return tag, shard_item
 
-    items = ({"result": downloaded.images, "pair": refs}
-             | "JoinImagesByUrl" >> beam.CoGroupByKey()
-             | "PairsWithImages" >> beam.FlatMap(media_by_pair)
+    items = (refs
+             | "JoinImagesByUrl" >> JoinMedia(results=downloaded.images, namespace=namespace)
              | "ShardItems" >> beam.Map(item))
     for split in SPLITS:
         label = split.capitalize()

@@ -253,10 +253,29 @@ def count_download(namespace: str, item: Any) -> None:
         count(namespace, f"funnel.not_downloaded.{item.row.get('error_message') or 'failed'}")
 
 
-def media_by_pair(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[Any, CaptionPair, Any]]:
-    """After CoGroupByKey by URL of {"result": [result], "pair": [(tag, pair)]}:
-    (tag, pair, result) for every pair of that URL (result None if it was never downloaded)."""
-    _, grouped = element
-    result = grouped["result"][0] if grouped["result"] else None
-    for tag, pair in grouped["pair"]:
-        yield tag, pair, result
+class JoinMedia(beam.PTransform):
+    """(URL, (tag, pair)) refs + (URL, result) downloads -> (tag, pair, result) for every ref
+    (result None if the URL was never downloaded). A keyed group per URL read in two streaming
+    passes (the result first), so a URL shared by a crawl's worth of pairs is never held."""
+
+    def __init__(self, *, results: beam.PCollection, namespace: str) -> None:
+        super().__init__()
+        self.results, self.namespace = results, namespace
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        namespace = self.namespace
+
+        def joined(element: tuple[str, Any]) -> Iterator[tuple[Any, CaptionPair, Any]]:
+            _, tagged = element
+            result = next((value for is_result, value in tagged if is_result), None)
+            held(namespace, 1)
+            for is_result, value in tagged:
+                if not is_result:
+                    tag, pair = value
+                    yield tag, pair, result
+
+        return ((self.results | "TagResults" >> beam.MapTuple(lambda url, result: (url, (True, result))),
+                 refs | "TagRefs" >> beam.MapTuple(lambda url, ref: (url, (False, ref))))
+                | "Tagged" >> beam.Flatten()
+                | "GroupByUrl" >> beam.GroupByKey()
+                | "PairsWithMedia" >> beam.FlatMap(joined))
