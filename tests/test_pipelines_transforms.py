@@ -284,3 +284,29 @@ def test_funnel_checks_each_step_and_names_the_top_drops():
     no_downloads = funnel_of({k: v for k, v in counters.items() if "download" not in k or k == "funnel.to_download"})
     assert list(no_downloads["checks"]) == ["pages = extracted + not_extracted",
                                             "extracted = filtered + deduplicated + failed + to_download"]
+
+
+def test_page_pairs_survive_a_page_whose_extraction_raises(monkeypatch):
+    from flamboyance.pipelines.pairs import _PagePairsFn
+    from flamboyance.preprocess import extract
+
+    real = extract.extract_document
+
+    def exploding(body, url, **kwargs):
+        if url.endswith("bad.html"):
+            raise ValueError("embedded null character in charset label")
+        return real(body, url, **kwargs)
+
+    monkeypatch.setattr(extract, "extract_document", exploding)
+    good = page("http://a.example/good.html",
+                article_html("Good", [prose(1), prose(2)], [("/img/one.jpg", "a red circle on a white background")]))
+    bad = page("http://a.example/bad.html", b"<html><p>x</p></html>", offset=42)
+    p = make_pipeline()
+    out = (p | beam.Create([bad, good])
+           | beam.ParDo(_PagePairsFn(namespace="t", kind="image", filters=FILTERS, use_alt_text=True))
+           .with_outputs(DEAD_LETTER, main="pairs"))
+    assert_that(out.pairs | beam.Map(lambda pair: pair.url), equal_to(["http://a.example/img/one.jpg"]), label="Pairs")
+    assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.reason, d.ref)),
+                equal_to([("exception", "test.warc.gz@42 http://a.example/bad.html")]), label="Dead")
+    counters = run(p, "t")
+    assert counters["funnel.not_extracted.exception"] == 1 and counters["funnel.pairs"] == 1
