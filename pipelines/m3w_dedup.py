@@ -203,37 +203,57 @@ Node = tuple[str, float]
 """A near-dedup candidate: (document key, fetch stamp). Ordered by key (keys are unique)."""
 
 
-def band_members(info: DedupInfo) -> Iterator[tuple[bytes, tuple[Node, bytes]]]:
-    """(band index + band key, (node, signature)) for each LSH band of the document."""
+def band_members(info: DedupInfo) -> Iterator[tuple[bytes, Node]]:
+    """(band index + band key, node) for each LSH band of the document."""
     node = (info.key, info.stamp)
     for band, key in enumerate(key_chunks(info.band_keys)):
-        yield bytes([band]) + key, (node, info.signature)
+        yield bytes([band]) + key, node
 
 
 class _LinkToRepresentativeFn(beam.DoFn):
-    """(band bucket, members) -> (member, representative) for every member whose signature is a
-    near-duplicate (`threshold`) of the bucket's representative, its smallest key: one comparison
-    a member, in two streaming passes (datatrove's MinHash buckets, linked as stars)."""
+    """(band bucket, nodes) -> (member, representative) for every member of a bucket of two or
+    more, its representative being its smallest key, in two streaming passes (datatrove's MinHash
+    buckets, linked as stars): a bucket of n members gives n - 1 candidate links."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def process(self, element: tuple[bytes, Iterable[Node]]) -> Iterator[tuple[Node, Node]]:
+        representative, members = None, 0
+        for node in element[1]:
+            members += 1
+            if representative is None or node < representative:
+                representative = node
+        held(self.namespace, 1)
+        if members > 1:
+            for node in element[1]:
+                if node != representative:
+                    yield node, representative
+
+
+class _VerifyAgainstRepresentativeFn(beam.DoFn):
+    """(representative key, [(True, its signature)] + [(False, (link, member signature)), ...])
+    -> the links whose member is a near-duplicate (`threshold`) of the representative: one
+    comparison a link, in two streaming passes (the representative's signature first)."""
 
     def __init__(self, *, threshold: float, namespace: str) -> None:
         self.threshold, self.namespace = threshold, namespace
 
-    def process(self, element: tuple[bytes, Iterable[tuple[Node, bytes]]]) -> Iterator[tuple[Node, Node]]:
-        representative, members = None, 0
-        for node, signature in element[1]:
-            members += 1
-            if representative is None or node < representative[0]:
-                representative = (node, signature)
-        if members < 2:
-            return
+    def process(self, element: tuple[str, Iterable[tuple[bool, Any]]]) -> Iterator[tuple[Node, Node]]:
+        _, tagged = element
+        signature = next((value for is_rep, value in tagged if is_rep), None)
         held(self.namespace, 1)
-        rep_node, rep_signature = representative
-        rep = np.frombuffer(rep_signature, dtype=np.uint16)
-        for node, signature in element[1]:
-            if node != rep_node and dedup.jaccard_estimate(np.frombuffer(signature, dtype=np.uint16),
-                                                           rep) >= self.threshold:
-                yield node, rep_node
-        count(self.namespace, WORK_COMPARISONS, members - 1)
+        if signature is None:
+            return
+        rep = np.frombuffer(signature, dtype=np.uint16)
+        comparisons = 0
+        for is_rep, value in tagged:
+            if not is_rep:
+                link, member = value
+                comparisons += 1
+                if dedup.jaccard_estimate(np.frombuffer(member, dtype=np.uint16), rep) >= self.threshold:
+                    yield link
+        count(self.namespace, WORK_COMPARISONS, comparisons)
 
 
 class _SpreadLabelFn(beam.DoFn):
@@ -334,12 +354,31 @@ class NearDedup(beam.PTransform):
 
     def expand(self, infos: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         namespace = self.namespace
-        edges = (infos
-                 | "BandMembers" >> beam.FlatMap(band_members)
-                 | "GroupBands" >> beam.GroupByKey()
-                 | "LinkToRepresentative" >> beam.ParDo(_LinkToRepresentativeFn(threshold=self.threshold,
-                                                                                namespace=namespace))
-                 | "DistinctEdges" >> beam.Distinct())
+        candidates = (infos
+                      | "BandMembers" >> beam.FlatMap(band_members)
+                      | "GroupBands" >> beam.GroupByKey()
+                      | "LinkToRepresentative" >> beam.ParDo(_LinkToRepresentativeFn(namespace))
+                      | "DistinctLinks" >> beam.Distinct())
+        # Signatures cross two shuffles once each, not once per band: joined to each link by its
+        # member (a member has one link per band at most), then compared by representative.
+        signatures = infos | "Signatures" >> beam.FlatMap(
+            lambda info: [(info.key, info.signature)] if info.signature else [])
+
+        def with_member_signature(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
+            grouped = element[1]
+            for signature in grouped["signature"]:
+                for link in grouped["link"]:
+                    yield link[1][0], (False, (link, signature))
+
+        edges = (({"signature": signatures, "link": candidates | "ByMember" >> beam.Map(lambda e: (e[0][0], e))}
+                  | "JoinMemberSignatures" >> beam.CoGroupByKey()
+                  | "WithMemberSignature" >> beam.FlatMap(with_member_signature)),
+                 signatures | "TagRepresentative" >> beam.MapTuple(lambda key, sig: (key, (True, sig))))
+        edges = (edges
+                 | "Comparisons" >> beam.Flatten()
+                 | "ByRepresentative" >> beam.GroupByKey()
+                 | "Verify" >> beam.ParDo(_VerifyAgainstRepresentativeFn(threshold=self.threshold,
+                                                                         namespace=namespace)))
         removed = (edges
                    | "Components" >> ConnectedComponents(rounds=self.rounds, namespace=namespace)
                    | "ByComponent" >> beam.MapTuple(lambda node, label: (label, node))
@@ -354,7 +393,10 @@ class NearDedup(beam.PTransform):
                 else:
                     yield info
 
-        out = ({"info": infos | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "kept": removed}
+        # the content hash, bands and signature have served: later shuffles carry the rest only
+        slim = infos | "KeyByDoc" >> beam.Map(
+            lambda info: (info.key, dataclasses.replace(info, content_hash=b"", band_keys=b"", signature=b"")))
+        out = ({"info": slim, "kept": removed}
                | "JoinRemovals" >> beam.CoGroupByKey()
                | "Keep" >> beam.FlatMap(keep).with_outputs(DROPPED, main="kept"))
         return out.kept, out[DROPPED]
@@ -447,14 +489,15 @@ class Verdicts(beam.PTransform):
                                                                      namespace=namespace)
 
         def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Verdict]]:
-            key, grouped = element  # one info and its frequent keys: bounded by the document's size
+            key, grouped = element  # one document and its frequent keys: bounded by the document's size
             held(namespace, len(grouped["frequent"]) + 1)
-            for info in grouped["info"]:
+            for staged in grouped["staged"]:
                 tagged = grouped["frequent"]
-                yield info.staged, Verdict(key=key, images=frozenset(k[1:] for k in tagged if k[:1] == b"i"),
+                yield staged, Verdict(key=key, images=frozenset(k[1:] for k in tagged if k[:1] == b"i"),
                                            paragraphs=frozenset(k[1:] for k in tagged if k[:1] == b"p"))
 
-        kept = ({"info": survivors | "KeyByDoc" >> beam.Map(lambda info: (info.key, info)), "frequent": frequent}
+        kept = ({"staged": survivors | "KeyByDoc" >> beam.Map(lambda info: (info.key, info.staged)),
+                 "frequent": frequent}
                 | "JoinFrequentKeys" >> beam.CoGroupByKey()
                 | "KeepVerdicts" >> beam.FlatMap(keep))
         dropped = self.drops | "DropVerdicts" >> beam.Map(lambda d: (d.staged, Verdict(key=d.key, drop=d)))
