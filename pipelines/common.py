@@ -81,6 +81,26 @@ def count_all(namespace: str, prefix: str, counter: Counter) -> None:
         count(namespace, f"{prefix}.{reason}", value)
 
 
+WORK_GROUP = "work.largest_group_in_memory"
+"""Distribution: elements a DoFn held in memory at once from one group or iterable."""
+
+WORK_SIDE_INPUT = "work.largest_side_input_elements"
+"""Distribution: elements of a side input a DoFn read."""
+
+WORK_COMPARISONS = "work.near_dedup_comparisons"
+"""Counter: signature comparisons made by near-dedup."""
+
+
+def held(namespace: str, elements: int) -> None:
+    """Record that a DoFn held `elements` elements of one group in memory (`WORK_GROUP`)."""
+    Metrics.distribution(namespace, WORK_GROUP).update(elements)
+
+
+def side_input(namespace: str, elements: int) -> None:
+    """Record the size of a side input a DoFn read (`WORK_SIDE_INPUT`)."""
+    Metrics.distribution(namespace, WORK_SIDE_INPUT).update(elements)
+
+
 class Progress:
     """Logs how many elements a stage has handled in this worker, at most every `every_s` seconds."""
 
@@ -118,17 +138,27 @@ def dead_letter(namespace: str, stage: str, reason: str, ref: str, detail: str =
     return TaggedOutput(DEAD_LETTER, DeadLetter(stage=stage, reason=reason, ref=ref, detail=detail[:1000]))
 
 
-class _WriteDeadLetterFile(beam.DoFn):
-    def __init__(self, output: str) -> None:
-        self.output = output
+DEAD_LETTERS_PER_FILE = 50_000
+"""Dead letters of one stage per JSONL file (about): a stage with more is split into buckets."""
 
-    def process(self, element: tuple[str, Iterable[DeadLetter]]) -> Iterator[str]:
-        stage, letters = element
-        lines = sorted(letter.to_json() for letter in letters)
+
+def dead_letter_file(stage: str, bucket: int, buckets: int) -> str:
+    """The file name of one bucket of a stage's dead letters (`<stage>.jsonl` when there is one)."""
+    return f"{stage}.jsonl" if buckets == 1 else f"{stage}-{bucket:05d}-of-{buckets:05d}.jsonl"
+
+
+class _WriteDeadLetterFile(beam.DoFn):
+    def __init__(self, output: str, namespace: str) -> None:
+        self.output, self.namespace = output, namespace
+
+    def process(self, element: tuple[tuple[str, int, int], Iterable[str]]) -> Iterator[str]:
+        (stage, bucket, buckets), letters = element
+        lines = sorted(letters)  # one bucket: about DEAD_LETTERS_PER_FILE lines, whatever the corpus
+        held(self.namespace, len(lines))
         fs, root = fsspec.core.url_to_fs(join_url(self.output, DEAD_LETTER_DIR))
         fs.makedirs(root, exist_ok=True)
-        path = posixpath.join(root, f"{stage}.jsonl")
-        tmp = posixpath.join(root, f".{stage}.jsonl.tmp")
+        name = dead_letter_file(stage, bucket, buckets)
+        path, tmp = posixpath.join(root, name), posixpath.join(root, f".{name}.tmp")
         with fs.open(tmp, "wb") as handle:
             handle.write(("\n".join(lines) + "\n").encode("utf-8"))
         fs.mv(tmp, path)
@@ -136,17 +166,30 @@ class _WriteDeadLetterFile(beam.DoFn):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Write dead letters as `<output>/dead_letter/<stage>.jsonl` (sorted lines: reruns are identical)."""
+    """Write dead letters as `<output>/dead_letter/<stage>.jsonl`, or, for a stage with more than
+    `DEAD_LETTERS_PER_FILE`, as `<stage>-<bucket>-of-<buckets>.jsonl` files (a stable hash of the
+    line picks the bucket): no file, group or worker holds a corpus-sized share. Lines are sorted
+    in each file, so reruns are identical."""
 
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, *, namespace: str = "etl", per_file: int = DEAD_LETTERS_PER_FILE) -> None:
         super().__init__()
-        self.output = output
+        self.output, self.namespace, self.per_file = output, namespace, per_file
 
     def expand(self, letters: beam.PCollection) -> beam.PCollection:
-        return (letters
-                | "KeyByStage" >> beam.Map(lambda d: (d.stage, d))
-                | "GroupByStage" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(_WriteDeadLetterFile(self.output)))
+        per_file, namespace = self.per_file, self.namespace
+        lines = letters | "ToJson" >> beam.Map(lambda d: (d.stage, d.to_json()))
+        per_stage = lines | "CountPerStage" >> beam.combiners.Count.PerKey()
+
+        def bucketed(element: tuple[str, str], sizes: dict[str, int]) -> tuple[tuple[str, int, int], str]:
+            stage, line = element
+            side_input(namespace, len(sizes))
+            buckets = num_shards_for(sizes[stage], per_file)
+            return (stage, stable_hash(line) % buckets, buckets), line
+
+        return (lines
+                | "KeyByBucket" >> beam.Map(bucketed, beam.pvalue.AsDict(per_stage))
+                | "GroupByBucket" >> beam.GroupByKey()
+                | "WriteFiles" >> beam.ParDo(_WriteDeadLetterFile(self.output, namespace)))
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -205,6 +248,7 @@ class _ReadWarcFn(beam.DoFn):
             self.progress.tick()
             yield page
         count(self.namespace, "warc.pages", pages)
+        count(self.namespace, "funnel.pages", pages)
         count(self.namespace, "warc.files")
         count_all(self.namespace, "warc", skipped)
         LOG.info("%s: read %d pages from %s (skipped %s)", self.namespace, pages, url, dict(skipped))
@@ -281,9 +325,11 @@ class AssignShards(beam.PTransform):
 
         def assign(element: tuple[str, Any], n: int) -> Iterator[Any]:
             key, value = element
+            side_input(namespace, 1)
             shard = shard_of(key, num_shards_for(n, per_shard))
             if shard in done:
                 count(namespace, "shard.skipped_samples")
+                count(namespace, "funnel.already_written")
                 return
             yield shard, value
 
@@ -299,6 +345,28 @@ class AssignShards(beam.PTransform):
         assigned = keyed | "Assign" >> beam.FlatMap(assign, AsSingleton(total))
         todo = total | "PendingShards" >> beam.FlatMap(pending)
         return assigned, todo, total
+
+
+class AssignRows(beam.PTransform):
+    """`ShardItem` rows (inputs that produced no sample) -> (shard_index, row item), in the shards
+    `AssignShards` made for the samples (`total`: its sample count): a row goes to the shard its
+    key hashes to, and rows of shards already complete are skipped like their samples."""
+
+    def __init__(self, *, output: str, samples_per_shard: int, namespace: str, total: beam.PCollection) -> None:
+        super().__init__()
+        self.output, self.samples_per_shard, self.namespace, self.total = output, samples_per_shard, namespace, total
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        done = shard_writer.completed_shards(self.output)
+        per_shard, namespace = self.samples_per_shard, self.namespace
+
+        def assign(item: ShardItem, n: int) -> Iterator[tuple[int, ShardItem]]:
+            side_input(namespace, 1)
+            shard = shard_of(item.key, num_shards_for(n, per_shard))
+            if shard not in done:
+                yield shard, item
+
+        return rows | "AssignRows" >> beam.FlatMap(assign, AsSingleton(self.total))
 
 
 def check_plan(output: str, plan: dict[str, Any]) -> None:
@@ -331,13 +399,16 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, element: tuple[int, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         index, grouped = element
+        # one shard: about `samples_per_shard` samples and the rows of the inputs hashed to it
         items: list[ShardItem] = sorted((i for i in grouped["items"] if i is not None), key=lambda i: i.key)
+        held(self.namespace, len(items))
         samples = [i.sample for i in items if i.sample is not None]
-        rows = [i.row for i in items if i.sample is None and i.row is not None]
+        rows = [i.row for i in items if i.row is not None]  # a sample's row adds columns to its own
         info = shard_writer.write_shard(self.output, kind=self.kind, shard_index=index, samples=samples,
                                         rows=rows)
         count(self.namespace, "shard.written")
         count(self.namespace, "samples.written", len(samples))
+        count(self.namespace, "funnel.written", len(samples))
         LOG.info("%s: wrote shard %05d (%d samples, %d failed rows) to %s", self.namespace, index,
                  len(samples), len(rows), self.output)
         yield info
@@ -375,15 +446,72 @@ def counters_of(result: Any, namespace: str | None = None) -> dict[str, int]:
     query = result.metrics().query(MetricsFilter().with_namespace(namespace) if namespace else None)
     out: dict[str, int] = {}
     for res in query["counters"]:
-        try:
-            value = res.committed
-        except (NotImplementedError, AttributeError):
-            value = None
-        if value is None:
-            value = res.attempted
         name = f"{res.key.metric.namespace}:{res.key.metric.name}"
-        out[name] = out.get(name, 0) + int(value or 0)
+        out[name] = out.get(name, 0) + int(_metric_value(res) or 0)
     return dict(sorted(out.items()))
+
+
+def _metric_value(res: Any) -> Any:
+    try:
+        value = res.committed
+    except (NotImplementedError, AttributeError):
+        value = None
+    return res.attempted if value is None else value
+
+
+def distribution_max(result: Any, namespace: str, name: str) -> int:
+    """The largest value a Beam distribution `namespace:name` recorded in a finished run (0 if none)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    query = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))
+    return max((int(value.max) for res in query["distributions"] if (value := _metric_value(res)) is not None
+                and value.count), default=0)
+
+
+FUNNEL_TOTALS = ("pages", "extracted", "pairs", "to_download", "already_written", "downloaded", "written")
+"""Counters `funnel.<name>`: how many inputs reached each step."""
+
+FUNNEL_DROPS = ("not_extracted", "filtered", "deduplicated", "failed", "not_downloaded")
+"""Counters `funnel.<name>.<reason>`: how many inputs left at each step, by reason."""
+
+
+def funnel_of(counters: dict[str, int]) -> dict[str, Any]:
+    """The funnel of a run from its `funnel.*` counters: totals, drops by reason, and `checks`
+    (each equation of the funnel and whether it holds exactly).
+
+    Every page is counted once where it ends: `pages = extracted + not_extracted`; every document
+    (m3w) or caption pair (image-text, video-text: `pairs`) once in `filtered`, `deduplicated`,
+    `failed` (an exception after extraction) or `to_download`; every one to download once in
+    `already_written` (its shard is complete from an earlier run), `not_downloaded` or
+    `downloaded`; and `written = downloaded`. A job that stops before downloading (m3w
+    `download=False`) has no download checks."""
+    funnel: dict[str, Any] = {name: counters.get(f"funnel.{name}", 0) for name in FUNNEL_TOTALS}
+    for bucket in FUNNEL_DROPS:
+        prefix = f"funnel.{bucket}."
+        funnel[bucket] = {k[len(prefix):]: v for k, v in sorted(counters.items()) if k.startswith(prefix)}
+    middle = "pairs" if "funnel.pairs" in counters else "extracted"
+    if middle == "pairs":
+        funnel.pop("extracted")
+    else:
+        funnel.pop("pairs")
+    total = {bucket: sum(funnel[bucket].values()) for bucket in FUNNEL_DROPS}
+    checks = {"pages = extracted + not_extracted":
+              funnel["pages"] == counters.get("funnel.extracted", 0) + total["not_extracted"],
+              f"{middle} = filtered + deduplicated + failed + to_download":
+              funnel[middle] == total["filtered"] + total["deduplicated"] + total["failed"] + funnel["to_download"]}
+    if any(f"funnel.{name}" in counters for name in ("already_written", "downloaded", "written")) or \
+            total["not_downloaded"] or not funnel["to_download"]:
+        checks["to_download = already_written + not_downloaded + downloaded"] = (
+            funnel["to_download"] == funnel["already_written"] + total["not_downloaded"] + funnel["downloaded"])
+        checks["written = downloaded"] = funnel["written"] == funnel["downloaded"]
+    funnel["checks"] = checks
+    return funnel
+
+
+def top_drops(funnel: dict[str, Any], n: int = 5) -> list[tuple[str, int]]:
+    """The `n` largest drops of a funnel as ("<step>.<reason>", count), largest first."""
+    drops = [(f"{bucket}.{reason}", value) for bucket in FUNNEL_DROPS for reason, value in funnel[bucket].items()]
+    return sorted(drops, key=lambda d: (-d[1], d[0]))[:n]
 
 
 MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": 2**20, "MALLOC_ARENA_MAX": 2}
@@ -473,11 +601,22 @@ def run_and_report(pipeline: beam.Pipeline, *, output: str, namespace: str,
     started = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
-    counters = counters_of(result, namespace)
+    counters = {k.split(":", 1)[1]: v for k, v in counters_of(result, namespace).items()}
+    funnel = funnel_of(counters)
+    work = {"near_dedup_comparisons": counters.get(WORK_COMPARISONS, 0),
+            "largest_side_input_elements": distribution_max(result, namespace, WORK_SIDE_INPUT),
+            "largest_group_in_memory": distribution_max(result, namespace, WORK_GROUP)}
     stats = {"job": namespace, "output": output, "seconds": round(time.monotonic() - started, 3),
-             "counters": {k.split(":", 1)[1]: v for k, v in counters.items()}, **(extra or {})}
+             "counters": counters, "funnel": funnel, "work": work, **(extra or {})}
     lines = [f"== {namespace} ETL summary ({stats['seconds']} s) -> {output}"]
     lines += [f"  {name:<48} {value:>10}" for name, value in stats["counters"].items()]
+    lines.append("  work: " + ", ".join(f"{k} {v}" for k, v in work.items()))
+    if not all(funnel["checks"].values()):
+        lines.append(f"  WARNING: the funnel does not add up: {funnel['checks']}")
+    wrote_nothing = not counters.get("samples.written") and not counters.get("shard.skipped_samples")
+    if wrote_nothing and "written = downloaded" in funnel["checks"]:
+        drops = ", ".join(f"{name} {value}" for name, value in top_drops(funnel)) or "no input pages or rows"
+        lines.append(f"  0 samples written: top drops: {drops}")
     print("\n".join(lines), flush=True)
     fs, root = fsspec.core.url_to_fs(output)
     fs.makedirs(root, exist_ok=True)

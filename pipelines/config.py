@@ -66,6 +66,10 @@ class M3WConfig:
     """Target documents per shard (the shard count is fixed from the deduplicated document count)."""
     near_duplicate_threshold: float = 0.7
     """Estimated Jaccard similarity above which two LSH candidates are near-duplicates."""
+    near_dedup_rounds: int = 8
+    """Label-propagation rounds of near-dedup's connected components: a cluster whose links are
+    longer than this (rare: members link to their bucket's representative) is counted
+    `dedup.near_unconverged` and may keep more than one capture."""
     minhash_bands: int = 14
     """LSH bands (datatrove: 14 x 8)."""
     minhash_rows: int = 8
@@ -82,6 +86,8 @@ class M3WConfig:
     def __post_init__(self) -> None:
         if self.samples_per_shard <= 0 or not 0.0 < self.near_duplicate_threshold <= 1.0:
             raise ValueError(f"M3WConfig: samples_per_shard > 0 and threshold in (0, 1] ({self})")
+        if self.near_dedup_rounds < 1:
+            raise ValueError(f"M3WConfig: near_dedup_rounds must be >= 1, got {self.near_dedup_rounds}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 caption filters -> train / held-out split -> image download -> image_text shards.
 
     inputs -> ReadCaptionPairs -> SplitTrainHeldout -> AssignShards (per split)
-           -> DownloadImages (unique URLs) -> JoinImages (CoGroupByKey by URL) -> WriteShards
+           -> DownloadImages (unique URLs) -> JoinImages (JoinMedia: keyed by URL) -> WriteShards
 
 Output: `<output>/train` and `<output>/heldout`, each an img2dataset-layout dataset
 (`{shard:05d}.tar` with `{key}.jpg/.txt/.json`, `.parquet` with every input's status,
@@ -29,7 +29,7 @@ from .common import (
 )
 from .config import ImageTextConfig
 from .media import DownloadImagesFn, ImageResult
-from .pairs import CaptionPair, ReadCaptionPairs, media_by_pair
+from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download
 from .split import SplitByImageBytes, heldout_by_image_url
 
 NAMESPACE = "image_text"
@@ -92,11 +92,11 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
         tag, pair, result = element
         shard_item = to_shard_item(pair, result)
         count(namespace, f"pairs.{tag[0]}" if shard_item.sample is not None else "pairs.failed")
+        count_download(namespace, shard_item)
         return tag, shard_item
 
-    items = ({"result": downloaded.images, "pair": refs}
-             | "JoinImagesByUrl" >> beam.CoGroupByKey()
-             | "PairsWithImages" >> beam.FlatMap(media_by_pair)
+    items = (refs
+             | "JoinImagesByUrl" >> JoinMedia(results=downloaded.images, namespace=namespace)
              | "ShardItems" >> beam.Map(item)
              | "SplitByImageBytes" >> SplitByImageBytes(output=output, namespace=namespace, fraction=fraction,
                                                         samples_per_shard=config.samples_per_shard, totals=totals))
@@ -108,7 +108,7 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
              | f"WriteShards{label}" >> WriteShards(output=join_url(output, split), kind="image_text",
                                                     namespace=namespace, pending=pending[split]))
     _ = ((pair_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteDeadLetters(output))
+         | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 
 
 def run_image_text(*, inputs: list[str], output: str, config: ImageTextConfig | None = None,

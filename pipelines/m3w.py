@@ -1,63 +1,58 @@
 """The M3W job: WARC pages -> interleaved image-text documents -> m3w shards.
 
-    WARC files -> StageDocuments (per file: read, extract, filter; the documents go to a staging
-                  file beside the output, only their small DedupInfo records go on)
-          -> DedupDecisions (on DedupInfos: ExactDedup -> NearDedup -> SameUrlDedup
-             -> SameImageSetDedup; the survivors' keys are gathered per staging file;
-             CorpusFrequency counts their image URLs and paragraphs, read back from the staging
-             files, combined before the shuffle, and only the frequent keys come out)
-          -> ApplySurvivors (per staging file: stream its documents, keep the survivors, drop
-             the corpus-frequent images and boilerplate paragraphs, given as side inputs)
-          -> AssignShards -> DownloadImages (unique URLs)
-          -> JoinImages (CoGroupByKey by URL, then by document) -> AssembleSamples -> WriteShards
+    WARC files -> StageDocuments     per file: read, extract, filter; the documents go to a staging
+                                     file under the output, their small `DedupInfo` goes on, and
+                                     every page dropped here becomes an `Outcome` (its parquet row)
+    -> Deduplicate                   ExactDedup -> NearDedup -> SameUrlDedup -> SameImageSetDedup,
+                                     on DedupInfos: each cluster keeps its newest capture, the
+                                     others become `Drop`s naming the kept document
+    -> CorpusFrequency               (image URL -> documents), (domain paragraph -> documents)
+                                     groups, streamed: frequent keys go to the documents that hold them
+    -> Verdicts                      per document: keep (with its frequent keys) or drop
+    -> ApplyVerdicts                 per staging file: stream its documents, apply their verdicts
+    -> AssignShards -> DownloadImages (unique URLs) -> JoinImages -> AssembleSamples
+    -> WriteShards                   samples, and every dropped page as a parquet row
 
-Documents are never shuffled before dedup has decided: what crosses the dedup shuffles is a
-packed record of about a hundred bytes per document (`DedupInfo.pack`; signatures, image and
-paragraph keys stay in the staging files and are read back only where needed), so the runner's
-memory (the DirectRunner keeps every shuffled PCollection in memory) and the serialisation work
-stay small whatever the pages weigh. A rerun
-into the same output reuses every staging file written by an earlier run with the same
-extraction and filter settings (its counters and dead letters are replayed).
+Everything that grows with the corpus travels as keyed elements through shuffles: no side input
+but the sample count, no single group, and no DoFn holding more than one group's worth of a key
+that is bounded by configuration or by one WARC file (`work.*` metrics measure it). Near-dedup
+is linear in bucket size: each LSH bucket links its members to its representative (the smallest
+key), connected components come from a bounded number of label-propagation rounds, and each
+component keeps its newest capture.
 
-Each step wraps a `flamboyance.preprocess` function (extraction, filters, dedup keys, sequence
-text, PII redaction); nothing here re-implements them. Documents that share a dedup key keep
-the newest capture (then the smallest key, so ties are deterministic).
+Every page ends in one place (a sample, or a parquet row with `status`, `reason`, its WARC file
+and offset) and is counted once in the `funnel.*` counters (`common.funnel_of`). Each step wraps
+a `flamboyance.preprocess` function; exceptions of per-page work are caught where they happen,
+counted, dead-lettered, and the job goes on. Documents that share a dedup key keep the newest
+capture (then the largest key, so ties are deterministic). A rerun into the same output reuses
+the staging files written with the same settings (their counters, rows and dead letters are
+replayed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pickle
 import posixpath
-import struct
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
-from collections.abc import Set as AbstractSet
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
 import fsspec
-import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 from flamboyance.preprocess import dedup
 from flamboyance.preprocess.document import Document, ImageNode
-from flamboyance.preprocess.filters import (
-    BoilerplateParagraphFilter,
-    FilterConfig,
-    FrequentImageFilter,
-    apply_filters,
-    judged_stats,
-)
+from flamboyance.preprocess.filters import FilterConfig, apply_filters, judged_stats
 
 from .common import (
     DEAD_LETTER,
     LOG,
+    AssignRows,
     AssignShards,
     DeadLetter,
     Progress,
@@ -67,14 +62,31 @@ from .common import (
     count,
     count_all,
     expand_glob,
+    held,
     join_url,
     make_key,
     run_and_report,
 )
 from .config import M3WConfig
+from .m3w_dedup import (  # noqa: F401 - the dedup stages, also reached through this module
+    DROPPED,
+    ConnectedComponents,
+    DedupInfo,
+    Deduplicate,
+    NearDedup,
+    Verdict,
+    Verdicts,
+    boilerplate_key,
+    dedup_info,
+    fetch_stamp,
+    normalized_image_url,
+    short_key,
+)
 from .media import DownloadImagesFn, ImageResult
 
 NAMESPACE = "m3w"
+OUTCOME = "outcome"
+"""Tag of the outputs that are pages leaving the job (`Outcome`s: their parquet rows)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,19 +101,65 @@ class PageDocument:
 
 def recency(item: PageDocument) -> tuple[float, str]:
     """Sort key "newest first wins": the fetch time, then the key (deterministic tie-break)."""
-    try:
-        stamp = datetime.fromisoformat(item.fetch_time.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        stamp = 0.0
-    return stamp, item.key
+    return fetch_stamp(item.fetch_time), item.key
 
 
-# --- extraction and filtering ----------------------------------------------------------------
+# --- lineage -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """Where a page left the job without a sample: its parquet row."""
+
+    key: str
+    url: str
+    warc_filename: str | None
+    warc_offset: int | None
+    status: str
+    """`failed_to_extract`, `filtered`, `duplicate`, `failed` (an exception) or `failed_to_download`."""
+    reason: str
+    """Extraction reason, filter name, duplicate kind, or `<step>_exception`."""
+    detail: str = ""
+    duplicate_of: str = ""
+    """For a duplicate: the key of the document kept instead."""
+
+    def item(self) -> ShardItem:
+        row = {"key": self.key, "status": self.status, "reason": self.reason,
+               "error_message": self.detail or self.reason, "url": self.url,
+               "warc_filename": self.warc_filename, "warc_offset": self.warc_offset}
+        if self.duplicate_of:
+            row["duplicate_of"] = self.duplicate_of
+        return ShardItem(key=self.key, row=row)
+
+
+def page_key(page: Any) -> str:
+    """The sample key of a WARC `PageRecord` (URL, fetch time, WARC location)."""
+    return make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset)
+
 
 def page_ref(page: Any) -> str:
     """How a dead letter names a page: its WARC location and URL."""
     return f"{page.warc_filename}@{page.warc_offset} {page.url}"
 
+
+def page_outcome(page: Any, status: str, reason: str, detail: str = "") -> Outcome:
+    return Outcome(key=page_key(page), url=page.url, warc_filename=page.warc_filename,
+                   warc_offset=page.warc_offset, status=status, reason=reason, detail=detail[:1000])
+
+
+def document_outcome(item: PageDocument, status: str, reason: str, detail: str = "",
+                     duplicate_of: str = "") -> Outcome:
+    meta = item.doc.metadata
+    return Outcome(key=item.key, url=item.doc.url, warc_filename=meta.get("warc_filename"),
+                   warc_offset=meta.get("warc_offset"), status=status, reason=reason, detail=detail[:1000],
+                   duplicate_of=duplicate_of)
+
+
+def describe(err: BaseException) -> str:
+    """An exception as one line: its type and message."""
+    return f"{type(err).__name__}: {err}"[:1000]
+
+
+# --- extraction and filtering ----------------------------------------------------------------
 
 def page_document(page: Any, config: Any) -> PageDocument:
     """The `PageDocument` of a WARC `PageRecord` (raises `ExtractionError` with its reason)."""
@@ -114,32 +172,50 @@ def page_document(page: Any, config: Any) -> PageDocument:
                          "warc_offset": page.warc_offset})
     if getattr(page, "truncated", False):  # the archive cut the body (WARC-Truncated): a prefix
         doc.metadata["truncated"] = True
-    return PageDocument(key=make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset),
-                        fetch_time=page.fetch_time, doc=doc)
+    return PageDocument(key=page_key(page), fetch_time=page.fetch_time, doc=doc)
 
 
 def judge_page(page: Any, *, extract_config: Any, filters: FilterConfig,
-               counters: Counter) -> tuple[PageDocument | None, DeadLetter | None]:
+               counters: Counter) -> tuple[PageDocument | None, Outcome | None, DeadLetter | None]:
     """One page extracted (`extract_document`) and filtered (`apply_filters`): the surviving
-    document, or None, and the dead letter of an extraction rejection. Counts into `counters`
-    `extract.documents`, `extract.<reason>` and `filter.<reason>`."""
+    document, or the page's `Outcome` (and a dead letter for an extraction failure). Any
+    exception is caught here. Counts into `counters` `extract.<reason>`, `filter.<reason>` and
+    the page's funnel step."""
     from flamboyance.preprocess.extract import ExtractionError
 
     try:
         item = page_document(page, extract_config)
     except ExtractionError as err:
-        counters[f"extract.{err.reason}"] += 1
-        return None, DeadLetter(stage="extract", reason=err.reason, ref=page_ref(page), detail=err.detail[:1000])
+        reason, detail = err.reason, err.detail
+    except Exception as err:  # noqa: BLE001 - no page may fail the job: counted, dead-lettered
+        reason, detail = "exception", describe(err)
+    else:
+        reason = detail = ""
+    if reason:
+        counters[f"extract.{reason}"] += 1
+        counters[f"funnel.not_extracted.{reason}"] += 1
+        return (None, page_outcome(page, "failed_to_extract", reason, detail),
+                DeadLetter(stage="extract", reason=reason, ref=page_ref(page), detail=detail[:1000]))
     counters["extract.documents"] += 1
+    counters["funnel.extracted"] += 1
     reasons: Counter = Counter()
-    doc, _ = apply_filters(item.doc, filters, reasons)
+    try:
+        doc, dropped_for = apply_filters(item.doc, filters, reasons)
+    except Exception as err:  # noqa: BLE001
+        counters["funnel.failed.filter_exception"] += 1
+        return (None, page_outcome(page, "failed", "filter_exception", describe(err)),
+                DeadLetter(stage="filter", reason="exception", ref=page_ref(page), detail=describe(err)))
     counters.update({f"filter.{reason}": n for reason, n in reasons.items()})
-    return (None if doc is None else dataclasses.replace(item, doc=doc)), None
+    if doc is None:
+        counters[f"funnel.filtered.{dropped_for}"] += 1
+        return None, page_outcome(page, "filtered", dropped_for or "filtered"), None
+    return dataclasses.replace(item, doc=doc), None, None
 
 
 class JudgePageFn(beam.DoFn):
     """PageRecord -> its `PageDocument` if it survives extraction and the filters (`judge_page`);
-    extraction rejections are dead letters. The job itself judges pages inside `StageDocumentsFn`."""
+    the others as `OUTCOME`s, extraction failures also as dead letters. The job itself judges
+    pages inside `StageDocumentsFn`."""
 
     def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE, extract_config: Any = None) -> None:
         self.filter_config, self.namespace, self.extract_config = filter_config, namespace, extract_config
@@ -150,630 +226,45 @@ class JudgePageFn(beam.DoFn):
         self.config = self.extract_config or DEFAULT_CONFIG
 
     def process(self, page: Any) -> Iterator[Any]:
-        counters: Counter = Counter()
-        item, letter = judge_page(page, extract_config=self.config, filters=self.filter_config, counters=counters)
+        counters: Counter = Counter({"funnel.pages": 1})
+        item, outcome, letter = judge_page(page, extract_config=self.config, filters=self.filter_config,
+                                           counters=counters)
         for name, value in counters.items():
             count(self.namespace, name, value)
         if letter is not None:
             yield TaggedOutput(DEAD_LETTER, letter)
+        if outcome is not None:
+            yield TaggedOutput(OUTCOME, outcome)
         if item is not None:
             yield item
 
 
-# --- dedup ---------------------------------------------------------------------------------------
-#
-# Dedup decisions are made on small `DedupInfo` records (hashes, keys, a MinHash signature),
-# computed next to extraction where the work parallelises; the documents wait in their staging
-# files (`StageDocumentsFn`) and only the survivors' keys go back to them. Keys that are only
-# compared (URLs, paragraph keys, LSH bands) travel as 64-bit hashes (`short_key`), packed into
-# one bytes value per field: a false match among a billion keys has probability about 2**-34,
-# and a record is a few hundred bytes in a shuffle and in memory.
-
-@dataclass(frozen=True, kw_only=True)
-class DedupInfo:
-    """What dedup and the corpus-wide counts need to know about one document."""
-
-    key: str
-    stamp: float
-    """The capture's fetch time (POSIX seconds): with the key, its `rank`."""
-    content_hash: bytes
-    """`dedup.content_hash` (16 bytes)."""
-    url_key: bytes
-    """`short_key` of the normalised page URL."""
-    image_set_key: bytes
-    """`dedup.image_set_key` (16 bytes; empty for a document without images)."""
-    band_keys: bytes = b""
-    """LSH band keys of the text's MinHash signature, 8 bytes a band (none without text)."""
-    signature: bytes = b""
-    """The signature's values truncated to 32 bits (uint32 bytes), enough to estimate Jaccard
-    similarity (a false slot match has probability 2**-32) at half the bytes in every shuffle."""
-    image_keys: bytes = b""
-    """`image_url_key`s of the document's images (distinct, sorted, 8 bytes each)."""
-    paragraph_keys: bytes = b""
-    """`boilerplate_key`s of its text nodes (distinct, sorted, 8 bytes each)."""
-    staged: str = ""
-    """Name of the staging file holding the document, in the job's staging folder ("" when the
-    documents travel in the pipeline). A name, not a URL: an output moved elsewhere still works."""
-
-    @property
-    def rank(self) -> tuple[float, str]:
-        """`recency` of the capture: larger is newer."""
-        return self.stamp, self.key
-
-    def pack(self) -> bytes:
-        """The record as compact bytes (`unpack_info` reads them back): what every dedup shuffle
-        carries. Hex keys and staging names travel as their raw bytes, each field behind its
-        length: a record is about 60 bytes plus its packed keys."""
-        out = bytearray(_STAMP.pack(self.stamp))
-        for value in (_text_bytes(self.key), self.content_hash, self.url_key, self.image_set_key, self.band_keys,
-                      self.signature, self.image_keys, self.paragraph_keys, _text_bytes(self.staged)):
-            out += _varint(len(value))
-            out += value
-        return bytes(out)
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # pickled (staging files, any PCollection a runner materialises) as its packed bytes
-        return unpack_info, (self.pack(),)
-
-
-_STAMP = struct.Struct("<d")
-_HEX_SUFFIXES = ("", ".docs.pkl")
-"""What a packed text may end with after its hex digits (0: a key, 1: a staging file name)."""
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
-    """The `_varint` at `data[at:]` and the offset after it."""
-    n, shift = 0, 0
-    while True:
-        byte = data[at]
-        at += 1
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return n, at
-
-
-def _text_bytes(text: str) -> bytes:
-    """`text` as bytes: lowercase hex (even length), or hex + ".docs.pkl", as its raw bytes behind
-    a tag byte; anything else as tag 0xFF + UTF-8."""
-    for tag, suffix in enumerate(_HEX_SUFFIXES):
-        digits = text[:len(text) - len(suffix)] if suffix else text
-        if text.endswith(suffix) and digits and len(digits) % 2 == 0 and digits == digits.lower():
-            try:
-                return bytes([tag]) + bytes.fromhex(digits)
-            except ValueError:
-                continue
-    return b"\xff" + text.encode("utf-8")
-
-
-def _bytes_text(data: bytes) -> str:
-    if not data:
-        raise ValueError("a packed text is never empty")
-    tag = data[0]
-    return data[1:].decode("utf-8") if tag == 0xFF else data[1:].hex() + _HEX_SUFFIXES[tag]
-
-
-def unpack_info(data: bytes) -> DedupInfo:
-    """The `DedupInfo` that `DedupInfo.pack` wrote."""
-    view = memoryview(data)
-    stamp, = _STAMP.unpack_from(view)
-    at, fields = _STAMP.size, []
-    for _ in range(9):
-        n, at = _read_varint(view, at)
-        fields.append(bytes(view[at:at + n]))
-        at += n
-    if at != len(data):
-        raise ValueError(f"a packed DedupInfo has {len(data) - at} trailing bytes")
-    key, content, url, image_set, bands, signature, images, paragraphs, staged = fields
-    return DedupInfo(key=_bytes_text(key), stamp=stamp, content_hash=content, url_key=url, image_set_key=image_set,
-                     band_keys=bands, signature=signature, image_keys=images, paragraph_keys=paragraphs,
-                     staged=_bytes_text(staged))
-
-
-def dedup_info(item: PageDocument, *, bands: int, rows: int, staged: str = "") -> DedupInfo:
-    """The `DedupInfo` of a document (all keys from `flamboyance.preprocess.dedup`)."""
-    doc = item.doc
-    text = doc.text()
-    domain = dedup.domain_of(doc.url)
-    paragraphs = {dedup.paragraph_key(node.text) for node in doc.texts} - {""}
-    url_key = short_key(normalized_image_url(doc.url))
-    band_keys = signature = b""
-    if text.strip():
-        full = dedup.minhash_signature(text, num_perm=bands * rows)
-        # "NN:<16 hex digits>" -> the 8 bytes; the band index is the position
-        band_keys = b"".join(bytes.fromhex(key.split(":", 1)[1]) for key in
-                             dedup.lsh_band_keys(full, bands=bands, rows=rows))
-        signature = full.astype(np.uint32).tobytes()
-    return DedupInfo(key=item.key, stamp=recency(item)[0], content_hash=bytes.fromhex(dedup.content_hash(doc)),
-                     url_key=url_key, image_set_key=bytes.fromhex(dedup.image_set_key(doc)),
-                     band_keys=band_keys, signature=signature,
-                     image_keys=b"".join(sorted({image_url_key(image.url) for image in doc.images})),
-                     paragraph_keys=b"".join(sorted({boilerplate_key(domain, key) for key in paragraphs})),
-                     staged=staged)
-
-
-def short_key(text: str) -> bytes:
-    """A 64-bit hash of `text` (8 bytes): what dedup compares instead of a long string."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-
-
-def key_chunks(packed: bytes) -> Iterator[bytes]:
-    """The 8-byte keys packed in a `DedupInfo` field."""
-    return (packed[i:i + 8] for i in range(0, len(packed), 8))
-
-
-def normalized_image_url(url: str) -> str:
-    """The URL form counted for image frequency (`normalize_url`, or the URL itself if it cannot be)."""
-    try:
-        return dedup.normalize_url(url)
-    except ValueError:
-        return url
-
-
-def image_url_key(url: str) -> bytes:
-    """The key an image URL is counted under for image frequency (its normalised form, hashed)."""
-    return short_key(normalized_image_url(url))
-
-
-def boilerplate_key(domain: str, paragraph_key: str) -> bytes:
-    """The key a paragraph is counted under for domain boilerplate (its domain and key, hashed)."""
-    return short_key(f"{domain}\x1f{paragraph_key}")
-
-
-class KeepNewest(beam.PTransform):
-    """Among `DedupInfo`s sharing `key_fn(info)` keep the newest; the others count as `dedup.<reason>`.
-
-    Infos whose key is empty (e.g. no images for the image-set key) are never grouped.
-    """
-
-    def __init__(self, *, key_fn: Callable[[DedupInfo], bytes], reason: str, namespace: str = NAMESPACE) -> None:
-        super().__init__()
-        self.key_fn, self.reason, self.namespace = key_fn, reason, namespace
-
-    def expand(self, infos: beam.PCollection) -> beam.PCollection:
-        key_fn, reason, namespace = self.key_fn, self.reason, self.namespace
-
-        def keyed(info: DedupInfo) -> tuple[bytes, bytes]:
-            return (key_fn(info) or b"unique:" + info.key.encode()), info.pack()
-
-        def newest(element: tuple[bytes, Iterable[bytes]]) -> DedupInfo:
-            # One streaming pass: a group as large as a site's captures is never collected.
-            best, members = None, 0
-            for packed in element[1]:
-                info = unpack_info(packed)
-                if best is None or info.rank > best.rank:
-                    best = info
-                members += 1
-            count(namespace, f"dedup.{reason}", members - 1)
-            return best
-
-        # A plain GroupByKey, not a CombinePerKey: dedup keys are nearly all distinct, so a
-        # combiner lifted before the shuffle would reduce nothing and hold one Python record per
-        # document in every worker until its bundle ends (Beam keeps up to 100,000 keys).
-        return (infos | "KeyBy" >> beam.Map(keyed)
-                | "Group" >> beam.GroupByKey()
-                | "Newest" >> beam.Map(newest))
-
-
-class _ConcatFn(beam.CombineFn):
-    """Concatenates packed fixed-size records: an accumulator is the record bytes and nothing else."""
-
-    def create_accumulator(self) -> bytearray:
-        return bytearray()
-
-    def add_input(self, accumulator: bytearray, packed: bytes) -> bytearray:
-        accumulator += packed
-        return accumulator
-
-    def merge_accumulators(self, accumulators: Iterable[bytearray]) -> bytearray:
-        merged = bytearray()
-        for accumulator in accumulators:
-            merged += accumulator
-        return merged
-
-    def extract_output(self, accumulator: bytearray) -> bytes:
-        return bytes(accumulator)
-
-
-class GatherRecords(beam.PTransform):
-    """Packed records (bytes, `size` bytes each, keyed by their first 8 bytes) -> `(bucket, all
-    records of the bucket)`, in `buckets` buckets by the records' first byte.
-
-    Dedup keys and LSH bands are counted this way instead of with one shuffle element per key:
-    the records are combined before the shuffle (into a bytes buffer per bucket in each worker),
-    so a key costs its `size` bytes in every worker and in the runner, not a Python object of a
-    few hundred bytes. The buckets spread the work on runners with many workers."""
-
-    def __init__(self, *, size: int, buckets: int = 256) -> None:
-        super().__init__()
-        if not 0 < buckets <= 256:
-            raise ValueError(f"buckets must be in 1..256, got {buckets}")
-        self.size, self.buckets = size, buckets
-
-    def expand(self, packed: beam.PCollection) -> beam.PCollection:
-        size, buckets = self.size, self.buckets
-
-        def by_bucket(records: bytes) -> Iterator[tuple[int, bytes]]:
-            for i in range(0, len(records), size):
-                yield records[i] % buckets, records[i:i + size]
-
-        return (packed | "ByBucket" >> beam.FlatMap(by_bucket)
-                | "Concatenate" >> beam.CombinePerKey(_ConcatFn()))
-
-
-def _key_counts(records: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct 8-byte keys of packed records and how often each occurs."""
-    return np.unique(np.frombuffer(records, dtype="<u8"), return_counts=True)
-
-
-_BAND_SALTS = np.array([int.from_bytes(hashlib.blake2b(b"lsh band %d" % band, digest_size=8).digest(), "little")
-                        for band in range(256)], dtype="<u8")
-"""Per-band constants XORed into the band digests, so that equal digests in two bands are two keys."""
-
-
-def band_records(info: DedupInfo) -> bytes:
-    """The document's LSH bands as 16-byte records: (band key, `short_key` of the document key)."""
-    digests = np.frombuffer(info.band_keys, dtype="<u8")
-    if not digests.size:
-        return b""
-    records = np.empty((digests.size, 2), dtype="<u8")
-    records[:, 0] = digests ^ _BAND_SALTS[:digests.size]
-    records[:, 1] = np.frombuffer(short_key(info.key), dtype="<u8")[0]
-    return records.tobytes()
-
-
-def shared_band_members(records: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(document id, band key) of every document in a band that holds more than one document."""
-    table = np.frombuffer(records, dtype="<u8").reshape(-1, 2)
-    table = table[np.argsort(table[:, 0], kind="stable")]
-    bands = table[:, 0]
-    starts = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
-    sizes = np.diff(np.r_[starts, bands.size])
-    for start, n in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-        band = table[start, 0].tobytes()
-        for row in range(start, start + n):
-            yield table[row, 1].tobytes(), band
-
-
-class NearDedup(beam.PTransform):
-    """Near-duplicates by MinHash LSH: documents sharing a band key are candidates; a candidate
-    whose estimated Jaccard similarity with a newer one in the band reaches `threshold` is removed.
-
-    The newest document of any near-duplicate cluster is never removed (it is the newest in
-    every band it shares), and no two kept documents are confirmed near-duplicates of each other.
-    """
-
-    def __init__(self, *, threshold: float, namespace: str = NAMESPACE, staging_root: str | None = None) -> None:
-        super().__init__()
-        self.threshold, self.namespace, self.staging_root = threshold, namespace, staging_root
-
-    def expand(self, infos: beam.PCollection) -> beam.PCollection:
-        threshold, namespace = self.threshold, self.namespace
-
-        def with_signature(element: tuple[bytes, dict[str, list[Any]]]) -> Iterator[tuple[bytes, Any]]:
-            _, grouped = element
-            for rank, signature in grouped["signature"]:
-                for band_key in grouped["band"]:
-                    yield band_key, (rank, signature)
-
-        def duplicates(element: tuple[str, Iterable[Any]]) -> Iterator[str]:
-            members = sorted(element[1], key=lambda m: m[0], reverse=True)
-            sigs = [np.frombuffer(sig, dtype=np.uint32) for _, sig in members]
-            for i in range(1, len(members)):
-                if any(dedup.jaccard_estimate(sigs[i], newer) >= threshold for newer in sigs[:i]):
-                    yield members[i][0][1]
-
-        # Almost every band key is a document's own: bands are gathered as packed records, and
-        # signatures travel only for the documents that share a band with another one.
-        if self.staging_root is None:
-            bands = infos | "BandRecords" >> beam.Map(band_records)
-        else:
-            # Staged documents leave their band keys and signatures in their staging files: the
-            # bands of the documents that reach this step are read back per staging file, and the
-            # signatures for the candidates only, so no shuffle carries either for every document.
-            by_file = (infos
-                       | "ByStagingFile" >> beam.Map(survivor_record)
-                       | "GatherByStagingFile" >> beam.CombinePerKey(_ConcatFn()))
-            bands = (by_file
-                     | "ReadBands" >> beam.ParDo(_StagedSurvivorsFn(root=self.staging_root))
-                     | "BandRecords" >> beam.Map(band_records))
-        candidates = (bands
-                      | "GatherBands" >> GatherRecords(size=16)
-                      | "SharedBands" >> beam.FlatMap(lambda element: shared_band_members(element[1])))
-        signatures = (infos | "Signatures" >> beam.FlatMap(
-            lambda info: [(short_key(info.key), (info.rank, info.signature))] if info.signature else []))
-        if self.staging_root is not None:
-            candidate_ids = candidates | "CandidateIds" >> beam.Keys() | "DistinctIds" >> beam.Distinct()
-            staged = (by_file
-                      | "StagingFiles" >> beam.Keys()
-                      | "ReadSignatures" >> beam.ParDo(_StagedSignaturesFn(root=self.staging_root),
-                                                       beam.pvalue.AsList(candidate_ids)))
-            signatures = (signatures, staged) | "AllSignatures" >> beam.Flatten()
-        removed = ({"signature": signatures, "band": candidates}
-                   | "AttachSignatures" >> beam.CoGroupByKey()
-                   | "CandidateBands" >> beam.FlatMap(with_signature)
-                   | "GroupBands" >> beam.GroupByKey()
-                   | "Candidates" >> beam.FlatMap(duplicates)
-                   # a document removed in several bands is listed once per band; the join below
-                   # only asks whether it is listed at all
-                   | "KeyRemoved" >> beam.Map(lambda key: (key, True)))
-
-        def keep(element: tuple[str, dict[str, list[Any]]]) -> Iterator[DedupInfo]:
-            for packed in element[1]["info"]:
-                if element[1]["removed"]:
-                    count(namespace, "dedup.near_duplicate")
-                else:
-                    yield unpack_info(packed)
-
-        # the signature, band keys and content hash have served: the join and later shuffles
-        # carry the rest only
-        rest = infos | "KeyByDoc" >> beam.Map(
-            lambda info: (info.key, dataclasses.replace(info, content_hash=b"", band_keys=b"", signature=b"").pack()))
-        return ({"info": rest, "removed": removed}
-                | "JoinRemovals" >> beam.CoGroupByKey()
-                | "Keep" >> beam.FlatMap(keep))
-
-
-def infos_name(staged: str) -> str:
-    """The name of the infos file beside the staging file `staged` (`<name>.docs.pkl`)."""
-    return staged.removesuffix(".docs.pkl") + ".infos.pkl"
-
-
-class _StagedSignaturesFn(beam.DoFn):
-    """Staging file name + candidate document ids (side input) -> `(document id, (rank,
-    signature))` of the candidates staged in that file, read from its infos file."""
-
-    def __init__(self, *, root: str) -> None:
-        self.root = root
-
-    def setup(self) -> None:
-        self.wanted = _KeySet()
-
-    def process(self, staged: str, candidate_ids: list[bytes]) -> Iterator[tuple[bytes, Any]]:
-        wanted = self.wanted(candidate_ids)
-        if not wanted:
-            return
-        with fsspec.open(join_url(self.root, infos_name(staged)), "rb") as handle:
-            for obj in _pickles(handle):
-                if isinstance(obj, DedupInfo) and obj.signature:
-                    doc_id = short_key(obj.key)
-                    if doc_id in wanted:
-                        yield doc_id, (obj.rank, obj.signature)
-
-
-class _StagedSurvivorsFn(beam.DoFn):
-    """(staging file name, `survivor_record`s of some of its documents) -> their staged
-    `DedupInfo`s in full but for the signatures, read from the file's infos: the band keys of
-    the documents near-dedup compares, the image and paragraph keys of those counted."""
-
-    def __init__(self, *, root: str) -> None:
-        self.root = root
-
-    def process(self, element: tuple[str, bytes]) -> Iterator[DedupInfo]:
-        name, records = element
-        for info in staged_infos(self.root, name, survivor_keys(records)):
-            yield dataclasses.replace(info, signature=b"")
-
-
-def staged_infos(root: str, name: str, keys: Collection[str]) -> Iterator[DedupInfo]:
-    """The `DedupInfo`s of the documents `keys` staged in `name`, read from its infos file."""
-    with fsspec.open(join_url(root, infos_name(name)), "rb") as handle:
-        for obj in _pickles(handle):
-            if isinstance(obj, DedupInfo) and obj.key in keys:
-                yield obj
-
-
-def staged_record(info: DedupInfo) -> DedupInfo:
-    """What `StageDocumentsFn` emits of a staged document's info: the band keys, signature,
-    image keys and paragraph keys stay in the staging file, read back for the documents that
-    need them."""
-    return dataclasses.replace(info, band_keys=b"", signature=b"", image_keys=b"", paragraph_keys=b"")
-
-
-class CorpusFrequency(beam.PTransform):
-    """`DedupInfo`s -> (frequent image keys, boilerplate paragraph keys): the `image_url_key` of
-    every image URL found on more than `image_max_documents` documents, and the `boilerplate_key`
-    of every paragraph repeated on at least `paragraph_boilerplate_min_count` documents of one domain.
-
-    Documents list each of their URLs and paragraph keys once, so a count is a number of
-    documents. The keys are gathered as packed records (`GatherRecords`: 8 bytes a key in every
-    shuffle) and only the frequent keys come out: they are few, and go to the documents as side
-    inputs. Counts `frequency.frequent_image_urls` and `frequency.boilerplate_paragraphs`.
-    """
-
-    def __init__(self, *, filter_config: FilterConfig, namespace: str = NAMESPACE) -> None:
-        super().__init__()
-        self.filter_config, self.namespace = filter_config, namespace
-
-    def expand(self, infos: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        max_docs = self.filter_config.image_max_documents
-        min_repeats = self.filter_config.paragraph_boilerplate_min_count
-        namespace = self.namespace
-
-        def frequent(counter: str, at_least: int) -> Callable[[tuple[int, bytes]], Iterator[bytes]]:
-            def emit(element: tuple[int, bytes]) -> Iterator[bytes]:
-                keys, counts = _key_counts(element[1])
-                hits = keys[counts >= at_least]
-                count(namespace, f"frequency.{counter}", int(hits.size))
-                yield from (key.tobytes() for key in hits)
-            return emit
-
-        images = (infos | "ImageRefs" >> beam.Map(lambda info: info.image_keys)
-                  | "GatherImageKeys" >> GatherRecords(size=8)
-                  | "FrequentImages" >> beam.FlatMap(frequent("frequent_image_urls", max_docs + 1)))
-        paragraphs = (infos | "ParagraphRefs" >> beam.Map(lambda info: info.paragraph_keys)
-                      | "GatherParagraphKeys" >> GatherRecords(size=8)
-                      | "Boilerplate" >> beam.FlatMap(frequent("boilerplate_paragraphs", min_repeats)))
-        return images, paragraphs
-
-
-def removals_hit(doc: Document, *, images: Collection[str], paragraphs: Collection[str]) -> bool:
-    """Whether the corpus-wide removals (frequent image URLs, boilerplate paragraph keys) drop a
-    node of `doc`, judged by the same filter steps `apply_filters` runs for them."""
-    if images:
-        frequent = FrequentImageFilter(frequent_urls=images)
-        if any(frequent(node) is not True for node in doc.images):
-            return True
-    if paragraphs:
-        boilerplate = BoilerplateParagraphFilter(keys=paragraphs)
-        if any(boilerplate(node) is not True for node in doc.texts):
-            return True
-    return False
-
-
-class DedupDecisions(beam.PTransform):
-    """`DedupInfo`s -> (survivors, frequent image keys, boilerplate paragraph keys).
-
-    Survivors are the `DedupInfo`s of the documents that survive dedup (exact, near, same URL,
-    same image set: the newest capture wins); the two key sets (`CorpusFrequency`, over the
-    survivors) are applied with `apply_removals` to the documents they touch (`touches`).
-
-    With `staging_root` the infos are those `StageDocumentsFn` emits (`staged_record`: no band
-    keys, signature, image or paragraph keys, which stay in the staging files and are read back
-    for the documents that need them), and survivors are `(staging file name, survivor records)`,
-    what `ApplySurvivorsFn` takes. Every shuffle then carries a hundred-odd bytes a document."""
-
-    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE, staging_root: str | None = None) -> None:
-        super().__init__()
-        self.config, self.namespace, self.staging_root = config, namespace, staging_root
-
-    def expand(self, infos: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
-        cfg, namespace = self.config, self.namespace
-        survivors = (infos
-                     | "ExactDedup" >> KeepNewest(key_fn=lambda i: i.content_hash, reason="exact",
-                                                  namespace=namespace)
-                     | "NearDedup" >> NearDedup(threshold=cfg.near_duplicate_threshold, namespace=namespace,
-                                                staging_root=self.staging_root)
-                     | "SameUrlDedup" >> KeepNewest(key_fn=lambda i: i.url_key, reason="same_url",
-                                                    namespace=namespace)
-                     | "SameImageSetDedup" >> KeepNewest(key_fn=lambda i: i.image_set_key, reason="same_image_set",
-                                                         namespace=namespace))
-        if self.staging_root is not None:
-            # the survivors' keys gathered per staging file, packed before the shuffle; their
-            # image and paragraph keys, left in the staging files, are read back from there
-            survivors = (survivors
-                         | "ByStagingFile" >> beam.Map(survivor_record)
-                         | "GatherByStagingFile" >> beam.CombinePerKey(_ConcatFn()))
-            counted = survivors | "ReadSurvivorKeys" >> beam.ParDo(_StagedSurvivorsFn(root=self.staging_root))
-        else:
-            counted = survivors
-        images, paragraphs = counted | "CorpusFrequency" >> CorpusFrequency(filter_config=cfg.filters,
-                                                                            namespace=namespace)
-        return survivors, images, paragraphs
-
-
-def touches(info: DedupInfo, *, frequent_images: AbstractSet[bytes], boilerplate: AbstractSet[bytes]) -> bool:
-    """Whether a corpus-wide removal touches the document of `info` (one of its image keys is
-    frequent, or one of its paragraph keys boilerplate): the others go through untouched."""
-    return (not frequent_images.isdisjoint(key_chunks(info.image_keys))
-            or not boilerplate.isdisjoint(key_chunks(info.paragraph_keys)))
-
-
-def survivor_record(info: DedupInfo) -> tuple[str, bytes]:
-    """(staging file name, the document key packed behind its length): what `ApplySurvivorsFn`
-    gathers per staging file, a dozen bytes a document."""
-    packed = _text_bytes(info.key)
-    return info.staged, _varint(len(packed)) + packed
-
-
-def survivor_keys(records: bytes) -> set[str]:
-    """The document keys in concatenated `survivor_record` bytes."""
-    keys, at = set(), 0
-    while at < len(records):
-        n, at = _read_varint(records, at)
-        keys.add(_bytes_text(records[at:at + n]))
-        at += n
-    return keys
-
+# --- applying the verdicts -------------------------------------------------------------------------
 
 def apply_removals(item: PageDocument, *, frequent_images: Collection[bytes], boilerplate: Collection[bytes],
-                   filters: FilterConfig, namespace: str = NAMESPACE) -> PageDocument | None:
+                   filters: FilterConfig, namespace: str = NAMESPACE) -> tuple[PageDocument | None, str | None]:
     """`item` with the corpus-wide removals that touch it (its images whose `image_url_key` is in
     `frequent_images`, its paragraphs whose `boilerplate_key` is in `boilerplate`) applied by
     `apply_filters(..., frequent_image_urls=, boilerplate_paragraphs=)` (counted as
     `filter.image_frequent_url`, `filter.paragraph_boilerplate` and any document-level reason
-    that then applies), or None if the document goes."""
+    that then applies): (the document, None), or (None, the reason it goes)."""
     doc = item.doc
-    images: set[str] = set()
-    if frequent_images:
-        images = {url for url in map(normalized_image_url, (n.url for n in doc.images))
-                  if short_key(url) in frequent_images}
+    images = {url for url in map(normalized_image_url, (n.url for n in doc.images))
+              if short_key(url) in frequent_images} if frequent_images else set()
     paragraphs: set[str] = set()
     if boilerplate:
         domain = dedup.domain_of(doc.url)
         paragraphs = {key for key in (dedup.paragraph_key(node.text) for node in doc.texts)
                       if key and boilerplate_key(domain, key) in boilerplate}
-    if not removals_hit(doc, images=images, paragraphs=paragraphs):
-        # apply_filters would keep every node and reuse the stored scores: the same document
-        return item
+    if not images and not paragraphs:
+        return item, None
     reasons: Counter = Counter()
-    # item.doc is FilterDocuments' output, unchanged since: its stored scores are those of its
-    # text, so the text is scored again only if a paragraph goes.
-    kept, _ = apply_filters(doc, filters, reasons, frequent_image_urls=images, boilerplate_paragraphs=paragraphs,
-                            known_stats=judged_stats(doc))
+    # item.doc is the filters' output, unchanged since: its stored scores are those of its text,
+    # so the text is scored again only if a paragraph goes.
+    kept, reason = apply_filters(doc, filters, reasons, frequent_image_urls=images,
+                                 boilerplate_paragraphs=paragraphs, known_stats=judged_stats(doc))
     count_all(namespace, "filter", reasons)
-    return None if kept is None else dataclasses.replace(item, doc=kept)
-
-
-class _KeySet:
-    """A side input list as a set, built once per list object (a bundle's side input)."""
-
-    def __init__(self) -> None:
-        self._source: Any = None
-        self._set: frozenset[bytes] = frozenset()
-
-    def __call__(self, values: list[bytes]) -> frozenset[bytes]:
-        if values is not self._source:
-            self._source, self._set = values, frozenset(values)
-        return self._set
-
-
-class DeduplicateDocuments(beam.PTransform):
-    """PageDocuments -> the documents that survive dedup, with their corpus-wide removals applied
-    (`DedupDecisions` + `apply_removals` on documents carried in the pipeline; the job itself
-    stages its documents instead, see `StageDocumentsFn`)."""
-
-    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
-        super().__init__()
-        self.config, self.namespace = config, namespace
-
-    def expand(self, docs: beam.PCollection) -> beam.PCollection:
-        cfg, namespace = self.config, self.namespace
-        survivors, images, paragraphs = (
-            docs
-            | "DedupInfo" >> beam.Map(dedup_info, bands=cfg.minhash_bands, rows=cfg.minhash_rows)
-            | "Decisions" >> DedupDecisions(config=cfg, namespace=namespace))
-        image_set, paragraph_set = _KeySet(), _KeySet()
-
-        def apply(element: tuple[str, dict[str, list[Any]]], frequent: list[bytes],
-                  boilerplate: list[bytes]) -> Iterator[PageDocument]:
-            _, grouped = element
-            if not grouped["keep"]:
-                return
-            images, paragraphs = image_set(frequent), paragraph_set(boilerplate)
-            touched = touches(grouped["keep"][0], frequent_images=images, boilerplate=paragraphs)
-            for item in grouped["doc"]:
-                if not touched:
-                    yield item
-                    continue
-                kept = apply_removals(item, frequent_images=images, boilerplate=paragraphs,
-                                      filters=cfg.filters, namespace=namespace)
-                if kept is not None:
-                    yield kept
-
-        keep = survivors | "KeyBySurvivor" >> beam.Map(lambda info: (info.key, info))
-        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)), "keep": keep}
-                | "JoinSurvivors" >> beam.CoGroupByKey()
-                | "ApplyRemovals" >> beam.FlatMap(apply, beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs)))
+    return (None, reason) if kept is None else (dataclasses.replace(item, doc=kept), None)
 
 
 def image_bounds_reason(doc: Document, config: FilterConfig) -> str | None:
@@ -788,73 +279,98 @@ def image_bounds_reason(doc: Document, config: FilterConfig) -> str | None:
     return None
 
 
-# --- images and samples --------------------------------------------------------------------------
+def apply_verdict(item: PageDocument, verdict: Verdict, *, config: M3WConfig, namespace: str,
+                  bounds: bool = True) -> Iterator[Any]:
+    """A document with its verdict applied: the document (counted `documents.after_dedup`), or
+    its `Outcome` (a duplicate, filtered by the corpus-wide removals or, with `bounds`, out of
+    the image bounds, or an exception) and dead letter."""
+    if verdict.drop is not None:  # counted where dedup decided
+        yield TaggedOutput(OUTCOME, document_outcome(item, "duplicate", verdict.drop.kind,
+                                                     duplicate_of=verdict.drop.kept))
+        return
+    try:
+        kept, reason = apply_removals(item, frequent_images=verdict.images, boilerplate=verdict.paragraphs,
+                                      filters=config.filters, namespace=namespace)
+        if kept is not None and bounds:
+            reason = image_bounds_reason(kept.doc, config.filters)
+            if reason is not None:
+                count(namespace, f"bounds.{reason}")
+    except Exception as err:  # noqa: BLE001 - no document may fail the job
+        count(namespace, "funnel.failed.removals_exception")
+        yield TaggedOutput(OUTCOME, document_outcome(item, "failed", "removals_exception", describe(err)))
+        yield TaggedOutput(DEAD_LETTER, DeadLetter(stage="removals", reason="exception", ref=item.key,
+                                                   detail=describe(err)))
+        return
+    if reason is not None:
+        count(namespace, f"funnel.filtered.{reason}")
+        yield TaggedOutput(OUTCOME, document_outcome(item, "filtered", reason))
+        return
+    count(namespace, "documents.after_dedup")
+    count(namespace, "funnel.to_download")
+    yield kept
 
-def _image_refs(element: tuple[int, PageDocument]) -> Iterator[tuple[str, str]]:
-    # Raw URLs: what is fetched is what the page named.
-    _, item = element
-    for url in sorted({image.url for image in item.doc.images}):
-        yield url, item.key
+
+class ApplyVerdictsFn(beam.DoFn):
+    """(staging file name, the `Verdict`s of its documents) -> its documents streamed from the
+    file with their verdicts applied (`apply_verdict`). Holds one staging file's verdicts: as
+    many as the documents of one WARC file."""
+
+    def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        self.output, self.config, self.namespace = output, config, namespace
+
+    def process(self, element: tuple[str, Iterable[Verdict]]) -> Iterator[Any]:
+        name, verdicts_ = element
+        verdicts = {verdict.key: verdict for verdict in verdicts_}
+        held(self.namespace, len(verdicts))
+        url = join_url(self.output, STAGING_DIR, self.namespace, name)
+        found = 0
+        with fsspec.open(url, "rb") as handle:
+            for item in _pickles(handle):
+                verdict = verdicts.get(item.key)
+                if verdict is not None:
+                    found += 1
+                    yield from apply_verdict(item, verdict, config=self.config, namespace=self.namespace)
+        if found != len(verdicts):
+            raise RuntimeError(f"staging file {url} lacks {len(verdicts) - found} of its documents; "
+                               f"it was changed or removed during the run")
 
 
-def _images_by_doc(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, tuple[str, ImageResult]]]:
-    url, grouped = element
-    results = grouped["result"]
-    result = results[0] if results else ImageResult(url=url, reason="not_downloaded")
-    for doc_key in grouped["doc"]:
-        yield doc_key, (url, result)
-
-
-class AssembleSampleFn(beam.DoFn):
-    """(doc key, {shard, images}) -> (shard, ShardItem): failed images dropped, bounds checked,
-    PII redacted, M3W sequence built. Out-of-bounds documents become failure rows (`status`
-    `dropped`, `error_message` the reason) in their shard's parquet."""
+class DeduplicateDocuments(beam.PTransform):
+    """PageDocuments -> the documents that survive dedup, with their corpus-wide removals applied
+    (the job's steps on documents carried in the pipeline, joined with their verdicts by key;
+    the job itself stages its documents, see `StageDocumentsFn`). Image bounds are not checked."""
 
     def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
+        super().__init__()
         self.config, self.namespace = config, namespace
 
-    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[int, ShardItem]]:
-        from flamboyance.preprocess.pii import redact_document
-        from flamboyance.preprocess.sequence import to_sequence
-        from flamboyance.shards.formats import M3WSample
+    def expand(self, docs: beam.PCollection) -> beam.PCollection:
+        cfg, namespace = self.config, self.namespace
+        survivors, drops = (docs
+                            | "DedupInfo" >> beam.Map(dedup_info, bands=cfg.minhash_bands, rows=cfg.minhash_rows)
+                            | "Deduplicate" >> Deduplicate(config=cfg, namespace=namespace))
+        verdicts = survivors | "Verdicts" >> Verdicts(config=cfg, drops=drops, namespace=namespace)
 
-        key, grouped = element
-        if not grouped["doc"]:
-            return
-        shard, item = grouped["doc"][0]
-        results = dict(grouped["images"])
-        nodes, images, sizes = [], [], []
-        for node in item.doc.nodes:
-            if isinstance(node, ImageNode):
-                result = results.get(node.url)
-                if result is None or not result.ok:
-                    count(self.namespace, "doc.image_dropped")
-                    continue
-                images.append(result.data)
-                sizes.append([result.width, result.height])
-            nodes.append(node)
-        doc = redact_document(dataclasses.replace(item.doc, nodes=nodes))
-        reason = image_bounds_reason(doc, self.config.filters)
-        if reason is not None:
-            count(self.namespace, f"doc.{reason}")
-            yield shard, ShardItem(key=key, row={"key": key, "status": "dropped", "error_message": reason,
-                                                 "url": doc.url})
-            return
-        document = doc.to_dict()
-        meta = doc.metadata
-        document.update({"text": to_sequence(doc), "image_sizes": sizes, "language": doc.language,
-                         "fetch_time": item.fetch_time, "warc_filename": meta.get("warc_filename"),
-                         "warc_offset": meta.get("warc_offset")})
-        count(self.namespace, "doc.kept")
-        yield shard, ShardItem(key=key, sample=M3WSample(key=key, document=document, images=images))
+        def apply(element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
+            grouped = element[1]  # one document and its verdict
+            for item in grouped["doc"]:
+                for verdict in grouped["verdict"]:
+                    for out in apply_verdict(item, verdict, config=cfg, namespace=namespace, bounds=False):
+                        if isinstance(out, PageDocument):
+                            yield out
+
+        return ({"doc": docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item)),
+                 "verdict": verdicts | "KeyByKey" >> beam.Map(lambda e: (e[1].key, e[1]))}
+                | "JoinVerdicts" >> beam.CoGroupByKey()
+                | "ApplyVerdicts" >> beam.FlatMap(apply))
 
 
 # --- staging -------------------------------------------------------------------------------------
 
 STAGING_DIR = "_staging"
-"""Folder (beside the shards) holding the staged documents of each WARC file."""
+"""Folder (beside the shards, under the output URL) holding the staged documents of each WARC file."""
 
-STAGING_VERSION = 5
+STAGING_VERSION = 6
 """Bumped when what a staging file holds changes: older files are then not reused."""
 
 
@@ -887,18 +403,15 @@ def _pickles(handle: Any) -> Iterator[Any]:
 
 
 class StageDocumentsFn(beam.DoFn):
-    """WARC file URL -> its pages read, extracted and filtered, the surviving documents written
-    to `<output>/_staging/m3w/<name>.docs.pkl`; emits the documents' `DedupInfo`s (and dead
-    letters), never the documents themselves, and as `staged_record`s: without their LSH band
-    keys and MinHash signatures (`NearDedup` reads back the bands of the exact-dedup survivors and
-    the signatures of the candidates from the `.infos.pkl` file) and image and paragraph keys
-    (read back for the survivors, `DedupDecisions`).
+    """WARC file URL -> its pages read, extracted and filtered (`judge_page`); the surviving
+    documents are written to `<output>/_staging/m3w/<name>.docs.pkl` and their `DedupInfo`s
+    emitted; every other page is emitted as an `OUTCOME` (and dead letter, if it failed).
 
-    Each staging file is written under a temporary name and renamed, the `.infos.pkl` file (the
-    infos, then the file's counters and dead letters) last: a file whose infos exist is complete,
-    and a rerun reuses it, replaying its counters and dead letters, instead of extracting again.
-    Skipped WARC records count as `warc.<reason>`, extraction rejections as `extract.<reason>`
-    (dead letters), filter drops as `filter.<reason>`.
+    The `.infos.pkl` file (the infos, then a footer with the file's counters, outcomes and dead
+    letters) is renamed into place last: a file whose infos exist is complete, and a rerun
+    reuses it, replaying its footer, instead of extracting again. A WARC file that cannot be
+    parsed to its end is dead-lettered (`warc.read_error`); I/O errors fail the bundle (the
+    runner retries it).
     """
 
     def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE,
@@ -926,6 +439,8 @@ class StageDocumentsFn(beam.DoFn):
             footer = yield from self._stage(url, docs_url, infos_url)
         for name_, value in footer["counters"].items():
             count(self.namespace, name_, value)
+        for outcome in footer["outcomes"]:
+            yield TaggedOutput(OUTCOME, Outcome(**outcome))
         for letter in footer["dead_letters"]:
             yield TaggedOutput(DEAD_LETTER, DeadLetter(**letter))
 
@@ -936,19 +451,20 @@ class StageDocumentsFn(beam.DoFn):
             with fs.open(path, "rb") as handle:
                 for obj in _pickles(handle):
                     if isinstance(obj, DedupInfo):
-                        infos.append(staged_record(obj))
+                        infos.append(obj)
                     elif isinstance(obj, dict) and obj.get("version") == STAGING_VERSION:
                         yield from infos
                         return obj
         except Exception as err:  # noqa: BLE001 - any damage means "stage again", never a wrong reuse
-            LOG.warning("%s: cannot read staging file %s (%s: %s)", self.namespace, path, type(err).__name__, err)
+            LOG.warning("%s: cannot read staging file %s (%s)", self.namespace, path, describe(err))
         return None
 
     def _stage(self, url: str, docs_url: str, infos_url: str) -> Iterator[Any]:
         from flamboyance.crawl import read_warc
 
         counters: Counter = Counter()
-        letters: list[dict[str, str]] = []
+        outcomes: list[Outcome] = []
+        letters: list[DeadLetter] = []
         skipped: Counter = Counter()
         fs, docs_path = fsspec.core.url_to_fs(docs_url)
         infos_path = fsspec.core.url_to_fs(infos_url)[1]
@@ -958,24 +474,47 @@ class StageDocumentsFn(beam.DoFn):
         cfg = self.config
         try:
             with fs.open(docs_tmp, "wb") as docs_out, fs.open(infos_tmp, "wb") as infos_out:
-                for page in read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes):
+                pages = read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes)
+                while True:
+                    try:
+                        page = next(pages)
+                    except StopIteration:
+                        break
+                    except OSError:
+                        raise
+                    except Exception as err:  # noqa: BLE001 - a damaged file loses its rest, counted
+                        counters["warc.read_error"] += 1
+                        letters.append(DeadLetter(stage="warc", reason="read_error", ref=url, detail=describe(err)))
+                        break
                     counters["warc.pages"] += 1
+                    counters["funnel.pages"] += 1
                     self.progress.tick()
-                    item, letter = judge_page(page, extract_config=self.extract_config, filters=cfg.filters,
-                                              counters=counters)
+                    info = None
+                    item, outcome, letter = judge_page(page, extract_config=self.extract_config,
+                                                       filters=cfg.filters, counters=counters)
+                    if item is not None:
+                        try:
+                            info = dedup_info(item, bands=cfg.minhash_bands, rows=cfg.minhash_rows,
+                                              staged=posixpath.basename(docs_path))
+                        except Exception as err:  # noqa: BLE001
+                            counters["funnel.failed.dedup_keys_exception"] += 1
+                            outcome = page_outcome(page, "failed", "dedup_keys_exception", describe(err))
+                            letter = DeadLetter(stage="dedup_keys", reason="exception", ref=page_ref(page),
+                                                detail=describe(err))
                     if letter is not None:
-                        letters.append(dataclasses.asdict(letter))
-                    if item is None:
+                        letters.append(letter)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                    if info is None:
                         continue
-                    info = dedup_info(item, bands=cfg.minhash_bands, rows=cfg.minhash_rows,
-                                      staged=posixpath.basename(docs_path))
                     pickle.dump(item, docs_out, protocol=pickle.HIGHEST_PROTOCOL)
                     pickle.dump(info, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
-                    yield staged_record(info)
+                    yield info
                 counters["warc.files"] += 1
                 counters.update({f"warc.{reason}": n for reason, n in skipped.items()})
                 footer = {"version": STAGING_VERSION, "warc": url, "counters": dict(counters),
-                          "dead_letters": letters}
+                          "outcomes": [dataclasses.asdict(o) for o in outcomes],
+                          "dead_letters": [dataclasses.asdict(letter) for letter in letters]}
                 pickle.dump(footer, infos_out, protocol=pickle.HIGHEST_PROTOCOL)
             fs.mv(docs_tmp, docs_path)
             fs.mv(infos_tmp, infos_path)  # last: its presence says the file is complete
@@ -988,86 +527,111 @@ class StageDocumentsFn(beam.DoFn):
         return footer
 
 
-class ApplySurvivorsFn(beam.DoFn):
-    """(staging file name, its survivors' `survivor_record`s) + frequent image keys + boilerplate
-    keys (side inputs) -> the file's surviving documents, streamed from it, with their
-    corpus-wide removals applied to those they touch (judged by the keys in the file's infos)."""
-
-    def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE) -> None:
-        self.output, self.config, self.namespace = output, config, namespace
-
-    def setup(self) -> None:
-        self.image_set, self.paragraph_set = _KeySet(), _KeySet()
-        self.root = join_url(self.output, STAGING_DIR, self.namespace)
-
-    def process(self, element: tuple[str, bytes], frequent: list[bytes],
-                boilerplate: list[bytes]) -> Iterator[PageDocument]:
-        name, records = element
-        url = join_url(self.root, name)
-        wanted = survivor_keys(records)
-        images, paragraphs = self.image_set(frequent), self.paragraph_set(boilerplate)
-        touched: set[str] = set()
-        if images or paragraphs:
-            touched = {info.key for info in staged_infos(self.root, name, wanted)
-                       if touches(info, frequent_images=images, boilerplate=paragraphs)}
-        found = 0
-        with fsspec.open(url, "rb") as handle:
-            for item in _pickles(handle):
-                if item.key not in wanted:
-                    continue
-                found += 1
-                if item.key not in touched:
-                    yield item
-                    continue
-                kept = apply_removals(item, frequent_images=images, boilerplate=paragraphs,
-                                      filters=self.config.filters, namespace=self.namespace)
-                if kept is not None:
-                    yield kept
-        if found != len(wanted):
-            raise RuntimeError(f"staging file {url} lacks {len(wanted) - found} of the documents dedup kept; "
-                               f"it was changed or removed during the run")
-
-
 class M3WDocuments(beam.PTransform):
-    """WARC URL globs -> deduplicated, frequency-filtered `PageDocument`s (no downloads), staged
-    under `output` (see `StageDocumentsFn`).
+    """WARC URL globs -> deduplicated, frequency-filtered, in-bounds `PageDocument`s (no
+    downloads), staged under `output` (see `StageDocumentsFn`).
 
-    Returns (documents, dead_letters)."""
+    Returns (documents, outcomes, dead_letters): `Outcome`s of every page that left the job."""
 
     def __init__(self, *, output: str, config: M3WConfig, namespace: str = NAMESPACE) -> None:
         super().__init__()
         self.output, self.config, self.namespace = output, config, namespace
 
-    def expand(self, patterns: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    def expand(self, patterns: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
         cfg, namespace = self.config, self.namespace
         staged = (patterns
                   | "ExpandGlobs" >> beam.FlatMap(expand_glob)
                   | "SpreadFiles" >> beam.Reshuffle()
                   | "StageDocuments" >> beam.ParDo(StageDocumentsFn(output=self.output, config=cfg,
                                                                     namespace=namespace))
-                  .with_outputs(DEAD_LETTER, main="infos"))
-        survivors, images, paragraphs = staged.infos | "Decisions" >> DedupDecisions(
-            config=cfg, namespace=namespace, staging_root=join_url(self.output, STAGING_DIR, namespace))
-        docs = (survivors
-                | "ApplySurvivors" >> beam.ParDo(ApplySurvivorsFn(output=self.output, config=cfg, namespace=namespace),
-                                                 beam.pvalue.AsList(images), beam.pvalue.AsList(paragraphs))
-                | "BoundsBeforeDownload" >> beam.ParDo(_BoundsFn(config=cfg, namespace=namespace)))
-        return docs, staged[DEAD_LETTER]
+                  .with_outputs(DEAD_LETTER, OUTCOME, main="infos"))
+        survivors, drops = staged.infos | "Deduplicate" >> Deduplicate(config=cfg, namespace=namespace)
+        applied = (survivors
+                   | "Verdicts" >> Verdicts(config=cfg, drops=drops, namespace=namespace)
+                   | "GroupByStagingFile" >> beam.GroupByKey()
+                   | "ApplyVerdicts" >> beam.ParDo(ApplyVerdictsFn(output=self.output, config=cfg,
+                                                                   namespace=namespace))
+                   .with_outputs(DEAD_LETTER, OUTCOME, main="docs"))
+        outcomes = (staged[OUTCOME], applied[OUTCOME]) | "AllOutcomes" >> beam.Flatten()
+        dead = (staged[DEAD_LETTER], applied[DEAD_LETTER]) | "DocumentDeadLetters" >> beam.Flatten()
+        return applied.docs, outcomes, dead
 
 
-class _BoundsFn(beam.DoFn):
-    """Drop documents already out of bounds before downloading anything (counted `bounds.<reason>`)."""
+# --- images and samples --------------------------------------------------------------------------
 
-    def __init__(self, *, config: M3WConfig, namespace: str) -> None:
+def _image_refs(element: tuple[int, PageDocument]) -> Iterator[tuple[str, str]]:
+    # Raw URLs: what is fetched is what the page named.
+    _, item = element
+    for url in sorted({image.url for image in item.doc.images}):
+        yield url, item.key
+
+
+def _images_by_doc(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, tuple[str, ImageResult]]]:
+    url, grouped = element  # one result, and the documents showing the image (as many as
+    # `image_max_documents`: more made it a frequent image, removed before download)
+    held(NAMESPACE, len(grouped["doc"]))
+    result = grouped["result"][0] if grouped["result"] else ImageResult(url=url, reason="not_downloaded")
+    for doc_key in grouped["doc"]:
+        yield doc_key, (url, result)
+
+
+class AssembleSampleFn(beam.DoFn):
+    """(doc key, {shard, images}) -> (shard, ShardItem): failed images dropped, bounds checked,
+    PII redacted, M3W sequence built. A document out of bounds once its failed images are gone
+    becomes a `failed_to_download` row in its shard's parquet; an exception a `failed` row."""
+
+    def __init__(self, *, config: M3WConfig, namespace: str = NAMESPACE) -> None:
         self.config, self.namespace = config, namespace
 
-    def process(self, item: PageDocument) -> Iterator[PageDocument]:
-        reason = image_bounds_reason(item.doc, self.config.filters)
-        if reason is None:
-            count(self.namespace, "documents.after_dedup")
-            yield item
-        else:
-            count(self.namespace, f"bounds.{reason}")
+    def process(self, element: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
+        key, grouped = element
+        if not grouped["doc"]:
+            return
+        shard, item = grouped["doc"][0]
+        held(self.namespace, len(grouped["images"]))  # the document's images: `doc_max_images` at most
+        try:
+            yield shard, self._assemble(item, dict(grouped["images"]))
+        except Exception as err:  # noqa: BLE001 - no document may fail the job
+            count(self.namespace, "funnel.not_downloaded.assemble_exception")
+            yield shard, document_outcome(item, "failed", "assemble_exception", describe(err)).item()
+            yield TaggedOutput(DEAD_LETTER, DeadLetter(stage="assemble", reason="exception", ref=key,
+                                                       detail=describe(err)))
+
+    def _assemble(self, item: PageDocument, results: dict[str, ImageResult]) -> ShardItem:
+        from flamboyance.preprocess.pii import redact_document
+        from flamboyance.preprocess.sequence import to_sequence
+        from flamboyance.shards.formats import M3WSample
+
+        nodes, images, sizes = [], [], []
+        failed: Counter = Counter()
+        for node in item.doc.nodes:
+            if isinstance(node, ImageNode):
+                result = results.get(node.url)
+                if result is None or not result.ok:
+                    count(self.namespace, "doc.image_dropped")
+                    failed["not_downloaded" if result is None else result.reason or "failed"] += 1
+                    continue
+                images.append(result.data)
+                sizes.append([result.width, result.height])
+            nodes.append(node)
+        doc = redact_document(dataclasses.replace(item.doc, nodes=nodes))
+        reason = image_bounds_reason(doc, self.config.filters)
+        if reason is not None:
+            count(self.namespace, f"doc.{reason}")
+            count(self.namespace, f"funnel.not_downloaded.{reason}")
+            detail = f"{reason} after image failures: " + ", ".join(f"{r} x{n}" for r, n in sorted(failed.items()))
+            failure = document_outcome(item, "failed_to_download", reason, detail).item()
+            failure.row["images_failed"] = sum(failed.values())
+            return failure
+        document = doc.to_dict()
+        meta = doc.metadata
+        document.update({"text": to_sequence(doc), "image_sizes": sizes, "language": doc.language,
+                         "fetch_time": item.fetch_time, "warc_filename": meta.get("warc_filename"),
+                         "warc_offset": meta.get("warc_offset")})
+        count(self.namespace, "doc.kept")
+        count(self.namespace, "funnel.downloaded")
+        row = {"key": item.key, "images_failed": sum(failed.values())} if failed else None
+        return ShardItem(key=item.key, sample=M3WSample(key=item.key, document=document, images=images), row=row)
 
 
 def build_m3w(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config: M3WConfig,
@@ -1077,16 +641,20 @@ def build_m3w(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config
     With `download=False` the job stops after dedup and the frequency filters (benchmarks).
     """
     namespace = NAMESPACE
-    docs, extract_dead = (pipeline | "Inputs" >> beam.Create(inputs)
-                          | "Documents" >> M3WDocuments(output=output, config=config, namespace=namespace))
+    docs, outcomes, document_dead = (pipeline | "Inputs" >> beam.Create(inputs)
+                                      | "Documents" >> M3WDocuments(output=output, config=config,
+                                                                    namespace=namespace))
     if not download:
         _ = docs | "CountDocuments" >> beam.combiners.Count.Globally()
-        _ = extract_dead | "WriteDeadLetters" >> WriteDeadLetters(output)
+        _ = document_dead | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace)
         return
-    assigned, pending, _total = (docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
-                                 | "AssignShards" >> AssignShards(output=output,
-                                                                  samples_per_shard=config.samples_per_shard,
-                                                                  namespace=namespace))
+    per_shard = config.samples_per_shard
+    assigned, pending, total = (docs | "KeyByDoc" >> beam.Map(lambda item: (item.key, item))
+                                | "AssignShards" >> AssignShards(output=output, samples_per_shard=per_shard,
+                                                                 namespace=namespace))
+    rows = (outcomes | "OutcomeRows" >> beam.Map(Outcome.item)
+            | "AssignRows" >> AssignRows(output=output, samples_per_shard=per_shard, namespace=namespace,
+                                         total=total))
     refs = assigned | "ImageRefs" >> beam.FlatMap(_image_refs)
     downloaded = (refs
                   | "ImageUrls" >> beam.Keys()
@@ -1101,15 +669,18 @@ def build_m3w(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config
     docs_by_key = assigned | "DocsByKey" >> beam.Map(lambda element: (element[1].key, element))
     items = ({"doc": docs_by_key, "images": by_doc}
              | "JoinImagesIntoDocs" >> beam.CoGroupByKey()
-             | "AssembleSamples" >> beam.ParDo(AssembleSampleFn(config=config, namespace=namespace)))
-    _ = items | "WriteShards" >> WriteShards(output=output, kind="m3w", namespace=namespace, pending=pending)
-    _ = ((extract_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteDeadLetters(output))
+             | "AssembleSamples" >> beam.ParDo(AssembleSampleFn(config=config, namespace=namespace))
+             .with_outputs(DEAD_LETTER, main="items"))
+    _ = ((items.items, rows) | "SamplesAndRows" >> beam.Flatten()
+         | "WriteShards" >> WriteShards(output=output, kind="m3w", namespace=namespace, pending=pending))
+    _ = ((document_dead, downloaded[DEAD_LETTER], items[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
+         | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 
 
 def run_m3w(*, inputs: list[str], output: str, config: M3WConfig | None = None,
             options: PipelineOptions | None = None) -> dict[str, Any]:
-    """Run the M3W job and return its stats (counters); also written to `<output>/etl_stats.json`."""
+    """Run the M3W job and return its stats (counters, funnel, work); also written to
+    `<output>/etl_stats.json`."""
     config = config or M3WConfig()
     pipeline = beam.Pipeline(options=options or PipelineOptions())
     build_m3w(pipeline, inputs=inputs, output=output, config=config)

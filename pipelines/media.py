@@ -225,9 +225,14 @@ class DownloadImagesFn(beam.DoFn):
     def teardown(self) -> None:
         self.pool.shutdown(wait=True)
 
+    def _one(self, url: str) -> ImageResult:
+        try:
+            return self.downloader.finish(self.downloader.fetch(url))
+        except Exception as err:  # noqa: BLE001 - one image never fails the job: an "exception" result
+            return ImageResult(url=url, reason="exception", detail=f"{type(err).__name__}: {err}"[:1000])
+
     def process(self, urls: Iterable[str]) -> Iterator[Any]:
-        for fetched in self.pool.map(self.downloader.fetch, list(urls)):
-            result = self.downloader.finish(fetched)
+        for result in self.pool.map(self._one, list(urls)):
             self.progress.tick()
             if result.ok:
                 count(self.namespace, "image.downloaded")
@@ -291,6 +296,12 @@ class DownloadVideosFn(beam.DoFn):
         self.pool.shutdown(wait=True)
 
     def _one(self, url: str) -> VideoResult:
+        try:
+            return self._download(url)
+        except Exception as err:  # noqa: BLE001 - one video never fails the job: an "exception" result
+            return VideoResult(url=url, reason="exception", detail=f"{type(err).__name__}: {err}"[:1000])
+
+    def _download(self, url: str) -> VideoResult:
         fetched = fetch(url, self.config, max_bytes=self.max_bytes)
         if fetched.data is None:
             return VideoResult(url=url, reason=fetched.reason, detail=fetched.detail)

@@ -29,6 +29,7 @@ from .common import (
     count_all,
     dead_letter,
     expand_glob,
+    held,
     is_table,
     make_key,
     read_table_rows,
@@ -96,7 +97,14 @@ def video_pairs(doc: Document, **_: Any) -> Iterator[CaptionPair]:
                             metadata={"page_url": doc.url, "poster": node.poster})
 
 
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:1000]
+
+
 class _PagePairsFn(beam.DoFn):
+    """Page -> its caption pairs. Any exception of one page is caught here: counted
+    (`funnel.not_extracted.<reason>`), dead-lettered with the page's WARC location; the job goes on."""
+
     def __init__(self, *, namespace: str, kind: str, filters: FilterConfig, use_alt_text: bool) -> None:
         self.namespace, self.kind, self.filters, self.use_alt_text = namespace, kind, filters, use_alt_text
 
@@ -107,34 +115,54 @@ class _PagePairsFn(beam.DoFn):
         from flamboyance.preprocess.extract import ExtractionError, extract_document
 
         self.progress.tick()
+        ref = f"{page.warc_filename}@{page.warc_offset} {page.url}"
+        reasons: Counter = Counter()
         try:
             doc = extract_document(page.body, page.url, headers=page.headers)
+            source = image_pairs if self.kind == "image" else video_pairs
+            pairs = list(source(doc, filters=self.filters, use_alt_text=self.use_alt_text, counter=reasons))
         except ExtractionError as err:
-            yield dead_letter(self.namespace, "extract", err.reason,
-                              f"{page.warc_filename}@{page.warc_offset} {page.url}", err.detail)
+            count(self.namespace, f"funnel.not_extracted.{err.reason}")
+            yield dead_letter(self.namespace, "extract", err.reason, ref, err.detail)
+            return
+        except Exception as err:  # noqa: BLE001 - no page may fail the job
+            count(self.namespace, "funnel.not_extracted.exception")
+            yield dead_letter(self.namespace, "extract", "exception", ref, _describe(err))
             return
         count(self.namespace, "extract.documents")
-        reasons: Counter = Counter()
-        source = image_pairs if self.kind == "image" else video_pairs
-        for pair in source(doc, filters=self.filters, use_alt_text=self.use_alt_text, counter=reasons):
-            count(self.namespace, "pairs.from_pages")
-            yield pair
+        count(self.namespace, "funnel.extracted")
+        count(self.namespace, "pairs.from_pages", len(pairs))
+        count(self.namespace, "funnel.pairs", len(pairs))
         count_all(self.namespace, "filter", reasons)
+        yield from pairs
 
 
 class _TablePairsFn(beam.DoFn):
+    """Table URL -> its rows' caption pairs; a row without URL or caption, or whose handling
+    raises, is counted and dead-lettered (`<table>#<row>`)."""
+
     def __init__(self, *, namespace: str, url_column: str, caption_column: str) -> None:
         self.namespace, self.url_column, self.caption_column = namespace, url_column, caption_column
 
     def process(self, table_url: str) -> Iterator[Any]:
         for index, row in enumerate(read_table_rows(table_url)):
+            count(self.namespace, "funnel.pages")  # a table row is an input, like a page
             url, caption = row.get(self.url_column), row.get(self.caption_column)
             if not isinstance(url, str) or not url.strip() or not isinstance(caption, str):
+                count(self.namespace, "funnel.not_extracted.missing_url_or_caption")
                 yield dead_letter(self.namespace, "table", "missing_url_or_caption", f"{table_url}#{index}",
                                   f"columns {self.url_column!r}/{self.caption_column!r} in {sorted(row)}")
                 continue
+            try:
+                pair = make_pair(url.strip(), normalize_text(caption), source=table_url)
+            except Exception as err:  # noqa: BLE001 - no row may fail the job
+                count(self.namespace, "funnel.not_extracted.exception")
+                yield dead_letter(self.namespace, "table", "exception", f"{table_url}#{index}", _describe(err))
+                continue
             count(self.namespace, "pairs.from_tables")
-            yield make_pair(url.strip(), normalize_text(caption), source=table_url)
+            count(self.namespace, "funnel.extracted")
+            count(self.namespace, "funnel.pairs")
+            yield pair
 
 
 class ReadCaptionPairs(beam.PTransform):
@@ -170,22 +198,46 @@ class ReadCaptionPairs(beam.PTransform):
 
         def keep_caption(pair: CaptionPair) -> Iterator[CaptionPair]:
             reasons: Counter = Counter()
-            if run_filters(steps, pair.caption, reasons) is None:
-                yield pair
+            try:
+                reason = run_filters(steps, pair.caption, reasons)
+            except Exception as err:  # noqa: BLE001 - no pair may fail the job
+                count(namespace, "funnel.failed.caption_exception")
+                yield dead_letter(namespace, "caption", "exception", pair.url, _describe(err))
+                return
             count_all(namespace, "caption", reasons)
+            if reason is None:
+                yield pair
+            else:
+                count(namespace, f"funnel.filtered.{reason}")
 
         def first(element: tuple[str, Any]) -> CaptionPair:
-            group = sorted(element[1], key=lambda p: (p.source, sorted(p.metadata.items(), key=str)))
-            count(namespace, "dedup.same_pair", len(group) - 1)
-            return group[0]
+            # one streaming pass: the same pair (a site's logo and its alt text) may be on
+            # every page of a crawl
+            best, members = None, 0
+            for pair in element[1]:
+                members += 1
+                if best is None or _pair_order(pair) < _pair_order(best):
+                    best = pair
+            held(namespace, 1)
+            count(namespace, "dedup.same_pair", members - 1)
+            count(namespace, "funnel.deduplicated.same_pair", members - 1)
+            count(namespace, "funnel.to_download")
+            return best
 
-        pairs = ((from_tables.pairs, from_pages.pairs) | "AllPairs" >> beam.Flatten()
-                 | "CaptionFilters" >> beam.FlatMap(keep_caption)
+        captioned = ((from_tables.pairs, from_pages.pairs) | "AllPairs" >> beam.Flatten()
+                     | "CaptionFilters" >> beam.FlatMap(keep_caption).with_outputs(DEAD_LETTER, main="pairs"))
+        pairs = (captioned.pairs
                  | "KeyByPair" >> beam.Map(lambda p: (p.key, p))
                  | "GroupSamePairs" >> beam.GroupByKey()
                  | "OncePerPair" >> beam.Map(first))
-        dead = (from_tables[DEAD_LETTER], from_pages[DEAD_LETTER]) | "PairDeadLetters" >> beam.Flatten()
+        dead = ((from_tables[DEAD_LETTER], from_pages[DEAD_LETTER], captioned[DEAD_LETTER])
+                | "PairDeadLetters" >> beam.Flatten())
         return pairs, dead
+
+
+def _pair_order(pair: CaptionPair) -> tuple[str, list[tuple[str, Any]]]:
+    """Which of the pairs sharing a key is kept: the smallest source, then metadata (deterministic)."""
+    return pair.source, sorted(pair.metadata.items(), key=str)
 
 
 def is_heldout(key: str, fraction: float) -> bool:
@@ -193,10 +245,37 @@ def is_heldout(key: str, fraction: float) -> bool:
     return stable_hash(f"split\x1f{key}") < fraction * 2**64
 
 
-def media_by_pair(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[Any, CaptionPair, Any]]:
-    """After CoGroupByKey by URL of {"result": [result], "pair": [(tag, pair)]}:
-    (tag, pair, result) for every pair of that URL (result None if it was never downloaded)."""
-    _, grouped = element
-    result = grouped["result"][0] if grouped["result"] else None
-    for tag, pair in grouped["pair"]:
-        yield tag, pair, result
+def count_download(namespace: str, item: Any) -> None:
+    """Count a pair's `ShardItem` in the funnel: downloaded, or not (by its row's reason)."""
+    if item.sample is not None:
+        count(namespace, "funnel.downloaded")
+    else:
+        count(namespace, f"funnel.not_downloaded.{item.row.get('error_message') or 'failed'}")
+
+
+class JoinMedia(beam.PTransform):
+    """(URL, (tag, pair)) refs + (URL, result) downloads -> (tag, pair, result) for every ref
+    (result None if the URL was never downloaded). A keyed group per URL read in two streaming
+    passes (the result first), so a URL shared by a crawl's worth of pairs is never held."""
+
+    def __init__(self, *, results: beam.PCollection, namespace: str) -> None:
+        super().__init__()
+        self.results, self.namespace = results, namespace
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        namespace = self.namespace
+
+        def joined(element: tuple[str, Any]) -> Iterator[tuple[Any, CaptionPair, Any]]:
+            _, tagged = element
+            result = next((value for is_result, value in tagged if is_result), None)
+            held(namespace, 1)
+            for is_result, value in tagged:
+                if not is_result:
+                    tag, pair = value
+                    yield tag, pair, result
+
+        return ((self.results | "TagResults" >> beam.MapTuple(lambda url, result: (url, (True, result))),
+                 refs | "TagRefs" >> beam.MapTuple(lambda url, ref: (url, (False, ref))))
+                | "Tagged" >> beam.Flatten()
+                | "GroupByUrl" >> beam.GroupByKey()
+                | "PairsWithMedia" >> beam.FlatMap(joined))

@@ -3,7 +3,7 @@ HTTP download (byte cap) -> PyAV decode (duration cap) -> frames at 1 fps (up to
 video_text shards.
 
     inputs -> ReadCaptionPairs -> AssignShards -> DownloadVideos (unique URLs)
-           -> JoinVideos (CoGroupByKey by URL) -> WriteShards
+           -> JoinVideos (JoinMedia: keyed by URL) -> WriteShards
 
 Corrupt, oversized or over-long videos are counted (`video.<reason>`), dead-lettered and
 recorded as failure rows in their shard's parquet; they never fail the job.
@@ -27,7 +27,7 @@ from .common import (
 )
 from .config import VideoTextConfig
 from .media import DownloadVideosFn, VideoResult
-from .pairs import CaptionPair, ReadCaptionPairs, media_by_pair
+from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download
 
 NAMESPACE = "video_text"
 # Reasons found after the bytes arrived (the rest are fetch failures).
@@ -76,15 +76,15 @@ def build_video_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
         shard, pair, result = element
         shard_item = to_shard_item(pair, result, fps=fps)
         count(namespace, "pairs.kept" if shard_item.sample is not None else "pairs.failed")
+        count_download(namespace, shard_item)
         return shard, shard_item
 
-    _ = ({"result": downloaded.videos, "pair": refs}
-         | "JoinVideosByUrl" >> beam.CoGroupByKey()
-         | "PairsWithVideos" >> beam.FlatMap(media_by_pair)
+    _ = (refs
+         | "JoinVideosByUrl" >> JoinMedia(results=downloaded.videos, namespace=namespace)
          | "ShardItems" >> beam.Map(item)
          | "WriteShards" >> WriteShards(output=output, kind="video_text", namespace=namespace, pending=pending))
     _ = ((pair_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteDeadLetters(output))
+         | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 
 
 def run_video_text(*, inputs: list[str], output: str, config: VideoTextConfig | None = None,

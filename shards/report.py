@@ -134,6 +134,45 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 2
 """
 
 
+def read_funnel(url: str) -> dict[str, Any] | None:
+    """The ETL funnel (`etl_stats.json`'s `funnel`) of the job that wrote the dataset at `url`:
+    found beside the shards, or one folder up (image-text writes `train/` and `heldout/`)."""
+    import posixpath
+
+    import fsspec
+
+    if not isinstance(url, str) or url.endswith(".tar") or "{" in url:
+        return None
+    root = url.rstrip("/")
+    for candidate in (root, posixpath.dirname(root)):
+        try:
+            with fsspec.open(posixpath.join(candidate, "etl_stats.json"), "rb") as handle:
+                funnel = json.loads(handle.read()).get("funnel")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(funnel, dict):
+            return funnel
+    return None
+
+
+def funnel_html(funnel: dict[str, Any]) -> str:
+    """The funnel as an HTML table: each step's total, then its drops by reason."""
+    e = html.escape
+    rows = []
+    for step, value in funnel.items():
+        if step == "checks":
+            continue
+        if isinstance(value, dict):
+            rows += [f"<tr><td>&nbsp;&nbsp;{e(step)}: {e(reason)}</td><td>{n:,}</td></tr>"
+                     for reason, n in value.items()]
+        else:
+            rows.append(f"<tr><th>{e(step)}</th><td>{value:,}</td></tr>")
+    checks = funnel.get("checks", {})
+    verdict = "adds up" if all(checks.values()) else "does NOT add up: " + ", ".join(
+        name for name, ok in checks.items() if not ok)
+    return f"<h2>ETL funnel ({e(verdict)})</h2><table>{''.join(rows)}</table>"
+
+
 def write_report(url: str, out_dir: str | Path, *, stats: dict[str, Any] | None = None,
                  num_samples: int = 8, tokenizer: Any | None = None) -> Path:
     """Write plots and `index.html` (summary, plots, `num_samples` documents) to `out_dir`.
@@ -152,7 +191,9 @@ def write_report(url: str, out_dir: str | Path, *, stats: dict[str, Any] | None 
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(stats[k]))}</td></tr>"
                    for k in ("kind", "shards", "rows", "samples", "images", "text_tokens", "token_unit", "bytes")
                    if k in stats)
+    funnel = read_funnel(url)
     body = [f"<h1>flamboyance stats: {e(str(url))}</h1>", f"<table>{rows}</table>",
+            *([funnel_html(funnel)] if funnel else []),
             "<h2>Distributions</h2>", '<div class="plots">',
             *[f'<img src="{e(src)}" alt="{e(title)}" title="{e(title)}">' for src, title in plots], "</div>",
             f"<h2>Sample documents ({len(docs)})</h2>", *[_render(kind, raw, samples_dir) for raw in docs],

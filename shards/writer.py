@@ -256,6 +256,7 @@ class _ShardFile:
         stats = {"count": len(all_rows), "successes": n_samples,
                  "failed_to_download": by_status.get("failed_to_download", 0),
                  "failed_to_resize": by_status.get("failed_to_resize", 0),
+                 "images_failed_to_download": sum(int(r.get("images_failed") or 0) for r in all_rows),
                  "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": status_dict,
                  "kind": self.kind, "format_version": FORMAT_VERSION, "shard": info.to_dict()}
         _write_bytes_atomic(fs, posixpath.join(root, f"{stem}_stats.json"), json_bytes(stats, indent=4))

@@ -29,7 +29,11 @@ def _etl(job: str, web_glob: str, output: Path, *extra: str) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"== {job.replace('-', '_')} ETL summary" in proc.stdout
-    return json.loads((output / "etl_stats.json").read_text())["counters"]
+    stats = json.loads((output / "etl_stats.json").read_text())
+    # every input is counted once where it ends: each step of the funnel adds up
+    assert stats["funnel"]["checks"] and all(stats["funnel"]["checks"].values()), stats["funnel"]
+    assert stats["funnel"]["pages"] == stats["counters"]["warc.pages"] > 0
+    return stats["counters"]
 
 
 def _caption(text: str) -> str:

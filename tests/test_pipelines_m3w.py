@@ -243,9 +243,9 @@ def test_staging_fingerprint_follows_the_settings_and_is_stable_across_processes
         assert out.stdout.strip() == base
 
 
-def test_staged_near_duplicates_read_their_signatures_back(tmp_path):
-    """Near-duplicates in two WARC files: the signatures are read back from the staging files for
-    the candidates only, and the newer capture of each near-duplicate pair is the one kept."""
+def test_staged_near_duplicates_keep_the_newest_and_name_it(tmp_path):
+    """Near-duplicates in two WARC files: the newer capture of each near-duplicate pair is the one
+    kept, and the dropped one's outcome names it."""
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
     from flamboyance.crawl.warc import WarcWriter, build_response_bytes
@@ -270,10 +270,97 @@ def test_staged_near_duplicates_read_their_signatures_back(tmp_path):
                     writer.write_exchange(url=url, request=b"GET / HTTP/1.1\r\n\r\n", payload=body, date=date,
                                           response=build_response_bytes(200, "OK", headers, body))
     p = make_pipeline()
-    docs, _ = (p | beam.Create([str(tmp_path / "in-*.warc.gz")])
-               | M3WDocuments(output=str(tmp_path / "out"), config=M3WConfig()))
+    docs, outcomes, _ = (p | beam.Create([str(tmp_path / "in-*.warc.gz")])
+                         | M3WDocuments(output=str(tmp_path / "out"), config=M3WConfig()))
     assert_that(docs | beam.Map(lambda item: item.doc.url),
-                equal_to(["http://b.example/story-1-copy", "http://a.example/story-2", "http://a.example/story-3"]))
+                equal_to(["http://b.example/story-1-copy", "http://a.example/story-2", "http://a.example/story-3"]),
+                label="Kept")
+    assert_that(outcomes | beam.Map(lambda o: (o.url, o.status, o.reason, o.duplicate_of != "")),
+                equal_to([("http://a.example/story-1", "duplicate", "near_duplicate", True),
+                          ("http://b.example/story-2-copy", "duplicate", "near_duplicate", True)]), label="Dropped")
     counters = run(p, "m3w")
     assert counters["dedup.near_duplicate"] == 2 and "dedup.exact" not in counters
     assert counters["documents.after_dedup"] == 3 and counters["warc.pages"] == 5
+
+
+def test_m3w_funnel_adds_up_and_every_page_ends_in_one_place(tmp_path, monkeypatch):
+    """Seven pages: two written, an exact duplicate, a filtered page, an empty page, a page whose
+    extraction raises, and a page whose only image fails to download. Every page is a sample or
+    one parquet row with its status, reason and WARC location; the funnel adds up exactly."""
+    import pyarrow.parquet as pq
+    from flamboyance.crawl.warc import WarcWriter, build_response_bytes
+    from flamboyance.pipelines import m3w
+    from flamboyance.pipelines.common import run_and_report
+    from pipelines_fixtures import MediaServer, article_html, picture, prose
+
+    real = m3w.page_document
+
+    def exploding(page, config):
+        if page.url.endswith("/boom"):
+            raise RuntimeError("a bug in one page's extraction")
+        return real(page, config)
+
+    monkeypatch.setattr(m3w, "page_document", exploding)
+    png = {"Content-Type": "image/png"}
+    server = MediaServer({"/i/1.png": (200, png, picture(300, 200, seed=1)),
+                          "/i/2.png": (200, png, picture(300, 200, seed=2))})
+    with server.serve() as base:
+        def article(seed: int, image: str | None) -> bytes:
+            figures = [(f"{base}{image}", "a red circle on a white background")] if image else []
+            return article_html("Story", [prose(seed, 8), prose(seed + 50, 8)], figures)
+
+        pages = [("http://a.example/one", article(1, "/i/1.png"), "2024-02-01T00:00:00Z"),
+                 ("http://a.example/two", article(2, "/i/2.png"), "2024-02-01T00:00:00Z"),
+                 ("http://a.example/two-old", article(2, "/i/2.png"), "2024-01-01T00:00:00Z"),
+                 ("http://a.example/no-image", article(3, None), "2024-01-01T00:00:00Z"),
+                 ("http://a.example/empty", b"  ", "2024-01-01T00:00:00Z"),
+                 ("http://a.example/boom", article(4, "/i/1.png"), "2024-01-01T00:00:00Z"),
+                 ("http://a.example/broken", article(5, "/i/missing.png"), "2024-01-01T00:00:00Z")]
+        with open(tmp_path / "in.warc.gz", "wb") as handle:
+            writer = WarcWriter(handle)
+            for url, body, date in pages:
+                headers = {"Content-Type": "text/html", "Content-Length": str(len(body))}
+                writer.write_exchange(url=url, request=b"GET / HTTP/1.1\r\n\r\n", payload=body, date=date,
+                                      response=build_response_bytes(200, "OK", headers, body))
+        out = tmp_path / "out"
+        p = make_pipeline()
+        config = M3WConfig(download=DownloadConfig(retries=0, timeout_s=5, allow_private_hosts=True))
+        build_m3w(p, inputs=[str(tmp_path / "in.warc.gz")], output=str(out), config=config)
+        stats = run_and_report(p, output=str(out), namespace="m3w")
+    assert json.loads((out / "etl_stats.json").read_text()) == json.loads(json.dumps(stats))
+    funnel = stats["funnel"]
+    assert funnel == {
+        "pages": 7, "extracted": 5, "not_extracted": {"empty": 1, "exception": 1},
+        "filtered": {"doc_too_few_images": 1}, "deduplicated": {"exact": 1}, "failed": {},
+        "to_download": 3, "already_written": 0, "not_downloaded": {"too_few_images": 1}, "downloaded": 2,
+        "written": 2, "checks": {"pages = extracted + not_extracted": True,
+                                 "extracted = filtered + deduplicated + failed + to_download": True,
+                                 "to_download = already_written + not_downloaded + downloaded": True,
+                                 "written = downloaded": True}}
+    assert set(stats["work"]) == {"near_dedup_comparisons", "largest_side_input_elements", "largest_group_in_memory"}
+    assert stats["work"]["largest_side_input_elements"] == 2  # the dead-letter count per stage (2 stages)
+    rows = [row for f in sorted(out.glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+    by_url = {row["url"]: row for row in rows}
+    assert len(rows) == len(by_url) == 7  # every page exactly once
+    offsets = {row["warc_offset"] for row in rows}
+    assert len(offsets) == 7 and all(row["warc_filename"] == "in.warc.gz" for row in rows)
+    summary = {url: (row["status"], row.get("reason")) for url, row in by_url.items()}
+    assert summary == {"http://a.example/one": ("success", None), "http://a.example/two": ("success", None),
+                       "http://a.example/two-old": ("duplicate", "exact"),
+                       "http://a.example/no-image": ("filtered", "doc_too_few_images"),
+                       "http://a.example/empty": ("failed_to_extract", "empty"),
+                       "http://a.example/boom": ("failed_to_extract", "exception"),
+                       "http://a.example/broken": ("failed_to_download", "too_few_images")}
+    assert by_url["http://a.example/two-old"]["duplicate_of"] == by_url["http://a.example/two"]["key"]
+    assert "RuntimeError: a bug in one page's extraction" in by_url["http://a.example/boom"]["error_message"]
+    assert "http_404 x1" in by_url["http://a.example/broken"]["error_message"]
+    shard_stats = [json.loads(f.read_text()) for f in sorted(out.glob("[0-9]*_stats.json"))]
+    assert sum(s["failed_to_download"] for s in shard_stats) == 1
+    assert sum(s["images_failed_to_download"] for s in shard_stats) == 1
+    assert sum(s["count"] for s in shard_stats) == 7 and sum(s["successes"] for s in shard_stats) == 2
+    dead = [json.loads(line) for line in (out / "dead_letter" / "extract.jsonl").read_text().splitlines()]
+    assert sorted(d["reason"] for d in dead) == ["empty", "exception"]
+    from flamboyance.shards.report import write_report
+
+    index = write_report(str(out), tmp_path / "report", num_samples=1).read_text()
+    assert "ETL funnel (adds up)" in index and "not_downloaded: too_few_images" in index

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from flamboyance.crawl.sample_media import ShapeSpec, render_video
-from flamboyance.pipelines.common import num_shards_for
+from flamboyance.pipelines.common import funnel_of, num_shards_for
 from flamboyance.pipelines.config import DownloadConfig, ImageTextConfig, VideoTextConfig
 from flamboyance.pipelines.image_text import build_image_text
 from flamboyance.pipelines.pairs import make_pair
@@ -68,7 +68,14 @@ def test_image_text_from_tables(tmp_path):
         (f"{base}/img/noai.png", "failed_to_download", "disallowed_by_x_robots_tag")]
     dead = [json.loads(line) for line in (tmp_path / "out" / "dead_letter" / "table.jsonl").read_text().splitlines()]
     assert [(d["reason"], d["ref"].rsplit("/", 1)[-1]) for d in dead] == [("missing_url_or_caption", "bad.jsonl#0")]
-    assert counters == {
+    assert funnel_of(counters) == {
+        "pages": 10, "not_extracted": {"missing_url_or_caption": 1}, "pairs": 9,
+        "filtered": {"caption_boilerplate": 1}, "deduplicated": {"same_pair": 1}, "failed": {}, "to_download": 7,
+        "already_written": 0, "not_downloaded": {"disallowed_by_x_robots_tag": 1}, "downloaded": 6, "written": 6,
+        "checks": {"pages = extracted + not_extracted": True,
+                   "pairs = filtered + deduplicated + failed + to_download": True,
+                   "to_download = already_written + not_downloaded + downloaded": True, "written = downloaded": True}}
+    assert {k: v for k, v in counters.items() if not k.startswith("funnel.")} == {
         "pairs.from_tables": 9, "table.missing_url_or_caption": 1, "caption.caption_boilerplate": 1,
         "dedup.same_pair": 1, "image.downloaded": 6, "image.disallowed_by_x_robots_tag": 1,
         "pairs.train": sum(not held[k] for k in keys), "pairs.heldout": sum(held[k] for k in keys),
@@ -102,6 +109,14 @@ def test_video_text_from_table_counts_bad_videos(tmp_path):
     assert failed == [("big.mp4", "failed_to_download", "too_large"),
                       ("corrupt.mp4", "failed_to_decode", "corrupt"),
                       ("missing.mp4", "failed_to_download", "http_404")]
-    assert counters == {"pairs.from_tables": 4, "video.downloaded": 1, "video.corrupt": 1, "video.too_large": 1,
+    assert funnel_of(counters) == {
+        "pages": 4, "not_extracted": {}, "pairs": 4, "filtered": {}, "deduplicated": {}, "failed": {},
+        "to_download": 4, "already_written": 0, "not_downloaded": {"corrupt": 1, "http_404": 1, "too_large": 1},
+        "downloaded": 1, "written": 1,
+        "checks": {"pages = extracted + not_extracted": True,
+                   "pairs = filtered + deduplicated + failed + to_download": True,
+                   "to_download = already_written + not_downloaded + downloaded": True, "written = downloaded": True}}
+    assert {k: v for k, v in counters.items() if not k.startswith("funnel.")} == {
+        "pairs.from_tables": 4, "video.downloaded": 1, "video.corrupt": 1, "video.too_large": 1,
                         "video.http_404": 1, "pairs.kept": 1, "pairs.failed": 3, "samples.written": 1,
                         "shard.written": 1}

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from flamboyance.pipelines.common import DEAD_LETTER, num_shards_for, shard_of
 from flamboyance.pipelines.config import M3WConfig
-from flamboyance.pipelines.m3w import DeduplicateDocuments, JudgePageFn, PageDocument
+from flamboyance.pipelines.m3w import OUTCOME, DeduplicateDocuments, JudgePageFn, PageDocument
 from flamboyance.pipelines.pairs import caption_filters, is_heldout, video_source
 from flamboyance.preprocess.document import Document, ImageNode, TextNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig
@@ -29,15 +29,50 @@ def test_extract_and_filter_with_dead_letters():
     empty = page("http://a.example/empty.html", b"   ", offset=20)
     p = make_pipeline()
     out = (p | beam.Create([good, no_image, empty])
-           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, main="docs"))
+           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, OUTCOME, main="docs"))
     kept = out.docs
     assert_that(kept | beam.Map(lambda i: (i.doc.url, [n.url for n in i.doc.images], "extraction_seconds"
                                            in i.doc.metadata)),
                 equal_to([("http://a.example/good.html", ["http://a.example/img/one.jpg"], False)]), label="Kept")
     assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.stage, d.reason, d.ref)),
                 equal_to([("extract", "empty", "test.warc.gz@20 http://a.example/empty.html")]), label="Dead")
+    assert_that(out[OUTCOME] | beam.Map(lambda o: (o.url, o.status, o.reason, o.warc_filename, o.warc_offset)),
+                equal_to([("http://a.example/text.html", "filtered", "doc_too_few_images", "test.warc.gz", 10),
+                          ("http://a.example/empty.html", "failed_to_extract", "empty", "test.warc.gz", 20)]),
+                label="Outcomes")
     counters = run(p, "m3w")
-    assert counters == {"extract.documents": 2, "extract.empty": 1, "filter.doc_too_few_images": 1}
+    assert counters == {"extract.documents": 2, "extract.empty": 1, "filter.doc_too_few_images": 1,
+                        "funnel.pages": 3, "funnel.extracted": 2, "funnel.not_extracted.empty": 1,
+                        "funnel.filtered.doc_too_few_images": 1}
+
+
+def test_any_exception_of_one_page_is_counted_with_its_warc_location(monkeypatch):
+    """A page whose extraction raises something other than `ExtractionError` (here a charset
+    label that is not a text codec) is a counted, dead-lettered outcome; the next page goes on."""
+    from flamboyance.pipelines import m3w
+
+    real = m3w.page_document
+
+    def exploding(page, config):
+        if page.url.endswith("bad.html"):
+            raise LookupError("'rot13' is not a text encoding")
+        return real(page, config)
+
+    monkeypatch.setattr(m3w, "page_document", exploding)
+    good = page("http://a.example/good.html",
+                article_html("Good", [prose(1), prose(2)], [("/img/one.jpg", "a red circle on white")]))
+    bad = page("http://a.example/bad.html", b"<html>x</html>", offset=77)
+    p = make_pipeline()
+    out = (p | beam.Create([bad, good])
+           | beam.ParDo(JudgePageFn(filter_config=FILTERS)).with_outputs(DEAD_LETTER, OUTCOME, main="docs"))
+    assert_that(out.docs | beam.Map(lambda i: i.doc.url), equal_to(["http://a.example/good.html"]), label="Kept")
+    assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.stage, d.reason, d.ref, d.detail)),
+                equal_to([("extract", "exception", "test.warc.gz@77 http://a.example/bad.html",
+                           "LookupError: 'rot13' is not a text encoding")]), label="Dead")
+    assert_that(out[OUTCOME] | beam.Map(lambda o: (o.status, o.reason, o.warc_offset)),
+                equal_to([("failed_to_extract", "exception", 77)]), label="Outcome")
+    counters = run(p, "m3w")
+    assert counters["funnel.not_extracted.exception"] == 1 and counters["funnel.extracted"] == 1
 
 
 def _item(key: str, url: str, text_seed: int, images: list[str], fetch_time: str, *, edit: str = "") -> PageDocument:
@@ -65,8 +100,14 @@ def test_dedup_keeps_newest_capture():
     assert_that(kept | beam.Map(lambda i: i.key),
                 equal_to(["exact_new", "near_new", "url_new", "imgs_new", "alone"]))
     counters = run(p, "m3w")
-    assert counters == {"dedup.exact": 1, "dedup.near_duplicate": 1, "dedup.same_url": 1,
-                        "dedup.same_image_set": 1}
+    dedup = {"exact": 1, "near_duplicate": 1, "same_url": 1, "same_image_set": 1}
+    comparisons = counters.pop("work.near_dedup_comparisons")
+    assert counters == {**{f"dedup.{k}": v for k, v in dedup.items()},
+                        **{f"funnel.deduplicated.{k}": v for k, v in dedup.items()},
+                        "documents.after_dedup": 5, "funnel.to_download": 5}
+    # near-dedup compares a bucket member with its representative only: near_old and near_new
+    # share a few of the 14 bands (once per shared band); no other pair shares one
+    assert 1 <= comparisons <= 14
 
 
 def test_corpus_frequency_filter_drops_shared_images_and_domain_boilerplate():
@@ -93,7 +134,8 @@ def test_corpus_frequency_filter_drops_shared_images_and_domain_boilerplate():
     assert_that(kept | beam.Map(summary), equal_to(expected))
     counters = run(p, "m3w")
     assert counters == {"frequency.frequent_image_urls": 1, "frequency.boilerplate_paragraphs": 1,
-                        "filter.image_frequent_url": 12, "filter.paragraph_boilerplate": 3}
+                        "filter.image_frequent_url": 12, "filter.paragraph_boilerplate": 3,
+                        "documents.after_dedup": 14, "funnel.to_download": 14}
 
 
 def test_caption_filters_reasons():
@@ -141,7 +183,8 @@ def test_assign_shards_skips_complete_shards_and_refuses_another_plan(tmp_path):
     expected = [(shard_of(k, 4), k) for k in keys if shard_of(k, 4) != done]
     assert_that(assigned, equal_to(expected), label="Assigned")
     assert_that(pending, equal_to([i for i in range(4) if i != done]), label="Pending")
-    assert run(p, "t") == {"shard.skipped_samples": 10 - len(expected)}
+    skipped = 10 - len(expected)
+    assert run(p, "t") == {"shard.skipped_samples": skipped, "funnel.already_written": skipped}
     # the same output with another shard size would mix two assignments: refused
     p = make_pipeline()
     _ = p | beam.Create([(k, k) for k in keys]) | AssignShards(output=output, samples_per_shard=5, namespace="t")
@@ -164,36 +207,106 @@ def test_shard_and_split_assignment_cover_every_key_once(keys, per_shard, fracti
     assert heldout | train == keys and not heldout & train
 
 
-@given(key=st.one_of(st.text(max_size=40), st.binary(min_size=1, max_size=16).map(bytes.hex)),
-       staged=st.one_of(st.just(""), st.binary(min_size=12, max_size=12).map(lambda b: b.hex() + ".docs.pkl"),
-                        st.text(max_size=20)),
-       stamp=st.floats(allow_nan=False), fields=st.lists(st.binary(max_size=300), min_size=7, max_size=7))
-@settings(max_examples=200, deadline=None)
-def test_dedup_records_pack_and_unpack_exactly(key, staged, stamp, fields):
-    """Every dedup shuffle carries `DedupInfo.pack()` bytes (and staging files their pickle): both
-    give back the same record, for hex keys and staging names (packed raw) and any other text."""
-    import pickle
+def test_connected_components_label_propagation_is_bounded_and_counts_unconverged_nodes():
+    from flamboyance.pipelines.m3w import ConnectedComponents
 
-    from flamboyance.pipelines.m3w import DedupInfo, survivor_keys, survivor_record, unpack_info
-
-    content, url, image_set, bands, signature, images, paragraphs = fields
-    info = DedupInfo(key=key, stamp=stamp, content_hash=content, url_key=url, image_set_key=image_set,
-                     band_keys=bands, signature=signature, image_keys=images, paragraph_keys=paragraphs,
-                     staged=staged)
-    assert unpack_info(info.pack()) == info
-    assert pickle.loads(pickle.dumps(info)) == info
-    other = DedupInfo(key=key + "x", stamp=0.0, content_hash=b"", url_key=b"", image_set_key=b"", staged=staged)
-    name, record = survivor_record(info)
-    assert name == staged
-    assert survivor_keys(record + survivor_record(other)[1]) == {key, key + "x"}
+    chain = [((f"n{i}", 0.0), (f"n{i + 1}", 0.0)) for i in range(5)]  # n0 - n1 - ... - n5
+    star = [((f"s{i}", 0.0), ("s0", 0.0)) for i in range(1, 4)]
+    p = make_pipeline()
+    labels = p | beam.Create(chain + star) | ConnectedComponents(rounds=6, namespace="t")
+    assert_that(labels | beam.MapTuple(lambda node, label: (node[0], label[0])),
+                equal_to([(f"n{i}", "n0") for i in range(6)] + [(f"s{i}", "s0") for i in range(4)]))
+    assert "dedup.near_unconverged" not in run(p, "t")
+    # two rounds carry n0's label two hops: the rest of the chain is still changing, and counted
+    p = make_pipeline()
+    labels = p | beam.Create(chain) | ConnectedComponents(rounds=2, namespace="t")
+    assert_that(labels | beam.MapTuple(lambda node, label: (node[0], label[0])),
+                equal_to([("n0", "n0"), ("n1", "n0"), ("n2", "n0"), ("n3", "n1"), ("n4", "n2"), ("n5", "n3")]))
+    assert run(p, "t")["dedup.near_unconverged"] == 4  # n2..n5 took a new label in the last round
 
 
-def test_packed_hex_texts_take_their_raw_bytes():
-    from flamboyance.pipelines.m3w import DedupInfo
+def test_near_dedup_of_a_templated_site_is_linear_and_keeps_the_newest():
+    """Thirty near-copies of one page: one comparison per member and shared band (with the
+    bucket's representative), one kept (the newest), every other one dropped naming it."""
+    from flamboyance.pipelines.m3w import DROPPED, Deduplicate, dedup_info
 
-    key, staged = "0123456789abcdef01234567", "89abcdef0123456789abcdef.docs.pkl"
-    info = DedupInfo(key=key, stamp=1.0, content_hash=b"", url_key=b"", image_set_key=b"", staged=staged)
-    # stamp (8) + 9 length bytes + key (tag + 12) + staging name (tag + 12)
-    assert len(info.pack()) == 8 + 9 + 13 + 13
-    upper = DedupInfo(key=key.upper(), stamp=1.0, content_hash=b"", url_key=b"", image_set_key=b"")
-    assert len(upper.pack()) == 8 + 9 + 1 + len(key) + 1  # not lowercase hex: UTF-8 (so it reads back as written)
+    base = prose(7, 12)
+    items = [PageDocument(key=f"k{i:02d}", fetch_time=f"2024-01-{i + 1:02d}T00:00:00Z",
+                          doc=Document(url=f"http://t.example/{i}",
+                                       nodes=[TextNode(text=f"{base} Page {i}."), ImageNode(url=f"http://t/{i}.jpg")]))
+             for i in range(30)]
+    config = M3WConfig()
+    p = make_pipeline()
+    survivors, drops = (p | beam.Create(items)
+                        | beam.Map(dedup_info, bands=config.minhash_bands, rows=config.minhash_rows)
+                        | Deduplicate(config=config, namespace="m3w"))
+    assert_that(survivors | beam.Map(lambda info: info.key), equal_to(["k29"]), label="Kept")
+    assert_that(drops | beam.Map(lambda d: (d.kind, d.kept)), equal_to([("near_duplicate", "k29")] * 29),
+                label="Dropped")
+    counters = run(p, "m3w")
+    assert DROPPED == "dropped" and counters["dedup.near_duplicate"] == 29
+    assert 29 <= counters["work.near_dedup_comparisons"] <= 29 * config.minhash_bands
+
+
+def test_dead_letters_are_written_in_buckets_of_bounded_size(tmp_path):
+    import json
+
+    from flamboyance.pipelines.common import DeadLetter, WriteDeadLetters
+
+    letters = [DeadLetter(stage="image", reason="http_404", ref=f"http://x/{i}") for i in range(5)]
+    letters.append(DeadLetter(stage="extract", reason="empty", ref="w@1 http://x/"))
+    p = make_pipeline()
+    _ = p | beam.Create(letters) | WriteDeadLetters(str(tmp_path), namespace="t", per_file=2)
+    run(p, "t")
+    root = tmp_path / "dead_letter"
+    names = sorted(path.name for path in root.iterdir())
+    assert names == ["extract.jsonl", "image-00000-of-00003.jsonl", "image-00001-of-00003.jsonl",
+                     "image-00002-of-00003.jsonl"]
+    lines = [line for name in names[1:] for line in (root / name).read_text().splitlines()]
+    assert sorted(json.loads(line)["ref"] for line in lines) == [f"http://x/{i}" for i in range(5)]
+    for name in names:
+        text = (root / name).read_text().splitlines()
+        assert text == sorted(text)
+
+
+def test_funnel_checks_each_step_and_names_the_top_drops():
+    from flamboyance.pipelines.common import funnel_of, top_drops
+
+    counters = {"funnel.pages": 10, "funnel.not_extracted.empty": 2, "funnel.extracted": 8,
+                "funnel.filtered.doc_too_few_images": 5, "funnel.deduplicated.exact": 1, "funnel.to_download": 2,
+                "funnel.not_downloaded.too_few_images": 2, "funnel.downloaded": 0}
+    funnel = funnel_of(counters)
+    assert all(funnel["checks"].values()) and len(funnel["checks"]) == 4
+    assert top_drops(funnel, 2) == [("filtered.doc_too_few_images", 5), ("not_downloaded.too_few_images", 2)]
+    # a page counted nowhere breaks the first equation; a job without downloads has no download checks
+    broken = funnel_of({**counters, "funnel.pages": 11})
+    assert broken["checks"]["pages = extracted + not_extracted"] is False
+    no_downloads = funnel_of({k: v for k, v in counters.items() if "download" not in k or k == "funnel.to_download"})
+    assert list(no_downloads["checks"]) == ["pages = extracted + not_extracted",
+                                            "extracted = filtered + deduplicated + failed + to_download"]
+
+
+def test_page_pairs_survive_a_page_whose_extraction_raises(monkeypatch):
+    from flamboyance.pipelines.pairs import _PagePairsFn
+    from flamboyance.preprocess import extract
+
+    real = extract.extract_document
+
+    def exploding(body, url, **kwargs):
+        if url.endswith("bad.html"):
+            raise ValueError("embedded null character in charset label")
+        return real(body, url, **kwargs)
+
+    monkeypatch.setattr(extract, "extract_document", exploding)
+    good = page("http://a.example/good.html",
+                article_html("Good", [prose(1), prose(2)], [("/img/one.jpg", "a red circle on a white background")]))
+    bad = page("http://a.example/bad.html", b"<html><p>x</p></html>", offset=42)
+    p = make_pipeline()
+    out = (p | beam.Create([bad, good])
+           | beam.ParDo(_PagePairsFn(namespace="t", kind="image", filters=FILTERS, use_alt_text=True))
+           .with_outputs(DEAD_LETTER, main="pairs"))
+    assert_that(out.pairs | beam.Map(lambda pair: pair.url), equal_to(["http://a.example/img/one.jpg"]), label="Pairs")
+    assert_that(out[DEAD_LETTER] | beam.Map(lambda d: (d.reason, d.ref)),
+                equal_to([("exception", "test.warc.gz@42 http://a.example/bad.html")]), label="Dead")
+    counters = run(p, "t")
+    assert counters["funnel.not_extracted.exception"] == 1 and counters["funnel.pairs"] == 1
