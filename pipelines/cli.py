@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-private-hosts", action="store_true",
                         help="download media from loopback/private addresses too (needed for the sample web "
                              "on 127.0.0.1; off by default as an SSRF guard)")
+    parser.add_argument("--skip-truncated", action="store_true",
+                        help="skip WARC records marked WARC-Truncated (default: keep them, marked truncated)")
     parser.add_argument("--ignore-x-robots-tag", action="store_true",
                         help="do not honour X-Robots-Tag noai/noimageai/noindex/noimageindex (not recommended)")
     m3w = parser.add_argument_group("m3w")
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    from .common import expand_glob
+    from .common import check_output_reachable, expand_glob
 
     for pattern in args.input:  # fail before starting workers when an input matches nothing
         try:
@@ -107,19 +109,24 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as err:
             raise SystemExit(f"flamboyance etl {args.job}: {err}") from None
     options = PipelineOptions(beam_args(getattr(args, "pipeline_args", None)))
+    try:  # a local --output that remote workers would not share: one line, before any work
+        check_output_reachable(args.output, options)
+    except ValueError as err:
+        raise SystemExit(f"flamboyance etl {args.job}: {err}") from None
     download = _download(args)
     if args.job == "m3w":
         from .m3w import run_m3w
 
         config = _with_shard_size(M3WConfig(near_duplicate_threshold=args.near_duplicate_threshold,
-                                            download=download), args)
+                                            skip_truncated=args.skip_truncated, download=download), args)
         run_m3w(inputs=args.input, output=args.output, config=config, options=options)
     elif args.job == "image-text":
         from .image_text import run_image_text
 
         config = _with_shard_size(ImageTextConfig(heldout_fraction=args.heldout_fraction, url_column=args.url_column,
                                                   caption_column=args.caption_column,
-                                                  use_alt_text=not args.no_alt_text, download=download), args)
+                                                  use_alt_text=not args.no_alt_text, skip_truncated=args.skip_truncated,
+                                                  download=download), args)
         run_image_text(inputs=args.input, output=args.output, config=config, options=options)
     else:
         from .video_text import run_video_text
@@ -128,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                                                   max_duration_s=args.max_duration, fps=args.fps,
                                                   max_frames=args.max_frames, keep_video=args.keep_video,
                                                   url_column=args.url_column, caption_column=args.caption_column,
-                                                  download=download), args)
+                                                  skip_truncated=args.skip_truncated, download=download), args)
         run_video_text(inputs=args.input, output=args.output, config=config, options=options)
     return 0
 

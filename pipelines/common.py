@@ -218,22 +218,24 @@ class ReadWarcPages(beam.PTransform):
     Skipped WARC records are counted as `<namespace>:warc.<reason>`.
     """
 
-    def __init__(self, *, namespace: str, max_body_bytes: int = 5 * 2**20, spread_pages: bool = False) -> None:
+    def __init__(self, *, namespace: str, max_body_bytes: int = 5 * 2**20, spread_pages: bool = False,
+                 skip_truncated: bool = False) -> None:
         super().__init__()
         self.namespace, self.max_body_bytes, self.spread_pages = namespace, max_body_bytes, spread_pages
+        self.skip_truncated = skip_truncated
 
     def expand(self, patterns: beam.PCollection) -> beam.PCollection:
         pages = (patterns
                  | "ExpandGlobs" >> beam.FlatMap(expand_glob)
                  | "SpreadFiles" >> beam.Reshuffle()
-                 | "ReadWarc" >> beam.ParDo(_ReadWarcFn(namespace=self.namespace,
-                                                        max_body_bytes=self.max_body_bytes)))
+                 | "ReadWarc" >> beam.ParDo(_ReadWarcFn(namespace=self.namespace, max_body_bytes=self.max_body_bytes,
+                                                        skip_truncated=self.skip_truncated)))
         return pages | "SpreadPages" >> beam.Reshuffle() if self.spread_pages else pages
 
 
 class _ReadWarcFn(beam.DoFn):
-    def __init__(self, *, namespace: str, max_body_bytes: int) -> None:
-        self.namespace, self.max_body_bytes = namespace, max_body_bytes
+    def __init__(self, *, namespace: str, max_body_bytes: int, skip_truncated: bool = False) -> None:
+        self.namespace, self.max_body_bytes, self.skip_truncated = namespace, max_body_bytes, skip_truncated
 
     def setup(self) -> None:
         self.progress = Progress(namespace=self.namespace, stage="read_warc")
@@ -243,7 +245,8 @@ class _ReadWarcFn(beam.DoFn):
 
         skipped: Counter = Counter()
         pages = 0
-        for page in read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes):
+        for page in read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes,
+                              skip_truncated=self.skip_truncated):
             pages += 1
             self.progress.tick()
             yield page

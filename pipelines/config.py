@@ -70,6 +70,10 @@ class M3WConfig:
     """Label-propagation rounds of near-dedup's connected components: a cluster whose links are
     longer than this (rare: members link to their bucket's representative) is counted
     `dedup.near_unconverged` and may keep more than one capture."""
+    skip_truncated: bool = False
+    """Skip WARC records marked `WARC-Truncated` (counted `warc.warc_truncated`). By default they
+    are kept and marked `truncated: true`: Common Crawl cuts pages at 1 MiB, and the prefix
+    usually holds the whole article."""
     minhash_bands: int = 14
     """LSH bands (datatrove: 14 x 8)."""
     minhash_rows: int = 8
@@ -96,6 +100,8 @@ class ImageTextConfig:
 
     samples_per_shard: int = 10000
     """Target pairs per shard (img2dataset default)."""
+    skip_truncated: bool = False
+    """Skip WARC records marked `WARC-Truncated` (see `M3WConfig.skip_truncated`)."""
     heldout_fraction: float = 0.1
     """Share of images (by a stable hash of the normalised image URL; every caption of one image, and
     every URL serving the same bytes, lands in one split) written to `<output>/heldout`."""
@@ -123,6 +129,8 @@ class VideoTextConfig:
 
     samples_per_shard: int = 100
     """Target videos per shard."""
+    skip_truncated: bool = False
+    """Skip WARC records marked `WARC-Truncated` (see `M3WConfig.skip_truncated`)."""
     max_video_bytes: int = 50 * 2**20
     """Videos larger than this are counted `too_large` and skipped."""
     max_duration_s: float = 120.0

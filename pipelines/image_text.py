@@ -65,7 +65,8 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
                                                                  filters=config.filters,
                                                                  use_alt_text=config.use_alt_text,
                                                                  url_column=config.url_column,
-                                                                 caption_column=config.caption_column))
+                                                                 caption_column=config.caption_column,
+                                                                 skip_truncated=config.skip_truncated))
     fraction = config.heldout_fraction
     by_split = pairs | "SplitTrainHeldout" >> beam.Partition(
         lambda pair, _n: 1 if heldout_by_image_url(pair.url, fraction) else 0, len(SPLITS))

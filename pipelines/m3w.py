@@ -389,7 +389,8 @@ def staging_fingerprint(config: M3WConfig) -> str:
         return value if value is None or isinstance(value, str | int | float | bool) else repr(value)
 
     settings = {"version": STAGING_VERSION, "extract": plain(config.extract), "filters": plain(config.filters),
-                "bands": config.minhash_bands, "rows": config.minhash_rows}
+                "bands": config.minhash_bands, "rows": config.minhash_rows,
+                "skip_truncated": config.skip_truncated}
     return make_key(json.dumps(settings, sort_keys=True))
 
 
@@ -474,7 +475,8 @@ class StageDocumentsFn(beam.DoFn):
         cfg = self.config
         try:
             with fs.open(docs_tmp, "wb") as docs_out, fs.open(infos_tmp, "wb") as infos_out:
-                pages = read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes)
+                pages = read_warc(url, skipped=skipped, max_body_bytes=self.max_body_bytes,
+                                  skip_truncated=cfg.skip_truncated)
                 while True:
                     try:
                         page = next(pages)

@@ -175,9 +175,9 @@ class ReadCaptionPairs(beam.PTransform):
     """
 
     def __init__(self, *, namespace: str, kind: str, filters: FilterConfig | None = None, use_alt_text: bool = True,
-                 url_column: str = "url", caption_column: str = "caption") -> None:
+                 url_column: str = "url", caption_column: str = "caption", skip_truncated: bool = False) -> None:
         super().__init__()
-        self.namespace, self.kind = namespace, kind
+        self.namespace, self.kind, self.skip_truncated = namespace, kind, skip_truncated
         self.filters, self.use_alt_text = filters or FilterConfig(), use_alt_text
         self.url_column, self.caption_column = url_column, caption_column
 
@@ -190,11 +190,11 @@ class ReadCaptionPairs(beam.PTransform):
                        | "TableRows" >> beam.ParDo(_TablePairsFn(namespace=namespace, url_column=self.url_column,
                                                                  caption_column=self.caption_column))
                        .with_outputs(DEAD_LETTER, main="pairs"))
-        from_pages = (warcs | "ReadWarcPages" >> ReadWarcPages(namespace=namespace)
+        from_pages = (warcs | "ReadWarcPages" >> ReadWarcPages(namespace=namespace, skip_truncated=self.skip_truncated)
                       | "PagePairs" >> beam.ParDo(_PagePairsFn(namespace=namespace, kind=self.kind,
                                                                filters=self.filters, use_alt_text=self.use_alt_text))
                       .with_outputs(DEAD_LETTER, main="pairs"))
-        steps = caption_filters()
+        steps = caption_filters(languages=self.filters.languages)
 
         def keep_caption(pair: CaptionPair) -> Iterator[CaptionPair]:
             reasons: Counter = Counter()

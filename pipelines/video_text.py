@@ -56,7 +56,8 @@ def build_video_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
     pairs, pair_dead = (pipeline | "Inputs" >> beam.Create(inputs)
                         | "ReadCaptionPairs" >> ReadCaptionPairs(namespace=namespace, kind="video",
                                                                  url_column=config.url_column,
-                                                                 caption_column=config.caption_column))
+                                                                 caption_column=config.caption_column,
+                                                                 skip_truncated=config.skip_truncated))
     assigned, pending, _ = (pairs
                             | "KeyByPair" >> beam.Map(lambda pair: (pair.key, pair))
                             | "AssignShards" >> AssignShards(output=output, samples_per_shard=config.samples_per_shard,

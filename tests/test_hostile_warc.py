@@ -139,3 +139,21 @@ def test_whole_file_gzip_larger_than_the_record_cap_keeps_every_record(tmp_path)
     got, skipped = read(path, max_body_bytes=100_000)
     assert got == urls(range(20))
     assert not skipped
+
+
+def test_pipelines_keep_or_skip_truncated_records_as_configured(tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    from flamboyance.pipelines.common import ReadWarcPages
+
+    block = http_response(page(1)).replace(page(1), page(1)[:60])
+    path = tmp_path / "cc.warc"
+    path.write_bytes(records([0])[0] + warc_record("http://h.example/1", block, extra={"WARC-Truncated": "length"}))
+    for skip, expected in ((False, [("http://h.example/0", False), ("http://h.example/1", True)]),
+                           (True, [("http://h.example/0", False)])):
+        with TestPipeline() as p:
+            pages = (p | beam.Create([str(path)])
+                     | ReadWarcPages(namespace="t", skip_truncated=skip)
+                     | beam.Map(lambda r: (r.url, r.truncated)))
+            assert_that(pages, equal_to(expected))

@@ -104,6 +104,7 @@ def test_cli_stops_before_any_work(sample_crawl, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert f"--output '{output}' is a local path, but PortableRunner runs the job" in proc.stderr
+    assert "Traceback" not in proc.stderr  # one clear line, not a stack
     assert not output.exists()  # nothing staged or written, and no job submitted (192.0.2.1 is unroutable)
 
 
