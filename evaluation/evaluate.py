@@ -21,6 +21,7 @@ from flamboyance.evaluation import metrics, prompts
 from flamboyance.evaluation.datasets import EvalDataset, EvalExample
 from flamboyance.evaluation.ranking import score_options
 from flamboyance.evaluation.rices import feature_cache_path, rices_select, vision_features
+from flamboyance.model.generation import left_pad
 from flamboyance.preprocess.tokens import EOC_TOKEN
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "METRIC_NAMES", "evaluate", "format_table"]
@@ -59,18 +60,6 @@ class _PixelCache:
         if len(self.items) > self.max_items:
             self.items.popitem(last=False)
         return pixels
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) ids and attention mask, each row right-aligned (left padding)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        if row:
-            ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[b, width - len(row) :] = 1
-    return ids, mask
 
 
 def _stack_media(rows: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
@@ -120,7 +109,7 @@ class _Runner:
 
     def _batch(self, id_rows, image_rows, extra: int = 0):
         self.check_length(id_rows, extra)
-        ids, mask = _left_pad(id_rows, self.pad_id)
+        ids, mask = left_pad([list(r) for r in id_rows], self.pad_id)
         media = _stack_media([[self.pixels(e) for e in images] for images in image_rows])
         return ids.to(self.device), mask.to(self.device), media.to(self.device)
 
