@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from flamboyance.crawl import WarcWriter, read_warc
 from flamboyance.crawl.warc import build_response_bytes
 from flamboyance.pipelines.common import DEAD_LETTER, ReadWarcPages
-from flamboyance.pipelines.m3w import JudgePageFn, judge_page
+from flamboyance.pipelines.m3w import OUTCOME, JudgePageFn, judge_page
 from flamboyance.preprocess import ExtractConfig, ExtractionError, extract_document
 from flamboyance.preprocess.filters import FilterConfig
 from hypothesis import HealthCheck, given, settings
@@ -107,7 +107,8 @@ def test_beam_job_over_a_warc_of_random_pages_accounts_for_every_page(tmp_path):
     expected: collections.Counter = collections.Counter()
     pages = list(read_warc(str(path)))
     for page in pages:
-        item, letter = judge_page(page, extract_config=UNBUDGETED, filters=filters, counters=collections.Counter())
+        item, _outcome, letter = judge_page(page, extract_config=UNBUDGETED, filters=filters,
+                                            counters=collections.Counter())
         expected["document" if item else "dead_letter" if letter else "filtered"] += 1
     assert len(pages) == 30 and expected["document"] + expected["filtered"] >= 5 and expected["dead_letter"] >= 5
 
@@ -115,7 +116,7 @@ def test_beam_job_over_a_warc_of_random_pages_accounts_for_every_page(tmp_path):
     judged = (pipeline
               | beam.Create([str(path)])
               | ReadWarcPages(namespace="fuzz")
-              | beam.ParDo(JudgePageFn(filter_config=filters, namespace="fuzz", extract_config=UNBUDGETED)).with_outputs(DEAD_LETTER, main="docs"))
+              | beam.ParDo(JudgePageFn(filter_config=filters, namespace="fuzz", extract_config=UNBUDGETED)).with_outputs(DEAD_LETTER, OUTCOME, main="docs"))
     assert_that(judged.docs | "CountDocs" >> beam.combiners.Count.Globally(), equal_to([expected["document"]]),
                 label="Documents")
     assert_that(judged[DEAD_LETTER] | "CountLetters" >> beam.combiners.Count.Globally(),
