@@ -9,17 +9,21 @@ export BIN
 # The bundled sample web is served on 127.0.0.1:$(WEB_PORT) while crawling and downloading.
 WEB_PORT ?= 8765
 WEB_PAGES ?= 300
-export WEB_PORT WEB_PAGES
+WEB_NAMING_PAGES ?= 150
+export WEB_PORT WEB_PAGES WEB_NAMING_PAGES
 # empty: flamboyance's LocalRunner (the DirectRunner's engine, 2 worker processes)
 RUNNER ?=
 DATA ?= data
 SHARDS ?= $(DATA)/shards
 CONFIG ?= trainer/configs/demo.yaml
 RUN_DIR ?= runs/demo
+LM_DIR ?= runs/lm
+ABLATION_DIR ?= runs/ablation
+export LM_DIR ABLATION_DIR
 WITH_WEB := scripts/with-sample-web.sh
 
 .PHONY: setup test lint demo bench bench-extract crawl m3w image-text video-text etl stats report \
-        train eval ray-up ray-down clean
+        pretrain-lm train eval ablation ray-up ray-down clean
 
 setup: $(STAMP)
 
@@ -71,6 +75,10 @@ report: setup
 	$(BIN)/flamboyance stats $(or $(INPUT),$(SHARDS)/m3w) --report $(or $(OUTPUT),$(DATA)/report)
 
 ## ---- training and evaluation ----
+# The small causal LM the demo's Flamingo keeps frozen: text of the shards + name-binding text.
+pretrain-lm: setup
+	$(BIN)/flamboyance pretrain-lm --output $(LM_DIR) --m3w $(SHARDS)/m3w --image-text $(SHARDS)/image_text/train
+
 train: setup
 	$(BIN)/flamboyance train --config $(CONFIG) run_dir=$(RUN_DIR) $(OVERRIDES)
 
@@ -89,6 +97,11 @@ ray-down: setup
 ## ---- the whole thing ----
 demo: setup
 	scripts/demo.sh
+
+# The paper's M3W ablation at demo scale: the demo's training (reused when done) beside the same
+# training without M3W (pairs only, `data.m3w=null`); novel-names and captioning side by side.
+ablation: setup
+	scripts/ablation.sh
 
 bench: setup
 	$(BIN)/python bench/run_all.py --out bench/results.json

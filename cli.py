@@ -19,6 +19,7 @@ _OWNERS: dict[str, str] = {
     "sample-web": "flamboyance.crawl.cli",
     "etl": "flamboyance.pipelines.cli",
     "stats": "flamboyance.shards.cli",
+    "pretrain-lm": "flamboyance.trainer.pretrain_lm",
     "train": "flamboyance.trainer.cli",
     "eval": "flamboyance.evaluation.cli",
 }
@@ -30,6 +31,7 @@ _SUMMARIES: dict[str, str] = {
     "sample-web": "serve the bundled synthetic website, or write it as a WARC",
     "etl": "Beam ETL jobs: m3w, image-text, video-text shards",
     "stats": "shard statistics, --verify, and an HTML --report",
+    "pretrain-lm": "train the small causal LM (text only) a CPU Flamingo keeps frozen",
     "train": "train a Flamingo model on Ray from a YAML config",
     "eval": "few-shot evaluation of a checkpoint (captioning, VQA, classification)",
 }
