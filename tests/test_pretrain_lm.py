@@ -40,12 +40,15 @@ def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(ValueError, match="binding_fraction"):
         PretrainLMConfig(output=str(tmp_path), binding_fraction=1.5)
     with pytest.raises(ValueError, match="seq_len"):
-        PretrainLMConfig(output=str(tmp_path), binding_fraction=1.0, seq_len=600, max_positions=512)
+        PretrainLMConfig(output=str(tmp_path), binding_fraction=1.0, repeat_fraction=0.0, seq_len=600,
+                         max_positions=512)
+    with pytest.raises(ValueError, match="must be <= 1"):
+        PretrainLMConfig(output=str(tmp_path), binding_fraction=0.8, repeat_fraction=0.3)
 
 
 def test_pretrain_lm_saves_a_huggingface_folder_that_flamingo_loads_frozen(tmp_path, capsys):
     out = tmp_path / "lm"
-    code = cli_main(["pretrain-lm", "--output", str(out), "--binding-fraction", "1.0", "--steps", "3",
+    code = cli_main(["pretrain-lm", "--output", str(out), "--binding-fraction", "0.5", "--repeat-fraction", "0.5", "--steps", "3",
                      "--hidden-size", "32", "--num-heads", "2", "--seq-len", "32", "--batch-size", "2",
                      "--vocab-size", "300", "--eval-queries", "4", "--threads", "1"])
     assert code == 0 and "held-out induction accuracy" in capsys.readouterr().out

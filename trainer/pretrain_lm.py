@@ -164,12 +164,12 @@ class _Stream:
 
     def _repeat(self) -> list[int]:
         n = self.cfg.seq_len + 1
-        length = self.rng.randint(max(2, n // 8), max(2, n // 2 - 1))
+        length = self.rng.randint(4, max(4, n // 3))  # shown at least 3 times
         vocab = len(self.tokenizer)
         run = [self.rng.randrange(vocab) for _ in range(length)]
-        ids = [self.eos] + run + [self.eos] + run
+        ids: list[int] = []
         while len(ids) < n:
-            ids += ids
+            ids += [self.eos] + run
         return ids[:n]
 
     def __iter__(self) -> Iterator[list[int]]:
