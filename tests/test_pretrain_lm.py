@@ -23,8 +23,9 @@ def test_binding_passages_repeat_each_binding():
     rng = random.Random(0)
     for held_out in (False, True):
         for _ in range(50):
-            lines = binding_passage(rng, held_out=held_out)[:-1].split(". ")
-            pairs = [re.fullmatch(r"This is the (\w+) (\w+)", line).groups() for line in lines]
+            lines = binding_passage(rng, held_out=held_out).split(EOC_TOKEN)
+            assert lines[-1] == ""
+            pairs = [re.fullmatch(r"<image>This is the (\w+) (\w+)\.", line).groups() for line in lines[:-1]]
             by_key = collections.defaultdict(set)
             for key, name in pairs:
                 by_key[key].add(name)
@@ -82,12 +83,13 @@ def test_pretrain_lm_saves_a_huggingface_folder_that_flamingo_loads_frozen(tmp_p
         assert torch.equal(tensor, saved[name]), name
 
 
-def test_shard_texts_reads_documents_and_captions_without_special_tokens(tmp_path):
+def test_shard_texts_reads_documents_and_captions_as_flamingo_sequences(tmp_path):
     from shards_fixtures import write_dataset
 
     docs = write_dataset(tmp_path / "m3w", "m3w", 5, per_shard=3)
     pairs = write_dataset(tmp_path / "it", "image_text", 4, per_shard=4)
     texts = shard_texts([str(tmp_path / "m3w")], [str(tmp_path / "it")], records=3)
-    expected = [" ".join(d.document["text"].replace(IMAGE_TOKEN, " ").replace(EOC_TOKEN, " ").split())
-                for d in docs[:3]] + [p.caption for p in pairs[:3]]
+    expected = [" ".join(d.document["text"].split()) for d in docs[:3]]
+    expected += [f"{IMAGE_TOKEN}{p.caption}{EOC_TOKEN}" for p in pairs[:3]]
+    assert expected[1].count(IMAGE_TOKEN) == 1 and expected[1].endswith(EOC_TOKEN)  # markers kept
     assert texts == expected

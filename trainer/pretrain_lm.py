@@ -42,8 +42,9 @@ KEY_WORDS = (
 ).split()
 """Words a generated passage binds names to (one token or a few each)."""
 
-BINDING_TEMPLATE = "This is the {key} {name}."
-"""One line of a generated binding passage."""
+BINDING_TEMPLATE = "<image>This is the {key} {name}.<EOC>"
+"""One line of a generated binding passage: a chunk as Flamingo sees them (where the key word
+stands, Flamingo has the image)."""
 
 REPORT_NAME = "pretrain_lm.json"
 
@@ -111,12 +112,14 @@ def binding_passage(rng: random.Random, *, held_out: bool = False, num_lines: in
     names = distinct_names(rng, count, held_out=held_out)
     order = [k % count for k in range(num_lines or rng.randint(2 * count, 10))]
     rng.shuffle(order)
-    return " ".join(BINDING_TEMPLATE.format(key=keys[i], name=names[i]) for i in order)
+    return "".join(BINDING_TEMPLATE.format(key=keys[i], name=names[i]) for i in order)
 
 
 def shard_texts(m3w: Sequence[str], image_text: Sequence[str], *, records: int) -> list[str]:
-    """Text of the first `records` records of each source, special tokens replaced by spaces."""
-    from flamboyance.preprocess.tokens import SPECIAL_TOKENS
+    """Text of the first `records` records of each source as Flamingo reads it: M3W sequences with
+    their ``<image>``/``<EOC>`` markers, captions as ``<image>caption<EOC>``; whitespace runs
+    collapsed."""
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
     from flamboyance.shards import open_dataset
 
     texts: list[str] = []
@@ -126,9 +129,9 @@ def shard_texts(m3w: Sequence[str], image_text: Sequence[str], *, records: int) 
                                    split_by_worker=False, decode=False)
             for record in itertools.islice(iter(dataset), records):
                 text = (record.document.get("text") or "") if kind == "m3w" else record.caption
-                for token in SPECIAL_TOKENS:
-                    text = text.replace(token, " ")
                 text = " ".join(text.split())
+                if text and kind == "image_text":
+                    text = f"{IMAGE_TOKEN}{text}{EOC_TOKEN}"
                 if text:
                     texts.append(text)
     return texts
@@ -189,6 +192,7 @@ def induction_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, seed: int
     `context_lines` lines) whose last line's name, ranked by log-likelihood between the two, is
     the one bound to its key. Chance is 0.5."""
     import torch
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
 
     rng = random.Random(seed)
     correct = 0
@@ -198,15 +202,17 @@ def induction_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, seed: int
             names = None
             while names is None:
                 passage = binding_passage(rng, held_out=True, num_lines=context_lines)
-                bound = dict(line.rsplit(" ", 1) for line in passage[:-1].split(". "))
+                lines = [line.removeprefix(IMAGE_TOKEN).removesuffix("." + EOC_TOKEN)
+                         for line in passage.split(EOC_TOKEN)[:-1]]
+                bound = dict(line.rsplit(" ", 1) for line in lines)
                 if len(bound) == 2:  # exactly two names in the context
                     names = list(bound.items())
             key_line, target = rng.choice(names)
-            prompt = passage + " " + key_line
+            prompt = passage + IMAGE_TOKEN + key_line
             scores = []
             for _, name in names:
                 prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-                cont_ids = tokenizer(" " + name + ".", add_special_tokens=False)["input_ids"]
+                cont_ids = tokenizer(" " + name + "." + EOC_TOKEN, add_special_tokens=False)["input_ids"]
                 ids = torch.tensor([prompt_ids + cont_ids])
                 logits = lm(input_ids=ids).logits[0, :-1].log_softmax(-1)
                 targets = ids[0, 1:]
