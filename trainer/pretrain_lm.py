@@ -66,18 +66,18 @@ class PretrainLMConfig:
     num_heads: int = 4
     max_positions: int = 512
     vocab_size: int = 512
-    seq_len: int = 128
+    seq_len: int = 64
     batch_size: int = 16
-    steps: int = 1500
-    lr: float = 3e-3
+    steps: int = 2000
+    lr: float = 1e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
-    binding_fraction: float = 0.4
+    binding_fraction: float = 0.3
     """Share of training sequences that are generated binding passages."""
-    repeat_fraction: float = 0.3
+    repeat_fraction: float = 0.5
     """Share of training sequences that are random token runs repeated (the rest: shard text)."""
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     eval_queries: int = 200
 
     def __post_init__(self) -> None:
