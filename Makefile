@@ -9,7 +9,8 @@ export BIN
 # The bundled sample web is served on 127.0.0.1:$(WEB_PORT) while crawling and downloading.
 WEB_PORT ?= 8765
 WEB_PAGES ?= 300
-export WEB_PORT WEB_PAGES
+WEB_NAMING_PAGES ?= 0
+export WEB_PORT WEB_PAGES WEB_NAMING_PAGES
 # empty: flamboyance's LocalRunner (the DirectRunner's engine, 2 worker processes); `portable`: a
 # local Beam job service + external SDK worker pool (scripts/portable_runner.py, stopped on exit);
 # anything else is passed as `--runner` (DataflowRunner, FlinkRunner, ...; add options in ETL_FLAGS).
@@ -18,10 +19,12 @@ DATA ?= data
 SHARDS ?= $(DATA)/shards
 CONFIG ?= trainer/configs/demo.yaml
 RUN_DIR ?= runs/demo
+LM_DIR ?= runs/lm
+export LM_DIR
 WITH_WEB := scripts/with-sample-web.sh
 
 .PHONY: setup test lint demo bench bench-extract bench-filters crawl m3w image-text video-text etl stats report \
-        train eval ray-up ray-down clean
+        pretrain-lm train eval ablation ray-up ray-down clean
 
 setup: $(STAMP)
 
@@ -90,6 +93,10 @@ report: setup
 	$(BIN)/flamboyance stats $(or $(INPUT),$(SHARDS)/m3w) --report $(or $(OUTPUT),$(DATA)/report)
 
 ## ---- training and evaluation ----
+# The small causal LM the demo's Flamingo keeps frozen: text of the shards + name-binding text.
+pretrain-lm: setup
+	$(BIN)/flamboyance pretrain-lm --output $(LM_DIR) --m3w $(SHARDS)/m3w --image-text $(SHARDS)/image_text/train
+
 train: setup
 	$(BIN)/flamboyance train --config $(CONFIG) run_dir=$(RUN_DIR) $(OVERRIDES)
 
@@ -114,6 +121,11 @@ ray-down: setup
 ## ---- the whole thing ----
 demo: setup
 	scripts/demo.sh
+
+# The paper's M3W ablation at CPU scale, on its own data (data/icl) and runs (runs/icl): a pretrained
+# small LM, Flamingo trained with and without M3W; novel-names and captioning side by side.
+ablation: setup
+	scripts/ablation.sh
 
 bench: setup
 	$(BIN)/python bench/run_all.py --out bench/results.json

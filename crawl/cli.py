@@ -91,13 +91,15 @@ def _add_sample_web_arguments(parser: argparse.ArgumentParser) -> None:
                       help="URL the pages are recorded under (default %(default)s)")
     for sub in (serve, warc):
         sub.add_argument("--pages", type=int, default=300, help="number of articles (default %(default)s)")
+        sub.add_argument("--naming-pages", type=int, default=0,
+                         help="number of naming stories (made-up names bound to the page's objects; default %(default)s)")
         sub.add_argument("--seed", type=int, default=0, help="generator seed (default %(default)s)")
 
 
 def _run_sample_web(args: argparse.Namespace) -> int:
     from flamboyance.crawl.sample_web import SampleWeb, serve_sample_web
 
-    web = SampleWeb(seed=args.seed, num_pages=args.pages)
+    web = SampleWeb(seed=args.seed, num_pages=args.pages, num_naming_pages=args.naming_pages)
     if args.action == "warc":
         count = web.write_warc(args.output, base_url=args.base_url)
         print(f"wrote {count} pages to {args.output}")

@@ -9,9 +9,10 @@ of function words, few repeated n-grams) and two different articles share few wo
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 
-__all__ = ["Article", "generate_article", "TOPICS"]
+__all__ = ["Article", "TOPICS", "distinct_names", "fill_template", "generate_article", "is_held_out_name", "made_up_name"]
 
 FIRST_NAMES = (
     "Maria Daniel Aisha Tomas Priya Lukas Hannah Omar Sofia Kenji Elena Samuel Grace Mateo Leila "
@@ -257,6 +258,12 @@ def _fill(template: str, rng: random.Random, topic: Topic) -> str:
     return text[0].upper() + text[1:]
 
 
+def fill_template(template: str, rng: random.Random, topic: Topic) -> str:
+    """Fill a sentence template's slots ({P} a person, {PL} a place, {TIME}, {D}, {M}, ...) with
+    `topic`'s words; the first letter is upper-cased."""
+    return _fill(template, rng, topic)
+
+
 def generate_article(rng: random.Random, *, num_paragraphs: int | None = None) -> Article:
     """One article: 4..7 paragraphs of 3..6 sentences, templates used at most once each."""
     topic = rng.choice(TOPICS)
@@ -275,3 +282,39 @@ def generate_article(rng: random.Random, *, num_paragraphs: int | None = None) -
     title = _fill(rng.choice(TITLE_TEMPLATES), rng, topic)
     author = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
     return Article(title=title, author=author, topic=topic.name, paragraphs=tuple(paragraphs))
+
+
+# -- made-up names (the sample web's "naming" pages, the LM's pretraining text, the novel-names eval) --
+
+NAME_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "bl", "dr", "gl", "sn", "tr")
+NAME_VOWELS = ("a", "e", "i", "o", "u")
+NAME_CODAS = ("x", "g", "p", "k", "b", "d", "m", "n")
+_HELD_OUT_MODULUS = 4
+
+
+def is_held_out_name(name: str) -> bool:
+    """Whether a made-up name belongs to the evaluation's share (a quarter of all names, fixed by a
+    hash of the name): those never appear in training text or pages."""
+    return zlib.crc32(name.encode("ascii")) % _HELD_OUT_MODULUS == 0
+
+
+def made_up_name(rng: random.Random, *, held_out: bool = False) -> str:
+    """A pronounceable made-up word of two syllables ("tobax", "snilup"), from the training share
+    of the name space, or with `held_out` from the evaluation's share (disjoint)."""
+    while True:
+        name = (rng.choice(NAME_ONSETS) + rng.choice(NAME_VOWELS) + rng.choice(NAME_ONSETS)
+                + rng.choice(NAME_VOWELS) + rng.choice(NAME_CODAS))
+        if is_held_out_name(name) == held_out:
+            return name
+
+
+def distinct_names(rng: random.Random, count: int, *, held_out: bool = False) -> list[str]:
+    """`count` made-up names that differ in their first letter (so they differ in their first token)."""
+    if count > len(set(o[0] for o in NAME_ONSETS)):
+        raise ValueError(f"at most {len(set(o[0] for o in NAME_ONSETS))} names with distinct first letters")
+    names: list[str] = []
+    while len(names) < count:
+        name = made_up_name(rng, held_out=held_out)
+        if all(name[0] != other[0] for other in names):
+            names.append(name)
+    return names

@@ -7,7 +7,10 @@ boilerplate, `<video>` pages (MP4 + poster + caption), a robots.txt that disallo
 (private pages are linked anyway), images sending `X-Robots-Tag: noai`, near-duplicate copies
 under `/archive/` and one exact duplicate under `/mirror/`. Every image and video shows a
 coloured shape and its alt text / caption says which ("a small red circle on a white
-background"). Everything is generated lazily from the seed and cached; `truth()` is the ground
+background"). With `num_naming_pages`, "naming" stories under `/stories/` bind made-up names to
+the objects of the page ("This is the tobax, ..."), differently on every page, each object shown
+several times (bursty, with meanings set by the page, the conditions under which in-context
+learning emerges: Chan et al. 2022). Everything is generated lazily from the seed and cached; `truth()` is the ground
 truth for end-to-end tests; `serve_sample_web` serves it on 127.0.0.1.
 """
 
@@ -40,10 +43,11 @@ from flamboyance.crawl.sample_media import (
     render_video,
     video_caption,
 )
-from flamboyance.crawl.sample_text import Article, generate_article
+from flamboyance.crawl.sample_text import TOPICS, Article, distinct_names, fill_template, generate_article
 from flamboyance.crawl.warc import WarcWriter, build_response_bytes, warc_date
 
-__all__ = ["ImageTruth", "SampleTruth", "SampleWeb", "VideoTruth", "serve_sample_web"]
+__all__ = ["ImageTruth", "NAMING_SENTENCE", "NamingTruth", "SampleTruth", "SampleWeb", "VideoTruth", "naming_text",
+           "serve_sample_web"]
 
 LOGO_PATH = "/static/logo.png"
 ARTICLES_PER_INDEX = 25
@@ -52,6 +56,28 @@ NUM_BANNERS = 4
 _PLACEHOLDER_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 _EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 _LAST_MODIFIED = email.utils.format_datetime(_EPOCH, usegmt=True)
+NAMING_SENTENCE = "This is the {name}"
+"""How a naming story's text right after an image names the object (the novel-names eval uses it too)."""
+NAMING_IMAGE_SIDE = 160
+_NAMING_TAILS = (
+    "{P} said as the children gathered around the table",
+    "and everyone in {PL} seemed to have an opinion about it",
+    "the one that {P} brought back {TIME}",
+    "which the whole family talks about every {D}",
+    "as {P} explained to the visitors from {PL}",
+    "and it was placed by the window {TIME}",
+    "the favourite of the youngest children in {PL}",
+    "said {P}, who has kept it since {M}",
+    "and nobody could quite remember who had found it",
+    "as the sign next to it in {PL} explains",
+    "which the neighbours admired {TIME}",
+    "{P} told us with a smile",
+)
+
+
+def naming_text(name: str, tail: str = "") -> str:
+    """The sentence that follows an image in a naming story: `This is the <name>, <tail>.`"""
+    return NAMING_SENTENCE.format(name=name) + (f", {tail}." if tail else ".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +101,15 @@ class VideoTruth:
 
 
 @dataclass(frozen=True, slots=True)
+class NamingTruth:
+    """One naming story: which made-up name the page gives each object, and its images in order
+    as (image URL, name)."""
+
+    names: dict[str, str]  # name -> the object it names ("red circle")
+    images: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SampleTruth:
     """Ground truth of a `SampleWeb` (URLs absolute when a base URL was given, else paths)."""
 
@@ -89,6 +124,7 @@ class SampleTruth:
     images: dict[str, tuple[ImageTruth, ...]] = field(default_factory=dict)  # page -> images
     videos: dict[str, tuple[VideoTruth, ...]] = field(default_factory=dict)  # page -> videos
     robots_txt: str = ""
+    naming: dict[str, NamingTruth] = field(default_factory=dict)  # naming story page -> its bindings
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +162,7 @@ class _Page:
     published: dt.date
     figures: tuple[_Figure, ...]
     videos: tuple[_Video, ...]
+    names: tuple[str, ...] = ()  # naming stories: the name given to each figure, in order
 
 
 def _slug(title: str) -> str:
@@ -137,18 +174,22 @@ class SampleWeb:
     """The synthetic site. `num_pages` is the number of articles (there are also index pages,
     private pages and duplicates). Deterministic in (`seed`, `num_pages`)."""
 
-    def __init__(self, *, seed: int = 0, num_pages: int = 300) -> None:
+    def __init__(self, *, seed: int = 0, num_pages: int = 300, num_naming_pages: int = 0) -> None:
         if num_pages < 1:
             raise ValueError(f"num_pages must be >= 1, got {num_pages}")
+        if num_naming_pages < 0:
+            raise ValueError(f"num_naming_pages must be >= 0, got {num_naming_pages}")
         self.seed = seed
         self.num_pages = num_pages
+        self.num_naming_pages = num_naming_pages
         self._articles = [self._make_page(f"a{i}", i) for i in range(1, num_pages + 1)]
+        self._stories = [self._make_naming_page(i) for i in range(1, num_naming_pages + 1)]
         self._private = [self._make_page(f"p{j}", j) for j in range(1, NUM_PRIVATE + 1)]
-        self._by_path: dict[str, _Page] = {p.path: p for p in self._articles + self._private}
+        self._by_path: dict[str, _Page] = {p.path: p for p in self._articles + self._stories + self._private}
         self._near_dups = {self._archive_path(p): p for p in self._articles if self._is_near_dup_source(p)}
         self._exact_dups = {self._mirror_path(self._articles[0]): self._articles[0]}
         self._media: dict[str, tuple[str, object]] = {}
-        for page in self._articles + self._private:
+        for page in self._articles + self._stories + self._private:
             for fig in page.figures:
                 self._media[fig.path] = ("image", (fig, 1))
                 self._media[fig.path_2x] = ("image", (fig, 2))
@@ -206,6 +247,37 @@ class SampleWeb:
             )
         return _Page(key, path, article, published, tuple(figures), tuple(videos))
 
+    def _make_naming_page(self, number: int) -> _Page:
+        """A naming story: an article's prose around 6..8 images of 2..3 objects (distinct colours
+        and shapes, one background), each shown at least twice, each bound to a made-up name."""
+        rng = self._rng("naming", number)
+        article = generate_article(rng, num_paragraphs=2)
+        count = rng.randint(2, 3)
+        colours = rng.sample([c for c in COLOURS if c != "white"], count)
+        shapes = rng.sample(SHAPES, count)
+        background = rng.choice([b for b in BACKGROUNDS if b not in colours])
+        specs = [ShapeSpec(c, s, background, "large") for c, s in zip(colours, shapes)]
+        names = distinct_names(rng, count)
+        order = [k % count for k in range(rng.randint(6, 8))]
+        rng.shuffle(order)
+        figures = tuple(
+            _Figure(
+                path=f"/images/story-{number:04d}-{k}.png",
+                spec=specs[obj],
+                fmt="PNG",
+                width=NAMING_IMAGE_SIDE,
+                height=NAMING_IMAGE_SIDE,
+                seed=rng.randrange(2**31),
+                lazy=False,
+                in_figure=False,
+                noai=False,
+            )
+            for k, obj in enumerate(order, 1)
+        )
+        path = f"/stories/{number:04d}-{_slug(article.title)}.html"
+        published = (_EPOCH + dt.timedelta(days=rng.randrange(0, 700))).date()
+        return _Page(f"s{number}", path, article, published, figures, (), tuple(names[obj] for obj in order))
+
     @staticmethod
     def _is_near_dup_source(page: _Page) -> bool:
         return int(page.key[1:]) % 75 == 10
@@ -219,8 +291,12 @@ class SampleWeb:
         return page.path.replace("/articles/", "/mirror/", 1)
 
     def _index_paths(self) -> list[str]:
-        count = -(-len(self._articles) // ARTICLES_PER_INDEX)
+        count = -(-len(self._listed()) // ARTICLES_PER_INDEX)
         return [f"/index/{k}.html" for k in range(1, count + 1)]
+
+    def _listed(self) -> list[_Page]:
+        """The pages the index pages list: articles, then naming stories."""
+        return self._articles + self._stories
 
     # -- ground truth ----------------------------------------------------------------------
 
@@ -248,7 +324,8 @@ class SampleWeb:
         def videos(page: _Page) -> tuple[VideoTruth, ...]:
             return tuple(VideoTruth(url(v.path), video_caption(v.spec, v.motion), url(v.poster)) for v in page.videos)
 
-        crawlable = ["/", *self._index_paths(), *(p.path for p in self._articles), *self._near_dups, *self._exact_dups]
+        crawlable = ["/", *self._index_paths(), *(p.path for p in self._articles), *(p.path for p in self._stories),
+                     *self._near_dups, *self._exact_dups]
         disallowed = [p.path for p in self._private]
         page_images = {}
         page_videos = {}
@@ -271,10 +348,17 @@ class SampleWeb:
             images=page_images,
             videos=page_videos,
             robots_txt=self.robots_txt(),
+            naming={
+                url(p.path): NamingTruth(
+                    names={name: f"{f.spec.colour} {f.spec.shape}" for f, name in zip(p.figures, p.names)},
+                    images=tuple((url(f.path), name) for f, name in zip(p.figures, p.names)),
+                )
+                for p in self._stories
+            },
         )
 
     def _figures(self) -> Iterator[_Figure]:
-        for page in self._articles + self._private:
+        for page in self._articles + self._stories + self._private:
             yield from page.figures
 
     def _page_for(self, path: str) -> _Page | None:
@@ -368,6 +452,24 @@ class SampleWeb:
             f"<figcaption>{html.escape(caption[0].upper() + caption[1:])}.</figcaption></figure>"
         )
 
+    def _naming_body(self, page: _Page) -> list[str]:
+        """A naming story's body: the intro paragraph, then each image followed by the sentence that
+        names its object, then the closing paragraph."""
+        rng = self._rng("naming-text", page.key)
+        topic = next(t for t in TOPICS if t.name == page.article.topic)
+        tails = list(_NAMING_TAILS)
+        rng.shuffle(tails)
+        blocks = [f"<p>{html.escape(page.article.paragraphs[0])}</p>"]
+        for k, (fig, name) in enumerate(zip(page.figures, page.names)):
+            blocks.append(self._figure_html(fig))
+            template = tails[k % len(tails)]
+            tail = fill_template(template, rng, topic)
+            if template[0].islower():  # keep a person's name capitalised
+                tail = tail[0].lower() + tail[1:]
+            blocks.append(f"<p>{html.escape(naming_text(name, tail))}</p>")
+        blocks.extend(f"<p>{html.escape(p)}</p>" for p in page.article.paragraphs[1:])
+        return blocks
+
     def _article_html(self, page: _Page, *, archive: bool = False) -> str:
         article = page.article
         date = page.published
@@ -378,12 +480,14 @@ class SampleWeb:
         blocks = []
         # Interleave: paragraphs with figures after the 1st, 3rd, ... paragraph; videos after the 2nd.
         figures = list(page.figures)
-        for index, paragraph in enumerate(article.paragraphs):
+        for index, paragraph in enumerate(article.paragraphs if not page.names else ()):
             blocks.append(f"<p>{html.escape(paragraph)}</p>")
             if index == 1:
                 blocks.extend(self._video_html(v) for v in page.videos)
             if index % 2 == 0 and figures:
                 blocks.append(self._figure_html(figures.pop(0)))
+        if page.names:
+            blocks, figures = self._naming_body(page), []
         blocks.extend(self._figure_html(f) for f in figures)
         body = "\n".join(blocks)
         main = f"""<article class="post hentry">
@@ -415,7 +519,7 @@ class SampleWeb:
 
     def _index_html(self, k: int) -> str | None:
         start = (k - 1) * ARTICLES_PER_INDEX
-        chunk = self._articles[start : start + ARTICLES_PER_INDEX]
+        chunk = self._listed()[start : start + ARTICLES_PER_INDEX]
         if not chunk:
             return None
         items = "".join(f'<li><a href="{p.path}">{html.escape(p.article.title)}</a></li>' for p in chunk)

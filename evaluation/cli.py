@@ -16,6 +16,8 @@ DATA_HELP = """\
                   (e.g. data/shards/image_text/heldout)
   vqa             VQAv2 questions JSON (with --annotations FILE and --images DIR)
   classification  a folder of class folders (ImageNet style: ROOT/<class name>/<image>)
+  novel-names     none: episodes are generated (two held-out made-up names bound to shape images in
+                  the context; --limit queries per seed, default 200)
 --support-data takes the same forms (with --support-images / --support-annotations); without it
 support examples come from --data itself, never the query's own image."""
 
@@ -32,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = DATA_HELP
     parser.add_argument("--checkpoint", required=True, help="model directory written by save_pretrained")
-    parser.add_argument("--task", required=True, choices=["captioning", "vqa", "classification"])
-    parser.add_argument("--data", required=True, help="query data (see below)")
+    parser.add_argument("--task", required=True, choices=["captioning", "vqa", "classification", "novel-names"])
+    parser.add_argument("--data", help="query data (see below; not for novel-names)")
     parser.add_argument("--images", help="image folder for COCO / VQAv2 --data")
     parser.add_argument("--annotations", help="VQAv2 annotations JSON for --data")
     parser.add_argument("--support-data", help="support (train) data, same forms as --data")
@@ -86,7 +88,7 @@ def checkpoint_id(path: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint and data, evaluate, print the table and write the JSON."""
     import torch
-    from flamboyance.evaluation.evaluate import evaluate, format_table
+    from flamboyance.evaluation.evaluate import evaluate
     from flamboyance.model import Flamingo
 
     if not Path(args.checkpoint).is_dir():
@@ -94,6 +96,17 @@ def run(args: argparse.Namespace) -> int:
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
+
+    if args.task == "novel-names":
+        from flamboyance.evaluation.novel_names import evaluate_novel_names
+
+        model = Flamingo.from_pretrained(args.checkpoint).to(torch.device(args.device))
+        result = evaluate_novel_names(model, shots=args.shots, seeds=args.seeds, num_queries=args.limit or 200,
+                                      batch_size=args.batch_size, log=log)
+        result["checkpoint"] = str(Path(args.checkpoint).resolve())
+        return _write(result, args)
+    if not args.data:
+        raise SystemExit(f"eval: --task {args.task} needs --data")
 
     # Without --support-data the support pool is the whole query set, so read it all and let
     # evaluate() take the first --limit queries.
@@ -115,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
     result["checkpoint"] = str(Path(args.checkpoint).resolve())
     result["data"] = args.data
     result["support_data"] = args.support_data
+    return _write(result, args)
+
+
+def _write(result: dict, args: argparse.Namespace) -> int:
+    """Write the result JSON atomically and print its table."""
+    from flamboyance.evaluation.evaluate import format_table
+
     output = Path(args.output or Path(args.checkpoint) / f"eval_{args.task}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")

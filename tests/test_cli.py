@@ -9,8 +9,8 @@ from flamboyance.cli import _OWNERS, _SUMMARIES, build_parser
 
 
 def test_every_subcommand_has_an_owner_with_a_command_table(capsys):
-    assert set(_OWNERS) == set(_SUMMARIES) == {"extract", "crawl", "sample-web", "etl", "stats", "train", "eval",
-                                                   "decontaminate"}
+    assert set(_OWNERS) == set(_SUMMARIES) == {"extract", "crawl", "sample-web", "etl", "stats", "pretrain-lm",
+                                                   "train", "eval", "decontaminate"}
     for name, owner in _OWNERS.items():
         help_text, add_arguments, run = importlib.import_module(owner).COMMANDS[name]
         assert isinstance(help_text, str) and help_text and callable(add_arguments) and callable(run)

@@ -17,6 +17,7 @@ import pytest
 from flamboyance.cli import main as cli_main
 from flamboyance.crawl import crawl, read_warc
 from flamboyance.crawl.sample_media import COLOURS, SHAPES
+from flamboyance.crawl.sample_text import distinct_names, is_held_out_name, made_up_name
 from flamboyance.crawl.sample_web import SampleWeb, serve_sample_web
 from PIL import Image
 
@@ -217,3 +218,59 @@ def test_cli_sample_web_warc_and_crawl(web, tmp_path, capsys):
     assert code == 0
     assert '"pages_fetched": 5' in capsys.readouterr().out
     assert len(list(read_warc(str(tmp_path / "out" / "crawl-00000.warc.gz")))) == 5
+
+
+def test_naming_stories_bind_names_per_page(tmp_path):
+    web = SampleWeb(seed=0, num_pages=20, num_naming_pages=12)
+    truth = web.truth()
+    plain = SampleWeb(seed=0, num_pages=20).truth()
+    assert len(truth.naming) == 12 and not plain.naming
+    assert set(truth.crawlable) - set(plain.crawlable) >= set(truth.naming)  # listed, crawlable pages
+    assert all(p.startswith("/stories/") for p in truth.naming)
+    object_names = collections.defaultdict(set)
+    all_names = set()
+    for page, story in truth.naming.items():
+        html_text = web.response(page)[2].decode()
+        text = article_text(web.response(page)[2])
+        counts = collections.Counter(name for _, name in story.images)
+        assert 2 <= len(story.names) <= 3 and set(counts) == set(story.names)
+        assert min(counts.values()) >= 2 and 6 <= len(story.images) <= 8  # bursty: every object repeats
+        assert len({n[0] for n in story.names}) == len(story.names)  # names differ in their first letter
+        assert len(set(story.names.values())) == len(story.names)
+        assert [i.url for i in truth.images[page]] == [u for u, _ in story.images]
+        # each image is followed by the sentence naming its object, and shows that object's colour
+        for (url, name), image in zip(story.images, truth.images[page]):
+            assert re.search(re.escape(f'src="{url}"') + r"[^>]*></p>\s*<p>This is the " + name + ",", html_text)
+            colour, shape = story.names[name].split()
+            assert image.caption == f"a large {colour} {shape} on a {image.caption.split()[-2]} background"
+            pixels = np.asarray(Image.open(io.BytesIO(web.response(url)[2])).convert("RGB"), dtype=np.int32)
+            assert pixels.shape == (160, 160, 3)
+            assert (np.abs(pixels - np.array(COLOURS[colour])).sum(axis=2) < 60).mean() > 0.08
+        for name, obj in story.names.items():
+            object_names[obj].add(name)
+            assert not is_held_out_name(name)
+        all_names |= set(story.names)
+        # the page passes the document filters' statistics
+        tokens = words(text)
+        assert sum(t in STOP_WORDS for t in tokens) / len(tokens) >= 0.35
+        grams = [tuple(tokens[i : i + 5]) for i in range(len(tokens) - 4)]
+        assert sum(c for c in collections.Counter(grams).values() if c > 1) / len(grams) <= 0.2
+    assert len(all_names) >= 2 * 12  # meanings change from page to page
+    assert max(len(v) for v in object_names.values()) >= 2  # an object goes by different names
+    web.write_warc(tmp_path / "site.warc.gz")
+    assert {r.url for r in read_warc(str(tmp_path / "site.warc.gz"))} >= {"http://127.0.0.1:8000" + p
+                                                                          for p in truth.naming}
+
+
+def test_made_up_names_split_train_and_held_out():
+    import random
+
+    rng = random.Random(0)
+    train = {made_up_name(rng) for _ in range(300)}
+    held = {made_up_name(rng, held_out=True) for _ in range(300)}
+    assert not train & held and len(train) > 200 and len(held) > 200
+    assert all(is_held_out_name(n) for n in held) and not any(is_held_out_name(n) for n in train)
+    names = distinct_names(rng, 3, held_out=True)
+    assert len({n[0] for n in names}) == 3 and all(re.fullmatch(r"[a-z]{5,7}", n) for n in names)
+    with pytest.raises(ValueError):
+        distinct_names(rng, 40)

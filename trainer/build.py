@@ -61,6 +61,14 @@ def build_model(cfg: TrainConfig) -> Any:
         return Flamingo.from_config(FlamingoConfig(**model_cfg.flamingo))
     from flamboyance.model.tiny import build_tokenizer, tiny_config
 
+    if model_cfg.language_model:  # a pretrained LM folder: its own tokenizer, loaded frozen
+        from transformers import AutoTokenizer
+
+        path = str(Path(model_cfg.language_model).expanduser().resolve())
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"model.language_model {path} is not a folder (run `flamboyance pretrain-lm`)")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return Flamingo.from_config(tiny_config(tokenizer=tokenizer, **model_cfg.tiny).replace(language_model=path))
     texts = corpus_texts(cfg, records_per_source=model_cfg.tokenizer_corpus_records)
     tokenizer = build_tokenizer(texts, vocab_size=model_cfg.tokenizer_vocab_size)
     return Flamingo.from_config(tiny_config(tokenizer=tokenizer, **model_cfg.tiny))

@@ -144,6 +144,11 @@ class ModelConfig:
     tokenizer_corpus_records: int = 500
     """Records per source read (in shard order) to train the tiny tokenizer on (kind=tiny)."""
 
+    language_model: str | None = None
+    """kind=tiny: a causal-LM folder (``save_pretrained``, e.g. from ``flamboyance pretrain-lm``) loaded
+    with ``from_pretrained`` and frozen, with its tokenizer, instead of a random LM (the tiny LM
+    keys then do not apply; the vision tower and the new blocks stay tiny)."""
+
     def __post_init__(self) -> None:
         if self.kind == "pretrained" and not self.path:
             raise ValueError("ModelConfig.path is required when model.kind is 'pretrained'")
@@ -374,6 +379,8 @@ class TrainConfig:
             source.urls = [_absolute_url(u) for u in source.urls]
         if out.model.path:
             out.model.path = _absolute_url(out.model.path)
+        if out.model.language_model:
+            out.model.language_model = _absolute_url(out.model.language_model)
         if out.faults.marker_file:
             out.faults.marker_file = _absolute_url(out.faults.marker_file)
         return out

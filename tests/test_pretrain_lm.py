@@ -1,0 +1,95 @@
+"""`flamboyance pretrain-lm`: the generated binding text, the saved HuggingFace folder, and the
+Flamingo that the trainer builds on it (LM loaded with from_pretrained, frozen)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import re
+
+import pytest
+import torch
+from flamboyance.cli import main as cli_main
+from flamboyance.crawl.sample_text import is_held_out_name
+from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+from flamboyance.trainer.build import build_model
+from flamboyance.trainer.config import load_config
+from flamboyance.trainer.pretrain_lm import KEY_WORDS, PretrainLMConfig, binding_passage, shard_texts
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def test_binding_passages_repeat_each_binding():
+    rng = random.Random(0)
+    for held_out in (False, True):
+        for _ in range(50):
+            lines = binding_passage(rng, held_out=held_out).split(EOC_TOKEN)
+            assert lines[-1] == ""
+            pairs = [re.fullmatch(r"<image>This is the (\w+) (\w+)\.", line).groups() for line in lines[:-1]]
+            by_key = collections.defaultdict(set)
+            for key, name in pairs:
+                by_key[key].add(name)
+                assert key in KEY_WORDS and is_held_out_name(name) == held_out
+            assert 2 <= len(by_key) <= 3 and all(len(v) == 1 for v in by_key.values())  # one name per key
+            assert min(collections.Counter(k for k, _ in pairs).values()) >= 2  # every binding repeats
+    assert binding_passage(random.Random(5)) == binding_passage(random.Random(5))
+
+
+def test_config_rejects_bad_values(tmp_path):
+    with pytest.raises(ValueError, match="no shard text"):
+        PretrainLMConfig(output=str(tmp_path))
+    with pytest.raises(ValueError, match="binding_fraction"):
+        PretrainLMConfig(output=str(tmp_path), binding_fraction=1.5)
+    with pytest.raises(ValueError, match="seq_len"):
+        PretrainLMConfig(output=str(tmp_path), binding_fraction=1.0, repeat_fraction=0.0, seq_len=600,
+                         max_positions=512)
+    with pytest.raises(ValueError, match="must be <= 1"):
+        PretrainLMConfig(output=str(tmp_path), binding_fraction=0.8, repeat_fraction=0.3)
+
+
+def test_pretrain_lm_saves_a_huggingface_folder_that_flamingo_loads_frozen(tmp_path, capsys):
+    out = tmp_path / "lm"
+    code = cli_main(["pretrain-lm", "--output", str(out), "--binding-fraction", "0.5", "--repeat-fraction", "0.5", "--steps", "3",
+                     "--hidden-size", "32", "--num-heads", "2", "--seq-len", "32", "--batch-size", "2",
+                     "--vocab-size", "300", "--eval-queries", "4", "--threads", "1"])
+    assert code == 0 and "held-out induction accuracy" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm"]  # no temporary folder left
+    report = json.loads((out / "pretrain_lm.json").read_text())
+    assert [step for step, _ in report["loss"]] == [0, 2]
+    assert set(report["induction_accuracy"]) == {"before", "after"}
+    lm = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert lm.config.model_type == "gpt2" and lm.config.n_embd == 32 and lm.config.vocab_size == len(tokenizer)
+    for token in (IMAGE_TOKEN, EOC_TOKEN):
+        assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id
+        assert tokenizer.tokenize(f"a{token}b").count(token) == 1
+
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", f"model.language_model={out}",
+                             "model.tiny={image_size: 32, num_latents: 4}", "data.m3w=null",
+                             "data.image_text={urls: [unused]}"])
+    model = build_model(cfg.resolved())
+    assert model.config.language_model == str(out.resolve())
+    saved = lm.state_dict()
+    for name, param in model.lm.named_parameters():
+        assert not param.requires_grad, name
+    for name, tensor in model.lm.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert len(model.tokenizer) == len(tokenizer)  # the LM's own tokenizer, nothing added
+    model.save_pretrained(tmp_path / "init")
+    from flamboyance.model import Flamingo
+
+    again = Flamingo.from_pretrained(tmp_path / "init")
+    for name, tensor in again.lm.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+
+
+def test_shard_texts_reads_documents_and_captions_as_flamingo_sequences(tmp_path):
+    from shards_fixtures import write_dataset
+
+    docs = write_dataset(tmp_path / "m3w", "m3w", 5, per_shard=3)
+    pairs = write_dataset(tmp_path / "it", "image_text", 4, per_shard=4)
+    texts = shard_texts([str(tmp_path / "m3w")], [str(tmp_path / "it")], records=3)
+    expected = [" ".join(d.document["text"].split()) for d in docs[:3]]
+    expected += [f"{IMAGE_TOKEN}{p.caption}{EOC_TOKEN}" for p in pairs[:3]]
+    assert expected[1].count(IMAGE_TOKEN) == 1 and expected[1].endswith(EOC_TOKEN)  # markers kept
+    assert texts == expected

@@ -1,0 +1,329 @@
+"""`flamboyance pretrain-lm`: train the small causal LM that a CPU Flamingo then keeps frozen.
+
+Flamingo reads its few-shot context through a *pretrained* frozen LM; a random one cannot copy a
+name it saw in the context. This stage makes one here, on text only:
+
+- the shards' text (M3W documents with the special tokens removed, image-text captions), and
+- generated "binding" text in which made-up names are bound to key words differently in every
+  passage and repeated (``This is the red tobax. This is the blue melup. This is the red tobax.``),
+- and random token runs shown twice (the classic setting in which induction heads form fast),
+so that induction (copying what followed an earlier match) forms.
+
+The tokenizer is a byte-level BPE trained on the same text (``model.tiny.build_tokenizer``, with
+``<image>``/``<EOC>``/``<pad>`` already in it). The result is a plain HuggingFace folder
+(``save_pretrained``: config, weights, tokenizer) that ``AutoModelForCausalLM.from_pretrained``
+loads; ``train`` uses it with ``model.language_model: <folder>``. ``pretrain_lm.json`` beside it
+holds the loss curve and the held-out induction check (names never seen in training, two bound in
+the context: chance is 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HELP = "train the small causal LM (text only, with name-binding text for induction) that Flamingo keeps frozen"
+
+KEY_WORDS = (
+    "red green blue yellow orange purple pink brown black white gray round square tall short big small "
+    "old new striped spotted shiny soft wooden paper glass silver golden heavy light little quiet happy "
+    "circle star triangle diamond cross box ball cup hat bird fish tree boat"
+).split()
+"""Words a generated passage binds names to (one token or a few each)."""
+
+BINDING_TEMPLATE = "<image>This is the {key} {name}.<EOC>"
+"""One line of a generated binding passage: a chunk as Flamingo sees them (where the key word
+stands, Flamingo has the image)."""
+
+REPORT_NAME = "pretrain_lm.json"
+
+
+@dataclass(kw_only=True)
+class PretrainLMConfig:
+    """What `pretrain-lm` trains, on what, for how long."""
+
+    output: str
+    m3w: list[str] = field(default_factory=list)
+    """M3W shard roots whose documents' text is used."""
+    image_text: list[str] = field(default_factory=list)
+    """Image-text shard roots whose captions are used."""
+    records: int = 2000
+    """Records read per source (in shard order)."""
+    family: str = "gpt2"
+    num_layers: int = 2
+    hidden_size: int = 128
+    num_heads: int = 4
+    max_positions: int = 512
+    vocab_size: int = 512
+    seq_len: int = 64
+    batch_size: int = 16
+    steps: int = 2000
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    binding_fraction: float = 0.3
+    """Share of training sequences that are generated binding passages."""
+    repeat_fraction: float = 0.5
+    """Share of training sequences that are random token runs repeated (the rest: shard text)."""
+    seed: int = 0
+    threads: int = 1
+    eval_queries: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("binding_fraction", "repeat_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.binding_fraction + self.repeat_fraction > 1.0:
+            raise ValueError(f"binding_fraction + repeat_fraction must be <= 1, got "
+                             f"{self.binding_fraction + self.repeat_fraction}")
+        if self.text_fraction > 0 and not (self.m3w or self.image_text):
+            raise ValueError("no shard text given (m3w / image_text); make binding_fraction + repeat_fraction 1 "
+                             "to train on generated text only")
+        for name in ("steps", "batch_size", "seq_len", "records", "eval_queries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seq_len > self.max_positions:
+            raise ValueError(f"seq_len {self.seq_len} exceeds max_positions {self.max_positions}")
+
+    @property
+    def text_fraction(self) -> float:
+        """Share of training sequences that are shard text."""
+        return max(0.0, 1.0 - self.binding_fraction - self.repeat_fraction)
+
+
+def binding_passage(rng: random.Random, *, held_out: bool = False, num_lines: int | None = None) -> str:
+    """A generated passage: 2..3 made-up names bound to distinct key words, each line naming one of
+    them, every binding used at least twice (the later uses can be copied from the earlier)."""
+    from flamboyance.crawl.sample_text import distinct_names
+
+    count = rng.randint(2, 3)
+    keys = rng.sample(KEY_WORDS, count)
+    names = distinct_names(rng, count, held_out=held_out)
+    order = [k % count for k in range(num_lines or rng.randint(2 * count, 10))]
+    rng.shuffle(order)
+    return "".join(BINDING_TEMPLATE.format(key=keys[i], name=names[i]) for i in order)
+
+
+def shard_texts(m3w: Sequence[str], image_text: Sequence[str], *, records: int) -> list[str]:
+    """Text of the first `records` records of each source as Flamingo reads it: M3W sequences with
+    their ``<image>``/``<EOC>`` markers, captions as ``<image>caption<EOC>``; whitespace runs
+    collapsed."""
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+    from flamboyance.shards import open_dataset
+
+    texts: list[str] = []
+    for kind, roots in (("m3w", m3w), ("image_text", image_text)):
+        for root in roots:
+            dataset = open_dataset(root, kind=kind, shuffle=0, resampled=False, split_by_node=False,
+                                   split_by_worker=False, decode=False)
+            for record in itertools.islice(iter(dataset), records):
+                text = (record.document.get("text") or "") if kind == "m3w" else record.caption
+                text = " ".join(text.split())
+                if text and kind == "image_text":
+                    text = f"{IMAGE_TOKEN}{text}{EOC_TOKEN}"
+                if text:
+                    texts.append(text)
+    return texts
+
+
+class _Stream:
+    """Training sequences of exactly `seq_len` + 1 tokens: binding passages (with probability
+    `binding_fraction`), a random token run shown twice (`repeat_fraction`), or a window of the
+    concatenated shard text."""
+
+    def __init__(self, tokenizer: Any, texts: Sequence[str], cfg: PretrainLMConfig, rng: random.Random) -> None:
+        self.tokenizer, self.cfg, self.rng = tokenizer, cfg, rng
+        self.eos = tokenizer.eos_token_id
+        ids: list[int] = []
+        for text in texts:
+            ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids.append(self.eos)
+        self.corpus = ids
+
+    def _binding(self) -> list[int]:
+        ids: list[int] = []
+        while len(ids) < self.cfg.seq_len + 1:
+            ids.append(self.eos)
+            ids.extend(self.tokenizer(binding_passage(self.rng), add_special_tokens=False)["input_ids"])
+        return ids[: self.cfg.seq_len + 1]
+
+    def _text(self) -> list[int]:
+        n = self.cfg.seq_len + 1
+        if len(self.corpus) <= n:
+            return (self.corpus * (n // max(1, len(self.corpus)) + 1))[:n]
+        start = self.rng.randrange(0, len(self.corpus) - n)
+        return self.corpus[start : start + n]
+
+    def _repeat(self) -> list[int]:
+        n = self.cfg.seq_len + 1
+        length = self.rng.randint(4, max(4, n // 3))  # shown at least 3 times
+        vocab = len(self.tokenizer)
+        run = [self.rng.randrange(vocab) for _ in range(length)]
+        ids: list[int] = []
+        while len(ids) < n:
+            ids += [self.eos] + run
+        return ids[:n]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            draw = self.rng.random()
+            if draw < self.cfg.binding_fraction:
+                yield self._binding()
+            elif draw < self.cfg.binding_fraction + self.cfg.repeat_fraction or not self.corpus:
+                yield self._repeat()
+            else:
+                yield self._text()
+
+
+def induction_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, seed: int = 1234,
+                       context_lines: int = 4) -> float:
+    """Share of held-out binding passages (names never trained on, two bound in the context over
+    `context_lines` lines) whose last line's name, ranked by log-likelihood between the two, is
+    the one bound to its key. Chance is 0.5."""
+    import torch
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+
+    rng = random.Random(seed)
+    correct = 0
+    lm.eval()
+    with torch.inference_mode():
+        for _ in range(queries):
+            names = None
+            while names is None:
+                passage = binding_passage(rng, held_out=True, num_lines=context_lines)
+                lines = [line.removeprefix(IMAGE_TOKEN).removesuffix("." + EOC_TOKEN)
+                         for line in passage.split(EOC_TOKEN)[:-1]]
+                bound = dict(line.rsplit(" ", 1) for line in lines)
+                if len(bound) == 2:  # exactly two names in the context
+                    names = list(bound.items())
+            key_line, target = rng.choice(names)
+            prompt = passage + IMAGE_TOKEN + key_line
+            scores = []
+            for _, name in names:
+                prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+                cont_ids = tokenizer(" " + name + "." + EOC_TOKEN, add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([prompt_ids + cont_ids])
+                logits = lm(input_ids=ids).logits[0, :-1].log_softmax(-1)
+                targets = ids[0, 1:]
+                picked = logits.gather(1, targets[:, None])[:, 0]
+                scores.append(float(picked[len(prompt_ids) - 1 :].sum()))
+            best = names[max(range(len(names)), key=lambda i: scores[i])][1]
+            correct += best == target
+    return correct / queries
+
+
+def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the LM of `cfg` and write it (model + tokenizer, `save_pretrained`) to `cfg.output`
+    atomically; returns (and writes as ``pretrain_lm.json``) the report."""
+    import torch
+    from flamboyance.model.tiny import build_tokenizer, tiny_lm_config
+    from transformers import AutoModelForCausalLM
+
+    log = log or (lambda message: None)
+    started = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    texts = shard_texts(cfg.m3w, cfg.image_text, records=cfg.records) if cfg.text_fraction > 0 else []
+    if cfg.text_fraction > 0 and not texts:
+        raise ValueError(f"no text in the first {cfg.records} records of {cfg.m3w + cfg.image_text}")
+    generated = [binding_passage(random.Random(f"tok{i}")) for i in range(max(200, len(texts) // 2))]
+    tokenizer = build_tokenizer(texts + generated, vocab_size=cfg.vocab_size)
+    lm_config = tiny_lm_config(cfg.family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, num_layers=cfg.num_layers,
+                               hidden_size=cfg.hidden_size, num_heads=cfg.num_heads,
+                               max_positions=cfg.max_positions, init_std=0.02)
+    lm = AutoModelForCausalLM.from_config(lm_config)
+    log(f"pretrain-lm: {cfg.family} {cfg.num_layers}x{cfg.hidden_size}, vocab {len(tokenizer)}, "
+        f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M parameters; {len(texts)} shard texts")
+    before = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_at(step: int) -> float:  # linear warmup, cosine to 10 %
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    stream = iter(_Stream(tokenizer, texts, cfg, rng))
+    losses: list[tuple[int, float]] = []
+    lm.train()
+    running = None
+    for step in range(cfg.steps):
+        batch = torch.tensor([next(stream) for _ in range(cfg.batch_size)])
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = lm(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        optimizer.step()
+        value = loss.item()
+        running = value if running is None else 0.9 * running + 0.1 * value
+        if step % 100 == 0 or step == cfg.steps - 1:
+            losses.append((step, round(running, 4)))
+            log(f"pretrain-lm step {step}/{cfg.steps} loss {running:.3f} ({time.monotonic() - started:.0f}s)")
+    after = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
+    log(f"pretrain-lm: held-out induction accuracy (2 names, chance 0.5) {before:.3f} -> {after:.3f}")
+    report = {"config": asdict(cfg), "parameters": sum(p.numel() for p in lm.parameters()),
+              "vocab_size": len(tokenizer), "shard_texts": len(texts), "loss": losses,
+              "induction_accuracy": {"before": before, "after": after},
+              "seconds": round(time.monotonic() - started, 1)}
+    out = Path(cfg.output)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `flamboyance pretrain-lm`."""
+    defaults = PretrainLMConfig(output="", binding_fraction=0.5, repeat_fraction=0.5)
+    parser.add_argument("--output", required=True, help="folder for the model (save_pretrained)")
+    parser.add_argument("--m3w", action="append", default=[], help="M3W shard root (repeatable)")
+    parser.add_argument("--image-text", action="append", default=[], help="image-text shard root (repeatable)")
+    for name in ("records", "family", "num_layers", "hidden_size", "num_heads", "max_positions", "vocab_size",
+                 "seq_len", "batch_size", "steps", "lr", "warmup_steps", "binding_fraction", "repeat_fraction",
+                 "seed", "threads", "eval_queries"):
+        value = getattr(defaults, name)
+        default = getattr(PretrainLMConfig, name, value) if name.endswith("_fraction") else value
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=default,
+                            help=f"default {default}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and save; prints the report's headline."""
+    names = ("records", "family", "num_layers", "hidden_size", "num_heads", "max_positions", "vocab_size",
+             "seq_len", "batch_size", "steps", "lr", "warmup_steps", "binding_fraction", "repeat_fraction",
+             "seed", "threads", "eval_queries")
+    try:
+        cfg = PretrainLMConfig(output=args.output, m3w=args.m3w, image_text=args.image_text,
+                               **{n: getattr(args, n) for n in names})
+    except ValueError as err:
+        raise SystemExit(f"pretrain-lm: {err}") from err
+    report = pretrain_lm(cfg, log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(f"wrote {cfg.output}: loss {report['loss'][0][1]} -> {report['loss'][-1][1]}, held-out induction "
+          f"accuracy {report['induction_accuracy']['before']:.3f} -> {report['induction_accuracy']['after']:.3f}")
+    return 0
+
+
+COMMANDS = {"pretrain-lm": (HELP, add_arguments, run)}
+
+__all__ = ["BINDING_TEMPLATE", "KEY_WORDS", "PretrainLMConfig", "binding_passage", "induction_accuracy",
+           "pretrain_lm", "shard_texts"]
