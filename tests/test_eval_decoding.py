@@ -9,9 +9,10 @@ import pytest
 import torch
 import transformers
 from flamboyance.evaluation.datasets import EvalDataset, EvalExample
-from flamboyance.evaluation.evaluate import _left_pad, _Query, _Runner, _stack_media, evaluate
+from flamboyance.evaluation.evaluate import _Query, _Runner, _stack_media, evaluate
 from flamboyance.evaluation.prompts import build_prompt, continuation_text
 from flamboyance.model import Flamingo
+from flamboyance.model.generation import left_pad
 from flamboyance.model.tiny import EOS_TOKEN, tiny_config
 from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN, PAD_FALLBACK_TOKEN
 from PIL import Image
@@ -112,7 +113,7 @@ def test_beam_search_equals_exhaustive_search(model):
     colours = [("red", "blue"), ("blue", "red"), ("red",), ("blue",), ("blue",), ("red",)]
     prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     media_rows = [[_pixels(model, c) for c in cs] for cs in colours]
-    ids, mask = _left_pad(prompt_ids, model.pad_token_id)  # the evaluation's batching, left padded
+    ids, mask = left_pad(prompt_ids, model.pad_token_id)  # the evaluation's batching, left padded
     media = _stack_media(media_rows)
     # 128 beams keep every live prefix (8 ** 2) and every <EOC> candidate: beam search is exact here
     wide = model.generate(ids, mask, media, max_new_tokens=MAX_NEW, num_beams=128, length_penalty=0.0)
