@@ -62,6 +62,13 @@ class _PixelCache:
         return pixels
 
 
+def seed_summary(per_seed: dict[str, float]) -> dict[str, Any]:
+    """One shot count's result: mean, population std, min and max over seeds, and each seed's score."""
+    values = list(per_seed.values())
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "per_seed": per_seed}
+
+
 def _stack_media(rows: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     """Per-row lists of (C, H, W) -> media (B, M, 1, C, H, W), zero-padded to the longest row
     (slots beyond a row's <image> count are never encoded by the model)."""
@@ -351,14 +358,7 @@ def evaluate(
                             {"key": q.key, "prediction": p, "reference": q.references[0], "prompt": b.prompt}
                             for q, p, b in zip(queries[:num_examples], predictions, batch)
                         ]
-                values = list(per_seed.values())
-                results[str(num_shots)] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-                    "min": min(values),
-                    "max": max(values),
-                    "per_seed": per_seed,
-                }
+                results[str(num_shots)] = seed_summary(per_seed)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()

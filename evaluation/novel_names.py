@@ -19,7 +19,6 @@ from seeds no page uses.
 from __future__ import annotations
 
 import random
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,7 +103,7 @@ def evaluate_novel_names(
     """Accuracy (0..100) of ranking the two context names per shot count and seed; the result has
     the layout of `evaluation.evaluate.evaluate`'s."""
     import torch
-    from flamboyance.evaluation.evaluate import _Query, _Runner
+    from flamboyance.evaluation.evaluate import _Query, _Runner, seed_summary
 
     shots = [int(s) for s in shots]
     seeds = [int(s) for s in seeds]
@@ -142,14 +141,7 @@ def evaluate_novel_names(
                     per_seed[str(seed)] = score
                     log(f"{TASK} shots={num_shots} seed={seed}: accuracy {score:.2f} "
                         f"({num_queries} queries, {time.monotonic() - started:.0f}s)")
-                values = list(per_seed.values())
-                results[str(num_shots)] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-                    "min": min(values),
-                    "max": max(values),
-                    "per_seed": per_seed,
-                }
+                results[str(num_shots)] = seed_summary(per_seed)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()

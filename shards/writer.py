@@ -129,18 +129,32 @@ class _AtomicFile:
         return self.handle
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.handle.close()
+        # No temp file outlives a failed write: an error while writing, or a full disk, which often
+        # shows only when the last buffer is flushed on close.
+        try:
+            self.handle.close()
+        except BaseException:
+            self._discard()
+            raise
         if exc_type is not None:
-            try:
-                self.fs.rm(self.tmp)
-            except OSError:
-                pass
+            self._discard()
             return
         protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
-        if "file" in protocols or "local" in protocols:
-            os.replace(self.tmp, self.path)  # atomic on POSIX
-        else:
-            self.fs.mv(self.tmp, self.path)
+        try:
+            if "file" in protocols or "local" in protocols:
+                os.replace(self.tmp, self.path)  # atomic on POSIX
+            else:
+                self.fs.mv(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        try:
+            if self.fs.exists(self.tmp):
+                self.fs.rm(self.tmp)
+        except OSError:
+            pass
 
 
 def _write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

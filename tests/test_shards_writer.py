@@ -185,3 +185,37 @@ def test_any_fsspec_url_round_trip() -> None:
         assert completed_shards(url) == {0, 1}
     finally:
         fsspec.filesystem("memory").rm("/flamboyance-test", recursive=True)
+
+
+def test_a_full_disk_leaves_no_temp_file_and_no_shard(tmp_path, monkeypatch):
+    """ENOSPC on the final flush (close), as a full disk often shows it: the error reaches the
+    caller, and neither a hidden temp file nor a final name is left behind."""
+    import errno
+
+    import fsspec.implementations.local as local
+
+    real_open = local.LocalFileSystem._open
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            return self.handle.write(data)
+
+        def tell(self):
+            return self.handle.tell()
+
+        def close(self):
+            self.handle.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(local.LocalFileSystem, "_open",
+                        lambda self, path, mode="rb", **kw: FullDisk(real_open(self, path, mode, **kw)))
+    with pytest.raises(OSError) as err:
+        write_shard(str(tmp_path), kind="image_text", shard_index=0, samples=image_text_samples(2))
+    assert err.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
