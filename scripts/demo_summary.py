@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
               ("TensorBoard logs", args.run_dir / "tensorboard"),
               ("evaluation results", args.run_dir / "eval_final.json"),
               ("novel-names results", args.run_dir / "eval_novel_names_final.json")]
+    optional = {"pretrained frozen LM (pretrain_lm.json)", "novel-names results"}  # PRETRAIN_LM=1 only
     for name, path in places:
+        if name in optional and not path.exists():
+            continue
         print(f"  {name:<42} {path}{'' if path.exists() else '  (missing)'}")
 
     print("\nHeadline numbers")
