@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 import yaml
