@@ -62,6 +62,17 @@ class _PixelCache:
         return pixels
 
 
+def shots_and_seeds(shots: Sequence[int | str], seeds: Sequence[int | str]) -> tuple[list[int], list[int]]:
+    """Shot counts and seeds as ints; raises ValueError for a negative or missing shot count, or no seed."""
+    shots = [int(s) for s in shots]
+    seeds = [int(s) for s in seeds]
+    if not shots or any(s < 0 for s in shots):
+        raise ValueError(f"shots must be non-negative integers, got {shots}")
+    if not seeds:
+        raise ValueError("need at least one seed")
+    return shots, seeds
+
+
 def seed_summary(per_seed: dict[str, float]) -> dict[str, Any]:
     """One shot count's result: mean, population std, min and max over seeds, and each seed's score."""
     values = list(per_seed.values())
@@ -280,12 +291,7 @@ def evaluate(
         raise ValueError(f"dataset {dataset.source} is a {dataset.task} dataset, not {task}")
     if support is not None and support.task != task:
         raise ValueError(f"support dataset {support.source} is a {support.task} dataset, not {task}")
-    shots = [int(s) for s in shots]
-    seeds = [int(s) for s in seeds]
-    if not shots or any(s < 0 for s in shots):
-        raise ValueError(f"shots must be non-negative integers, got {shots}")
-    if not seeds:
-        raise ValueError("need at least one seed")
+    shots, seeds = shots_and_seeds(shots, seeds)
     if task != "classification":
         max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
     log = log or (lambda message: None)

@@ -103,14 +103,9 @@ def evaluate_novel_names(
     """Accuracy (0..100) of ranking the two context names per shot count and seed; the result has
     the layout of `evaluation.evaluate.evaluate`'s."""
     import torch
-    from flamboyance.evaluation.evaluate import _Query, _Runner, seed_summary
+    from flamboyance.evaluation.evaluate import _Query, _Runner, seed_summary, shots_and_seeds
 
-    shots = [int(s) for s in shots]
-    seeds = [int(s) for s in seeds]
-    if not shots or any(s < 0 for s in shots):
-        raise ValueError(f"shots must be non-negative integers, got {shots}")
-    if not seeds:
-        raise ValueError("need at least one seed")
+    shots, seeds = shots_and_seeds(shots, seeds)
     if num_queries < 1:
         raise ValueError(f"num_queries must be >= 1, got {num_queries}")
     log = log or (lambda message: None)
