@@ -296,9 +296,10 @@ def _is_special(ch: str) -> bool:
 # met gets a small id (`_CHAR_IDS[code point]`, 0 = not met yet) and a byte of flags
 # (`_ID_FLAGS[id]`). A text becomes an int32 array of ids (one `str.encode` and one gather), and
 # each statistic is a few whole-array operations on the flags instead of a Python loop per
-# character or token. Lower-casing never changes these flags (every code point's lower-case
-# form is special, whitespace, ... exactly when the code point is; a test checks all of
-# Unicode), so the flags of a text are those of its lower-cased form.
+# character or token. Lower-casing never changes these flags, the case flags (`_F_UPPER`,
+# `_F_LOWER_OR_TITLE`) aside: every code point's lower-case form is special, whitespace, ...
+# exactly when the code point is (a test checks all of Unicode), so the other flags of a text are
+# those of its lower-cased form.
 _F_SPACE = 1
 """`str.isspace`: the whitespace `str.split()` splits on."""
 _F_ALPHA = 2
@@ -309,7 +310,15 @@ _F_WORD = 8
 r"""Matches `[\w']`: a character of a word token of the punctuation ratio."""
 _F_PUNCT = 16
 """In `PUNCTUATION`."""
+_F_LETTER = 32
+r"""Matches `[^\W\d_]`: a character of a letter word (`uppercase_word_ratio`)."""
+_F_UPPER = 64
+"""`str.isupper` of the character alone (a case flag: lower-casing changes it)."""
+_F_LOWER_OR_TITLE = 128
+"""`str.islower` of the character alone, or a title-case letter (category Lt): a word holding one
+is not upper-case (`str.isupper`'s rule). A case flag."""
 _WORD_CHAR_RE = re.compile(r"[\w']")
+_LETTER_CHAR_RE = re.compile(r"[^\W\d_]")
 
 _CHAR_IDS = np.zeros(sys.maxunicode + 1, dtype=np.int32)
 """Code point -> id (1, 2, ...) of the characters met so far in this process; 0 = not met. Zeroed
@@ -326,7 +335,9 @@ lock: a character's flags are published before its id."""
 def _char_flags(ch: str) -> int:
     return ((_F_SPACE if ch.isspace() else 0) | (_F_ALPHA if ch.isalpha() else 0)
             | (_F_SPECIAL if _is_special(ch) else 0) | (_F_WORD if _WORD_CHAR_RE.match(ch) else 0)
-            | (_F_PUNCT if ch in _PUNCTUATION_SET else 0))
+            | (_F_PUNCT if ch in _PUNCTUATION_SET else 0) | (_F_LETTER if _LETTER_CHAR_RE.match(ch) else 0)
+            | (_F_UPPER if ch.isupper() else 0)
+            | (_F_LOWER_OR_TITLE if ch.islower() or unicodedata.category(ch) == "Lt" else 0))
 
 
 def _register_chars(codes: np.ndarray) -> None:
@@ -529,35 +540,122 @@ _ARTICLE = r"(?<![\w'’-])(?:[Tt]he|[Aa]n|a)(?![\w'’-])"
 _ARTICLE_RE = re.compile(_ARTICLE)
 _BROKEN_ARTICLE_RE = re.compile(_ARTICLE + r"(?=\s*(?:[.,;:!?](?!\w)|$)|\s+(?:"
                                 + "|".join(sorted(ARTICLE_BREAKERS)) + r")(?![\w'’-]))")
+_ARTICLE_TAIL_RE = re.compile(r"(?=\s*(?:[.,;:!?](?!\w)|$)|\s+(?:" + "|".join(sorted(ARTICLE_BREAKERS))
+                              + r")(?![\w'’-]))")
+"""What follows a disordered article (`_BROKEN_ARTICLE_RE` after the article)."""
 _SYMBOL_RUN_RE = re.compile(r"([^\w\s])\1{3,}")
 _LETTER_WORD_RE = re.compile(r"(?<![^\W\d_])[^\W\d_]{2,}(?![^\W\d_])")
 
 
-def article_disorder(text: str, *, min_articles: int = 10) -> float:
+def article_disorder(text: str, *, min_articles: int = 10, ids: np.ndarray | None = None) -> float:
     """Fraction of the articles of `text` ("the", "The", "an", "An", "a"; a capital "A" is left
     out: "A:" answers, grades, initials) followed by an `ARTICLE_BREAKERS` word, by sentence
-    punctuation or by the end of the text; 0.0 when there are fewer than `min_articles` articles."""
-    articles = len(_ARTICLE_RE.findall(text))
-    if articles < max(1, min_articles):
+    punctuation or by the end of the text; 0.0 when there are fewer than `min_articles` articles.
+
+    The articles are `_ARTICLE_RE`'s matches and the disordered ones `_BROKEN_ARTICLE_RE`'s, found
+    with whole-array comparisons on the character ids (`ids`: `_char_ids(text)`, if the caller
+    has them) instead of a regex scan that tries its look-behind at every character; only the
+    article ends are matched against `_ARTICLE_TAIL_RE`."""
+    ends = _article_ends(text, _char_ids(text) if ids is None else ids)
+    if len(ends) < max(1, min_articles):
         return 0.0
-    return len(_BROKEN_ARTICLE_RE.findall(text)) / articles
+    tail = _ARTICLE_TAIL_RE.match
+    return sum(tail(text, end) is not None for end in ends.tolist()) / len(ends)
 
 
-def top_word_fraction(words: Sequence[str], *, min_words: int = 100) -> float:
+def _article_ends(text: str, ids: np.ndarray) -> np.ndarray:
+    """End offsets of `_ARTICLE_RE`'s matches in `text` (`ids`: its character ids)."""
+    n = len(ids)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    codes = {ch: int(_CHAR_IDS[ord(ch)]) for ch in "tTheaAn'’-"}  # 0: not met yet, so nowhere in `ids`
+    # joins[i + 1]: character i is in [\w'’-] (an article cannot touch one); joins[0], joins[n + 1]: the ends
+    joins = np.zeros(n + 2, dtype=bool)
+    joins[1:-1] = (_ID_FLAGS[ids] & _F_WORD) != 0
+    for ch in "’-":
+        if codes[ch]:
+            joins[1:-1] |= ids == codes[ch]
+    free = ~joins
+    padded = np.zeros(n + 3, dtype=ids.dtype)  # ids, then 3 zeros: the look-ahead of the last characters
+    padded[:n] = ids
+
+    def at(offset: int, *chars: str) -> np.ndarray:
+        window = padded[offset:offset + n]
+        hit = window == codes[chars[0]] if codes[chars[0]] else np.zeros(n, dtype=bool)
+        for ch in chars[1:]:
+            if codes[ch]:
+                hit |= window == codes[ch]
+        return hit
+
+    start_ok = free[:n]  # the character before position i (or the text's start) is free
+    the = start_ok & at(0, "t", "T") & at(1, "h") & at(2, "e") & free[np.minimum(np.arange(n) + 4, n + 1)]
+    an = start_ok & at(0, "a", "A") & at(1, "n") & free[np.minimum(np.arange(n) + 3, n + 1)]
+    a = start_ok & at(0, "a") & free[2:n + 2]
+    ends = np.concatenate([np.flatnonzero(the) + 3, np.flatnonzero(an) + 2, np.flatnonzero(a) + 1])
+    ends.sort()
+    return ends
+
+
+def content_words(words: Sequence[str]) -> list[str]:
+    """The content words of `words`: alphabetic, not in `STOP_WORDS`."""
+    return [w for w in words if w.isalpha() and w not in STOP_WORDS]
+
+
+def _uppercase_word_ratio(flags: np.ndarray) -> float:
+    """Fraction of the letter words (`_LETTER_WORD_RE`'s matches: maximal runs of 2+ `[^\\W\\d_]`
+    characters) that `str.isupper` (no lower- or title-case letter, at least one upper-case one),
+    from the text's character flags: one pass of whole-array operations."""
+    letter = (flags & _F_LETTER) != 0
+    if not letter.any():
+        return 0.0
+    starts = letter.copy()
+    starts[1:] &= ~letter[:-1]
+    own = flags[letter]  # the letters; each run of them starts at a `first` index
+    first = np.flatnonzero(starts[letter])
+    words = np.diff(first, append=len(own)) >= 2
+    lowish = np.logical_or.reduceat((own & _F_LOWER_OR_TITLE) != 0, first)
+    upper = np.logical_or.reduceat((own & _F_UPPER) != 0, first)
+    n = int(np.count_nonzero(words))
+    return int(np.count_nonzero(words & ~lowish & upper)) / n if n else 0.0
+
+
+def _symbol_run_ratio(text: str, ids: np.ndarray, flags: np.ndarray) -> float:
+    """`_SYMBOL_RUN_RE`'s matched characters / `len(text)`: the lengths of the maximal runs of one
+    repeated character outside `[\\w\\s]` that are 4 or more long (what the greedy back-reference
+    matches, scanning left to right), by whole-array operations on the character ids."""
+    n = len(ids)
+    if n < 4:
+        return 0.0
+    word = (flags & _F_WORD) != 0  # [\w'], and "'" is not \w
+    apostrophe = int(_CHAR_IDS[ord("'")])
+    if apostrophe:
+        word &= ids != apostrophe
+    symbol = ~(word | ((flags & _F_SPACE) != 0))
+    first = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))  # runs of one character
+    lengths = np.diff(first, append=n)
+    long = (lengths >= 4) & symbol[first]
+    return int(lengths[long].sum()) / n
+
+
+def top_word_fraction(words: Sequence[str], *, min_words: int = 100,
+                      content: Sequence[str] | None = None) -> float:
     """Share of `words` that are its most frequent content word (alphabetic, not in `STOP_WORDS`);
-    0.0 (not judged) for fewer than `min_words` words."""
+    0.0 (not judged) for fewer than `min_words` words. `content`: `content_words(words)`, if the
+    caller has them."""
     if len(words) < min_words:
         return 0.0
-    counts = Counter(w for w in words if w not in STOP_WORDS and w.isalpha())
+    counts = Counter(content_words(words) if content is None else content)
     return counts.most_common(1)[0][1] / len(words) if counts else 0.0
 
 
-def content_word_repetition(words: Sequence[str], *, window: int = 100) -> float:
+def content_word_repetition(words: Sequence[str], *, window: int = 100,
+                            content: Sequence[str] | None = None) -> float:
     """How much a text comes back to its own content words: the content words (alphabetic words
     not in `STOP_WORDS`) cut into windows of `window`; in each window, the fraction of words that
     occur in it more than once; the median over the windows (a tail or a pasted block does not
-    decide). 1.0 (not judged) when there are fewer than `window` content words."""
-    content = [w for w in words if w not in STOP_WORDS and w.isalpha()]
+    decide). 1.0 (not judged) when there are fewer than `window` content words. `content`:
+    `content_words(words)`, if the caller has them."""
+    content = content_words(words) if content is None else content
     if len(content) < window:
         return 1.0
     fractions = []
@@ -685,25 +783,28 @@ class _TextScores:
 
     @functools.cached_property
     def article_disorder(self) -> float:
-        return article_disorder(self.text, min_articles=self.cfg.min_article_count)
+        return article_disorder(self.text, min_articles=self.cfg.min_article_count, ids=self._ids)
+
+    @functools.cached_property
+    def _content_words(self) -> list[str]:
+        return content_words(self._words)
 
     @functools.cached_property
     def content_word_repetition(self) -> float:
-        return content_word_repetition(self._words, window=self.cfg.content_word_window)
+        return content_word_repetition(self._words, window=self.cfg.content_word_window,
+                                       content=self._content_words)
 
     @functools.cached_property
     def symbol_run_ratio(self) -> float:
-        text = self.text
-        return sum(len(m.group(0)) for m in _SYMBOL_RUN_RE.finditer(text)) / len(text) if text else 0.0
+        return _symbol_run_ratio(self.text, self._ids, self._flags)
 
     @functools.cached_property
     def top_word_fraction(self) -> float:
-        return top_word_fraction(self._words)
+        return top_word_fraction(self._words, content=self._content_words)
 
     @functools.cached_property
     def uppercase_word_ratio(self) -> float:
-        words = _LETTER_WORD_RE.findall(self.text)
-        return sum(map(str.isupper, words)) / len(words) if words else 0.0
+        return _uppercase_word_ratio(self._flags)
 
     @property
     def language(self) -> str:

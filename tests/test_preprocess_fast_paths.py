@@ -374,3 +374,34 @@ def test_lazy_scores_in_any_order_register_new_characters_first():
     scores = filters._TextScores(text, 0, filters.FilterConfig())
     assert scores.punctuation_ratio == text_stats(text).punctuation_ratio
     assert scores.stats() == text_stats(text)
+
+
+CASE_AND_ARTICLE_TOKENS = ["the", "The", "THE", "a", "A", "an", "An", "AN", "of", "they", "dog", "DOG", "Dog", "x",
+                           "ǅemal", "ǄEMAL", "ÀÉÎ", "straße", "STRASSE", "ǆ", "Ⅻ", "ⓐⓑ", "ΣΑΣ", "i̇", "_A", "A1B",
+                           "--", "-", "’", "'", "'the", "the-", "the’", ".", ",", "!", "?", ";", "!!!!", "----", "…",
+                           "####", "''''", "’’’’", "~~~", "___", "a.", "the,", "an!", "0000", "\n", "\t", "\u00a0"]
+
+
+def case_and_article_texts(count: int = 60, seed: int = 5) -> list[str]:
+    rng = random.Random(seed)
+    texts = ["", "a", "the", "The end.", "AB", "A", "!!!!", "the the the", "a\n", "an"]
+    for _ in range(count):
+        tokens = [rng.choice(CASE_AND_ARTICLE_TOKENS) for _ in range(rng.randint(1, 80))]
+        glue = [rng.choice([" ", " ", " ", "", "\n"]) for _ in tokens]
+        texts.append("".join(t + g for t, g in zip(tokens, glue)))
+    return texts + random_texts(3, seed=7)
+
+
+@pytest.mark.parametrize("text", case_and_article_texts())
+def test_case_article_and_symbol_scores_match_their_regex_definitions(text):
+    """The array versions of the upper-case word ratio, article disorder and symbol runs give
+    exactly what the regular expressions that define them give."""
+    letters = filters._LETTER_WORD_RE.findall(text)
+    upper = sum(map(str.isupper, letters)) / len(letters) if letters else 0.0
+    articles = len(filters._ARTICLE_RE.findall(text))
+    disorder = len(filters._BROKEN_ARTICLE_RE.findall(text)) / articles if articles >= 1 else 0.0
+    runs = sum(len(m.group(0)) for m in filters._SYMBOL_RUN_RE.finditer(text)) / len(text) if text else 0.0
+    scores = filters._TextScores(text, 0, filters.FilterConfig())
+    assert scores.uppercase_word_ratio == upper
+    assert filters.article_disorder(text, min_articles=1) == disorder
+    assert scores.symbol_run_ratio == runs
