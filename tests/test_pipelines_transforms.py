@@ -310,6 +310,11 @@ def test_funnel_checks_each_step_and_names_the_top_drops():
     no_downloads = funnel_of({k: v for k, v in counters.items() if "download" not in k or k == "funnel.to_download"})
     assert list(no_downloads["checks"]) == ["pages = extracted + not_extracted",
                                             "extracted = filtered + deduplicated + failed + to_download"]
+    # a job that counts its lineage rows (the pair jobs) checks that every drop has one
+    rows_check = "rows = not_extracted + filtered + deduplicated + failed + not_downloaded"
+    with_rows = funnel_of({**counters, "funnel.rows": 10})
+    assert with_rows["rows"] == 10 and with_rows["checks"][rows_check] and len(with_rows["checks"]) == 5
+    assert funnel_of({**counters, "funnel.rows": 9})["checks"][rows_check] is False
 
 
 def test_page_pairs_survive_a_page_whose_extraction_raises(monkeypatch):
