@@ -101,9 +101,10 @@ template copies then share about 64% of their word 5-grams, below the near-dupli
 (0.7) yet often in the same LSH bands (what templated sites do)."""
 
 
-def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int) -> tuple[str, int]:
+def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int,
+                    own_text: float = SKEW_OWN_TEXT) -> tuple[str, int]:
     """`num_pages` article pages of the sample web (seed 1), each with text of its own (from the
-    articles of another sample web, seed 2, `SKEW_OWN_TEXT` of the template's length) and one
+    articles of another sample web, seed 2, `own_text` of the template's length) and one
     image more.
 
     Unskewed: every page a different article, on `SKEW_HOSTS` domains, each with its own image.
@@ -120,7 +121,7 @@ def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int) -> 
     words_of = [re.findall(r"<p>([^<]{200,})</p>", other.response(url[len(base):])[2].decode())
                 for url in other.truth(base).articles]
     template = web.response(articles[0])[2].decode()
-    own_words = int(SKEW_OWN_TEXT * sum(len(p.split()) for p in re.findall(r"<p>([^<]{200,})</p>", template)))
+    own_words = int(own_text * sum(len(p.split()) for p in re.findall(r"<p>([^<]{200,})</p>", template)))
     copies = int(num_pages * SKEW_SHARE) if skewed else 0
     pages = []
     for n in range(num_pages):
@@ -278,16 +279,17 @@ def run_job(glob: str, *, workers: int, output: Path, download: bool = False) ->
             "sdk_worker_processes": peak["processes"]}
 
 
-def skew_runs(root: Path, *, pages: int, files: int) -> dict:
+def skew_runs(root: Path, *, pages: int, files: int, own_text: float = SKEW_OWN_TEXT) -> dict:
     """The job (no downloads, 2 workers) on the unskewed and the skewed input of `pages` and of
     4 x `pages` pages: pages/s skewed / unskewed at each size (target >= 0.75), and how much each
     work counter grows from `pages` to 4 x `pages` (target <= 4x; None where the job does not
-    report the counter)."""
-    out: dict = {"pages": pages, "skew_share": SKEW_SHARE}
+    report the counter). `own_text` below about 0.2 makes the template copies near-duplicates of
+    each other (a templated site whose pages differ by a few lines): one cluster of 0.85 N pages."""
+    out: dict = {"pages": pages, "skew_share": SKEW_SHARE, "own_text": own_text}
     for size, n in (("1x", pages), ("4x", 4 * pages)):
         for skewed in (False, True):
             name = f"{'skewed' if skewed else 'unskewed'}_{size}"
-            glob, _ = make_skew_warcs(root / name, num_pages=n, skewed=skewed, files=files)
+            glob, _ = make_skew_warcs(root / name, num_pages=n, skewed=skewed, files=files, own_text=own_text)
             out[name] = run_job(glob, workers=2, output=root / f"out-{name}")
         out[f"pages_per_s_ratio_{size}"] = round(out[f"skewed_{size}"]["pages_per_s"]
                                                  / out[f"unskewed_{size}"]["pages_per_s"], 3)
@@ -381,7 +383,8 @@ SECTIONS = ("scaling", "memory", "real", "skew", "cost")
 
 
 def _print_skew(r: dict) -> None:
-    print(f"skew ({r['skew_share']:.0%} of pages near-copies of one page on one domain, one image on every page):")
+    print(f"skew ({r['skew_share']:.0%} of pages near-copies of one page on one domain, one image on every page, "
+          f"own text {r.get('own_text', SKEW_OWN_TEXT)} of the template's):")
     print(f"  {'input':<22} {'pages':>7} {'pages/s':>9}  " + "  ".join(f"{k:>28}" for k in WORK_KEYS))
     for name in ("unskewed_1x", "skewed_1x", "unskewed_4x", "skewed_4x"):
         run = r[name]
@@ -421,6 +424,9 @@ def main() -> None:
                         help="articles of the throughput input (steady state: worker start-up amortised)")
     parser.add_argument("--skew-pages", type=int, default=1000,
                         help="pages N of the skew inputs (skewed and unskewed, at N and 4N)")
+    parser.add_argument("--skew-own-text", type=float, default=SKEW_OWN_TEXT,
+                        help="words of its own on each template copy, as a share of the template's: 0.35 puts "
+                             "copies below the near-duplicate threshold; 0.1 makes them near-duplicates")
     parser.add_argument("--cost-pages", type=int, default=400, help="articles of the stage-cost input")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared",
@@ -485,7 +491,8 @@ def main() -> None:
             rp["scaling_efficiency_vs_same_per_page_work"] = round(rp["job_2_workers"]["pages_per_s"] / (2 * rjudged), 3)
             rp["scaling_efficiency_ceiling_vs_extract"] = round(rjudged / rbase, 3)
         if "skew" in sections:
-            results["skew"] = skew_runs(root / "skew", pages=100 if args.quick else args.skew_pages, files=args.files)
+            results["skew"] = skew_runs(root / "skew", pages=100 if args.quick else args.skew_pages, files=args.files,
+                                        own_text=args.skew_own_text)
         if "cost" in sections:
             cost = results["cost"] = stage_costs(root / "cost", pages=40 if args.quick else args.cost_pages,
                                                  files=args.files)

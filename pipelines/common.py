@@ -304,6 +304,28 @@ class ShardItem:
     row: dict[str, Any] | None = field(default=None)
 
 
+LINEAGE_STATUSES = ("failed_to_extract", "filtered", "duplicate", "failed", "failed_to_download",
+                    "failed_to_resize", "failed_to_decode")
+"""`status` of the parquet row of an input that left a job without a sample."""
+
+
+def lineage_row(*, key: str, status: str, reason: str, url: str, warc_filename: str | None,
+                warc_offset: int | None, detail: str = "", duplicate_of: str | None = None,
+                **columns: Any) -> dict[str, Any]:
+    """The parquet row of an input that produced no sample: its `status` (`LINEAGE_STATUSES`),
+    `reason` (extraction reason, filter name, duplicate kind, download error), where it came from
+    (`url`, and the WARC file and offset of its page: None for a table row) and, for a duplicate,
+    the key of what was kept instead (`duplicate_of`); `columns` add job-specific ones."""
+    return {"key": key, "status": status, "reason": reason, "error_message": detail or reason, "url": url,
+            "warc_filename": warc_filename, "warc_offset": warc_offset, "duplicate_of": duplicate_of or None,
+            **columns}
+
+
+def page_key(page: Any) -> str:
+    """The key of a WARC `PageRecord` (URL, fetch time, WARC location): its sample or row key."""
+    return make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset)
+
+
 class AssignShards(beam.PTransform):
     """(key, value) -> (shard_index, value), skipping shards already complete in `output`.
 
@@ -353,21 +375,26 @@ class AssignShards(beam.PTransform):
 class AssignRows(beam.PTransform):
     """`ShardItem` rows (inputs that produced no sample) -> (shard_index, row item), in the shards
     `AssignShards` made for the samples (`total`: its sample count): a row goes to the shard its
-    key hashes to, and rows of shards already complete are skipped like their samples."""
+    key hashes to, and rows of shards already complete are skipped like their samples (counted
+    in `funnel.rows` with `count_rows`, as `WriteShards` counts the rows it writes)."""
 
-    def __init__(self, *, output: str, samples_per_shard: int, namespace: str, total: beam.PCollection) -> None:
+    def __init__(self, *, output: str, samples_per_shard: int, namespace: str, total: beam.PCollection,
+                 count_rows: bool = False) -> None:
         super().__init__()
         self.output, self.samples_per_shard, self.namespace, self.total = output, samples_per_shard, namespace, total
+        self.count_rows = count_rows
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         done = shard_writer.completed_shards(self.output)
-        per_shard, namespace = self.samples_per_shard, self.namespace
+        per_shard, namespace, count_rows = self.samples_per_shard, self.namespace, self.count_rows
 
         def assign(item: ShardItem, n: int) -> Iterator[tuple[int, ShardItem]]:
             side_input(namespace, 1)
             shard = shard_of(item.key, num_shards_for(n, per_shard))
             if shard not in done:
                 yield shard, item
+            elif count_rows:  # written by an earlier run: still this input's one place
+                count(namespace, FUNNEL_ROWS)
 
         return rows | "AssignRows" >> beam.FlatMap(assign, AsSingleton(self.total))
 
@@ -397,8 +424,8 @@ def check_plan(output: str, plan: dict[str, Any]) -> None:
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, *, output: str, kind: str, namespace: str) -> None:
-        self.output, self.kind, self.namespace = output, kind, namespace
+    def __init__(self, *, output: str, kind: str, namespace: str, count_rows: bool = False) -> None:
+        self.output, self.kind, self.namespace, self.count_rows = output, kind, namespace, count_rows
 
     def process(self, element: tuple[int, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         index, grouped = element
@@ -412,6 +439,8 @@ class _WriteShardFn(beam.DoFn):
         count(self.namespace, "shard.written")
         count(self.namespace, "samples.written", len(samples))
         count(self.namespace, "funnel.written", len(samples))
+        if self.count_rows:
+            count(self.namespace, FUNNEL_ROWS, sum(1 for i in items if i.sample is None))
         LOG.info("%s: wrote shard %05d (%d samples, %d failed rows) to %s", self.namespace, index,
                  len(samples), len(rows), self.output)
         yield info
@@ -421,19 +450,22 @@ class WriteShards(beam.PTransform):
     """(shard_index, ShardItem) + pending shard indices -> shards written atomically, then the manifest.
 
     Every pending index gets a shard, even an empty one, so that a rerun sees the job as complete.
+    With `count_rows`, the rows of inputs without a sample are counted (`funnel.rows`).
     The manifest is rebuilt from every complete shard's stats once all shards are written.
     """
 
-    def __init__(self, *, output: str, kind: str, namespace: str, pending: beam.PCollection) -> None:
+    def __init__(self, *, output: str, kind: str, namespace: str, pending: beam.PCollection,
+                 count_rows: bool = False) -> None:
         super().__init__()
         self.output, self.kind, self.namespace, self.pending = output, kind, namespace, pending
+        self.count_rows = count_rows
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         slots = self.pending | "EmptySlots" >> beam.Map(lambda i: (i, None))
         grouped = ({"items": items, "slots": slots}
                    | "GroupByShard" >> beam.CoGroupByKey())
         infos = grouped | "WriteShard" >> beam.ParDo(_WriteShardFn(output=self.output, kind=self.kind,
-                                                                   namespace=self.namespace))
+                                                                   namespace=self.namespace, count_rows=self.count_rows))
         output, kind = self.output, self.kind
         return (infos
                 | "CollectShards" >> beam.combiners.Count.Globally()
@@ -477,6 +509,9 @@ FUNNEL_TOTALS = ("pages", "extracted", "pairs", "to_download", "already_written"
 FUNNEL_DROPS = ("not_extracted", "filtered", "deduplicated", "failed", "not_downloaded")
 """Counters `funnel.<name>.<reason>`: how many inputs left at each step, by reason."""
 
+FUNNEL_ROWS = "funnel.rows"
+"""Counter: parquet rows of inputs that left without a sample (jobs that write one for every drop)."""
+
 
 def funnel_of(counters: dict[str, int]) -> dict[str, Any]:
     """The funnel of a run from its `funnel.*` counters: totals, drops by reason, and `checks`
@@ -487,7 +522,8 @@ def funnel_of(counters: dict[str, int]) -> dict[str, Any]:
     `failed` (an exception after extraction) or `to_download`; every one to download once in
     `already_written` (its shard is complete from an earlier run), `not_downloaded` or
     `downloaded`; and `written = downloaded`. A job that stops before downloading (m3w
-    `download=False`) has no download checks."""
+    `download=False`) has no download checks. A job that counts its lineage rows (`funnel.rows`:
+    the image-text and video-text jobs) also checks that every drop has its row."""
     funnel: dict[str, Any] = {name: counters.get(f"funnel.{name}", 0) for name in FUNNEL_TOTALS}
     for bucket in FUNNEL_DROPS:
         prefix = f"funnel.{bucket}."
@@ -507,6 +543,9 @@ def funnel_of(counters: dict[str, int]) -> dict[str, Any]:
         checks["to_download = already_written + not_downloaded + downloaded"] = (
             funnel["to_download"] == funnel["already_written"] + total["not_downloaded"] + funnel["downloaded"])
         checks["written = downloaded"] = funnel["written"] == funnel["downloaded"]
+    if FUNNEL_ROWS in counters:
+        funnel["rows"] = counters[FUNNEL_ROWS]
+        checks["rows = " + " + ".join(FUNNEL_DROPS)] = funnel["rows"] == sum(total.values())
     funnel["checks"] = checks
     return funnel
 

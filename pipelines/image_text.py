@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from .common import (
     DEAD_LETTER,
+    AssignRows,
     AssignShards,
     ShardItem,
     WriteDeadLetters,
@@ -29,7 +30,7 @@ from .common import (
 )
 from .config import ImageTextConfig
 from .media import DownloadImagesFn, ImageResult
-from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download
+from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download, failed_download, sample_row
 from .split import SplitByImageBytes, heldout_by_image_url
 
 NAMESPACE = "image_text"
@@ -47,26 +48,24 @@ def to_shard_item(pair: CaptionPair, result: ImageResult | None) -> ShardItem:
 
     if result is None or not result.ok:
         reason = "not_downloaded" if result is None else (result.reason or "failed")
-        status = "failed_to_resize" if reason in _RESIZE_REASONS else "failed_to_download"
-        return ShardItem(key=pair.key, row={"key": pair.key, "url": pair.url, "caption": pair.caption,
-                                            "status": status, "error_message": reason})
+        return failed_download(pair, "failed_to_resize" if reason in _RESIZE_REASONS else "failed_to_download", reason)
     metadata = {"url": pair.url, "caption": pair.caption, "status": "success", "error_message": None,
                 "width": result.width, "height": result.height, "original_width": result.original_width,
                 "original_height": result.original_height, "source": pair.source, **pair.metadata}
     return ShardItem(key=pair.key, sample=ImageTextSample(key=pair.key, image=result.data, caption=pair.caption,
-                                                          metadata=metadata))
+                                                          metadata=metadata), row=sample_row(pair))
 
 
 def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config: ImageTextConfig) -> None:
     """Add the image-text job to `pipeline`: `inputs` (WARC or table globs) -> `<output>/{train,heldout}`."""
     namespace = NAMESPACE
-    pairs, pair_dead = (pipeline | "Inputs" >> beam.Create(inputs)
-                        | "ReadCaptionPairs" >> ReadCaptionPairs(namespace=namespace, kind="image",
-                                                                 filters=config.filters,
-                                                                 use_alt_text=config.use_alt_text,
-                                                                 url_column=config.url_column,
-                                                                 caption_column=config.caption_column,
-                                                                 skip_truncated=config.skip_truncated))
+    pairs, rows, pair_dead = (pipeline | "Inputs" >> beam.Create(inputs)
+                              | "ReadCaptionPairs" >> ReadCaptionPairs(namespace=namespace, kind="image",
+                                                                       filters=config.filters,
+                                                                       use_alt_text=config.use_alt_text,
+                                                                       url_column=config.url_column,
+                                                                       caption_column=config.caption_column,
+                                                                       skip_truncated=config.skip_truncated))
     fraction = config.heldout_fraction
     by_split = pairs | "SplitTrainHeldout" >> beam.Partition(
         lambda pair, _n: 1 if heldout_by_image_url(pair.url, fraction) else 0, len(SPLITS))
@@ -101,13 +100,20 @@ def build_image_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
              | "ShardItems" >> beam.Map(item)
              | "SplitByImageBytes" >> SplitByImageBytes(output=output, namespace=namespace, fraction=fraction,
                                                         samples_per_shard=config.samples_per_shard, totals=totals))
-    for split in SPLITS:
+    # a dropped candidate's row goes to the split its URL (the image's, or a failed page's) hashes to
+    rows_by_split = rows | "SplitRows" >> beam.Partition(
+        lambda item, _n: 1 if heldout_by_image_url(item.row["url"], fraction) else 0, len(SPLITS))
+    for index, split in enumerate(SPLITS):
         label = split.capitalize()
-        _ = (items
-             | f"Only{label}" >> beam.Filter(lambda element, split=split: element[0][0] == split)
-             | f"ShardOf{label}" >> beam.Map(lambda element: (element[0][1], element[1]))
+        split_rows = rows_by_split[index] | f"AssignRows{label}" >> AssignRows(
+            output=join_url(output, split), samples_per_shard=config.samples_per_shard, namespace=namespace,
+            total=totals[split], count_rows=True)
+        _ = ((items
+              | f"Only{label}" >> beam.Filter(lambda element, split=split: element[0][0] == split)
+              | f"ShardOf{label}" >> beam.Map(lambda element: (element[0][1], element[1])), split_rows)
+             | f"SamplesAndRows{label}" >> beam.Flatten()
              | f"WriteShards{label}" >> WriteShards(output=join_url(output, split), kind="image_text",
-                                                    namespace=namespace, pending=pending[split]))
+                                                    namespace=namespace, pending=pending[split], count_rows=True))
     _ = ((pair_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
          | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 

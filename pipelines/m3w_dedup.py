@@ -231,25 +231,57 @@ class _LinkToRepresentativeFn(beam.DoFn):
                     yield node, representative
 
 
-class _VerifyAgainstRepresentativeFn(beam.DoFn):
-    """(representative key, [(True, its signature)] + [(False, (link, member signature)), ...])
-    -> the links whose member is a near-duplicate (`threshold`) of the representative: one
-    comparison a link, in two streaming passes (the representative's signature first)."""
+LATER = "later"
+"""Tag of `_VerifyFn`'s entries for the second verification round (anchors and later checks)."""
+
+
+class _VerifyFn(beam.DoFn):
+    """(representative key, tagged values) -> the verified links (member, representative): the
+    member is a near-duplicate (`threshold`) of the representative. Two streaming passes over the
+    group: its own signature and anchor first, then one comparison per link to check.
+
+    Tagged values: ("signature", the representative's signature); ("first", (link, member
+    signature, the member's other representatives)): the member's link to its smallest
+    representative, verified in the first round; ("anchor", node): the representative, as a
+    member, was verified against its own smallest representative `node`; ("check", (link, member
+    signature, via)): a later link of a member, compared in the second round unless the member was
+    verified against `via` and the representative is anchored at `via` too (both already joined
+    through verified links: the comparison could not change a component).
+
+    A first link yields, under `LATER`, the member's anchor (when verified) and a check of each of
+    its other links."""
 
     def __init__(self, *, threshold: float, namespace: str) -> None:
         self.threshold, self.namespace = threshold, namespace
 
-    def process(self, element: tuple[str, Iterable[tuple[bool, Any]]]) -> Iterator[tuple[Node, Node]]:
+    def process(self, element: tuple[str, Iterable[tuple[str, Any]]]) -> Iterator[Any]:
         _, tagged = element
-        signature = next((value for is_rep, value in tagged if is_rep), None)
+        signature = anchor = None
+        for tag, value in tagged:
+            if tag == "signature":
+                signature = value
+            elif tag == "anchor":
+                anchor = value
         held(self.namespace, 1)
         if signature is None:
             return
         rep = np.frombuffer(signature, dtype=np.uint16)
         comparisons = 0
-        for is_rep, value in tagged:
-            if not is_rep:
-                link, member = value
+        for tag, value in tagged:
+            if tag == "first":
+                link, member, others = value
+                comparisons += 1
+                verified = dedup.jaccard_estimate(np.frombuffer(member, dtype=np.uint16), rep) >= self.threshold
+                if verified:
+                    yield link
+                    yield TaggedOutput(LATER, (link[0][0], ("anchor", link[1])))
+                for other in others:
+                    yield TaggedOutput(LATER, (other[0], ("check", ((link[0], other), member,
+                                                                    link[1] if verified else None))))
+            elif tag == "check":
+                link, member, via = value
+                if via is not None and via == anchor:
+                    continue
                 comparisons += 1
                 if dedup.jaccard_estimate(np.frombuffer(member, dtype=np.uint16), rep) >= self.threshold:
                     yield link
@@ -344,9 +376,14 @@ class _NewestInClusterFn(beam.DoFn):
 
 class NearDedup(beam.PTransform):
     """Near-duplicates by MinHash LSH; returns (survivors, `Drop`s). In each band bucket every
-    member is compared with the bucket's representative only (linear in bucket size); members
-    whose estimated Jaccard similarity reaches `threshold` are linked to it; each connected
-    component of those links keeps its newest capture."""
+    member is linked to the bucket's representative (its smallest key); a link holds when the
+    estimated Jaccard similarity reaches `threshold`; each connected component of the holding
+    links keeps its newest capture.
+
+    A member of many buckets has as many representatives: it is compared with its smallest one
+    first, and with another one only when that comparison could change a component (`_VerifyFn`):
+    on a templated site (every page linked to the first copy, and to a few others through some
+    bands) about one comparison a member, the same components as comparing every link."""
 
     def __init__(self, *, threshold: float, rounds: int, namespace: str = NAMESPACE) -> None:
         super().__init__()
@@ -364,21 +401,30 @@ class NearDedup(beam.PTransform):
         signatures = infos | "Signatures" >> beam.FlatMap(
             lambda info: [(info.key, info.signature)] if info.signature else [])
 
-        def with_member_signature(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
-            grouped = element[1]
+        def first_link(element: tuple[str, dict[str, list[Any]]]) -> Iterator[tuple[str, Any]]:
+            grouped = element[1]  # one signature and the member's links: one a band at most
+            links = sorted(grouped["link"], key=lambda link: link[1])
             for signature in grouped["signature"]:
-                for link in grouped["link"]:
-                    yield link[1][0], (False, (link, signature))
+                if links:
+                    yield links[0][1][0], ("first", (links[0], signature, tuple(link[1] for link in links[1:])))
 
-        edges = (({"signature": signatures, "link": candidates | "ByMember" >> beam.Map(lambda e: (e[0][0], e))}
+        tagged_signatures = signatures | "TagRepresentative" >> beam.MapTuple(lambda key, sig: (key, ("signature", sig)))
+        # Round 1: each member against its smallest representative only. Round 2: its other links,
+        # skipping those whose two ends are already joined through round 1's verified links.
+        first = (({"signature": signatures, "link": candidates | "ByMember" >> beam.Map(lambda e: (e[0][0], e))}
                   | "JoinMemberSignatures" >> beam.CoGroupByKey()
-                  | "WithMemberSignature" >> beam.FlatMap(with_member_signature)),
-                 signatures | "TagRepresentative" >> beam.MapTuple(lambda key, sig: (key, (True, sig))))
-        edges = (edges
-                 | "Comparisons" >> beam.Flatten()
-                 | "ByRepresentative" >> beam.GroupByKey()
-                 | "Verify" >> beam.ParDo(_VerifyAgainstRepresentativeFn(threshold=self.threshold,
-                                                                         namespace=namespace)))
+                  | "FirstLinks" >> beam.FlatMap(first_link)),
+                 tagged_signatures)
+        verified = (first
+                    | "FirstComparisons" >> beam.Flatten()
+                    | "ByRepresentative" >> beam.GroupByKey()
+                    | "Verify" >> beam.ParDo(_VerifyFn(threshold=self.threshold, namespace=namespace))
+                    .with_outputs(LATER, main="edges"))
+        later = ((verified[LATER], tagged_signatures)
+                 | "LaterComparisons" >> beam.Flatten()
+                 | "ByLaterRepresentative" >> beam.GroupByKey()
+                 | "VerifyLater" >> beam.ParDo(_VerifyFn(threshold=self.threshold, namespace=namespace)))
+        edges = (verified.edges, later) | "VerifiedLinks" >> beam.Flatten()
         removed = (edges
                    | "Components" >> ConnectedComponents(rounds=self.rounds, namespace=namespace)
                    | "ByComponent" >> beam.MapTuple(lambda node, label: (label, node))

@@ -9,12 +9,14 @@ both are passed in, so the sources are defined once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
 from flamboyance.preprocess.captions import caption_filters
 from flamboyance.preprocess.document import Document, ImageNode, VideoNode
 from flamboyance.preprocess.filters import FilterConfig, image_filters
@@ -25,16 +27,22 @@ from .common import (
     DEAD_LETTER,
     Progress,
     ReadWarcPages,
+    ShardItem,
     count,
     count_all,
     dead_letter,
     expand_glob,
     held,
     is_table,
+    lineage_row,
     make_key,
+    page_key,
     read_table_rows,
     stable_hash,
 )
+
+ROWS = "rows"
+"""Tag of the lineage rows (`ShardItem`s without a sample) of candidates that left the job."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,22 +55,55 @@ class CaptionPair:
     source: str = ""
     """Page URL or table URL the pair came from."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    warc_filename: str | None = None
+    """WARC file of the page the pair was found on (None for a table row)."""
+    warc_offset: int | None = None
+    """Offset of that page's record in its WARC file."""
+    position: int = 0
+    """Which candidate of its page (in page order), or its row in its table."""
+
+    @property
+    def candidate_key(self) -> str:
+        """The key of this one finding of the pair (its page or table row, its position there):
+        the row key of a candidate that is dropped, distinct from every sample key."""
+        return make_key("candidate", self.key, self.source, self.warc_filename, self.warc_offset, self.position)
 
 
-def make_pair(url: str, caption: str, *, source: str = "", metadata: dict[str, Any] | None = None) -> CaptionPair:
-    """A pair with its key (same URL and caption -> same key, wherever they were found)."""
+def make_pair(url: str, caption: str, *, source: str = "", metadata: dict[str, Any] | None = None,
+              **where: Any) -> CaptionPair:
+    """A pair with its key (same URL and caption -> same key, wherever they were found); `where`
+    sets `warc_filename`, `warc_offset` and `position`."""
     return CaptionPair(key=make_key(url, caption), url=url, caption=caption, source=source,
-                       metadata=dict(metadata or {}))
+                       metadata=dict(metadata or {}), **where)
+
+
+def pair_row(pair: CaptionPair, status: str, reason: str, *, key: str = "", detail: str = "",
+             duplicate_of: str | None = None) -> dict[str, Any]:
+    """The parquet row of a candidate pair (`lineage_row`): keyed by its `candidate_key` unless
+    `key` is given (a kept pair whose download failed keeps the pair key)."""
+    return lineage_row(key=key or pair.candidate_key, status=status, reason=reason, url=pair.url, detail=detail,
+                       duplicate_of=duplicate_of, caption=pair.caption, **_found_at(pair))
+
+
+def _found_at(pair: CaptionPair) -> dict[str, Any]:
+    """Where a pair was found, as row columns: its page and WARC location, or its table and row."""
+    where = {"source": pair.source, "warc_filename": pair.warc_filename, "warc_offset": pair.warc_offset}
+    return where if pair.warc_filename is not None else {**where, "source_row": pair.position}
+
+
+def dropped(pair: CaptionPair, status: str, reason: str, **kwargs: Any) -> TaggedOutput:
+    """A dropped candidate's row, as the `ROWS` output."""
+    return TaggedOutput(ROWS, ShardItem(key=pair.candidate_key, row=pair_row(pair, status, reason, **kwargs)))
 
 
 # --- sources -------------------------------------------------------------------------------------
 
 def image_pairs(doc: Document, *, filters: FilterConfig, use_alt_text: bool,
-                counter: Counter) -> Iterator[CaptionPair]:
-    """Alt-text / figcaption pairs of a page (ALIGN/LTIP-like): figcaption first, else alt text.
+                counter: Counter) -> Iterator[tuple[CaptionPair, str | None]]:
+    """Alt-text / figcaption pairs of a page (ALIGN/LTIP-like): figcaption first, else alt text,
+    each with the image filter that rejects it (boilerplate URL, declared size/aspect) or None.
 
-    Images failing the preprocess image filters (boilerplate URLs, declared size/aspect) are
-    counted into `counter` and skipped.
+    Images without a caption are no candidates: counted into `counter` (`no_caption`), skipped.
     """
     steps = image_filters(filters)
     for node in doc.nodes:
@@ -72,11 +113,10 @@ def image_pairs(doc: Document, *, filters: FilterConfig, use_alt_text: bool,
         if not caption.strip():
             counter["no_caption"] += 1
             continue
-        if run_filters(steps, node, counter) is not None:
-            continue
         kind = "figcaption" if node.caption else "alt"
-        yield make_pair(node.url, normalize_text(caption), source=doc.url,
-                        metadata={"page_url": doc.url, "caption_source": kind})
+        yield (make_pair(node.url, normalize_text(caption), source=doc.url,
+                         metadata={"page_url": doc.url, "caption_source": kind}),
+               run_filters(steps, node, counter))
 
 
 def video_source(node: VideoNode) -> str | None:
@@ -88,13 +128,13 @@ def video_source(node: VideoNode) -> str | None:
     return None
 
 
-def video_pairs(doc: Document, **_: Any) -> Iterator[CaptionPair]:
-    """`<video>` elements with a caption (their first, best source)."""
+def video_pairs(doc: Document, **_: Any) -> Iterator[tuple[CaptionPair, None]]:
+    """`<video>` elements with a caption (their first, best source), none rejected here."""
     for node in doc.nodes:
         source = video_source(node) if isinstance(node, VideoNode) else None
         if source and node.caption.strip():
-            yield make_pair(source, normalize_text(node.caption), source=doc.url,
-                            metadata={"page_url": doc.url, "poster": node.poster})
+            yield (make_pair(source, normalize_text(node.caption), source=doc.url,
+                             metadata={"page_url": doc.url, "poster": node.poster}), None)
 
 
 def _describe(err: BaseException) -> str:
@@ -102,8 +142,10 @@ def _describe(err: BaseException) -> str:
 
 
 class _PagePairsFn(beam.DoFn):
-    """Page -> its caption pairs. Any exception of one page is caught here: counted
-    (`funnel.not_extracted.<reason>`), dead-lettered with the page's WARC location; the job goes on."""
+    """Page -> its caption pairs (with their WARC location), and a `ROWS` row for each candidate
+    an image filter rejects (`funnel.filtered.<filter>`). Any exception of one page is caught
+    here: counted (`funnel.not_extracted.<reason>`), dead-lettered with the page's WARC location,
+    and the page gets its row; the job goes on."""
 
     def __init__(self, *, namespace: str, kind: str, filters: FilterConfig, use_alt_text: bool) -> None:
         self.namespace, self.kind, self.filters, self.use_alt_text = namespace, kind, filters, use_alt_text
@@ -120,21 +162,29 @@ class _PagePairsFn(beam.DoFn):
         try:
             doc = extract_document(page.body, page.url, headers=page.headers)
             source = image_pairs if self.kind == "image" else video_pairs
-            pairs = list(source(doc, filters=self.filters, use_alt_text=self.use_alt_text, counter=reasons))
-        except ExtractionError as err:
-            count(self.namespace, f"funnel.not_extracted.{err.reason}")
-            yield dead_letter(self.namespace, "extract", err.reason, ref, err.detail)
-            return
+            found = list(source(doc, filters=self.filters, use_alt_text=self.use_alt_text, counter=reasons))
         except Exception as err:  # noqa: BLE001 - no page may fail the job
-            count(self.namespace, "funnel.not_extracted.exception")
-            yield dead_letter(self.namespace, "extract", "exception", ref, _describe(err))
+            reason, detail = ((err.reason, err.detail) if isinstance(err, ExtractionError)
+                              else ("exception", _describe(err)))
+            count(self.namespace, f"funnel.not_extracted.{reason}")
+            yield dead_letter(self.namespace, "extract", reason, ref, detail)
+            yield TaggedOutput(ROWS, ShardItem(key=page_key(page), row=lineage_row(
+                key=page_key(page), status="failed_to_extract", reason=reason, detail=detail[:1000], url=page.url,
+                warc_filename=page.warc_filename, warc_offset=page.warc_offset, source=page.url)))
             return
         count(self.namespace, "extract.documents")
         count(self.namespace, "funnel.extracted")
-        count(self.namespace, "pairs.from_pages", len(pairs))
-        count(self.namespace, "funnel.pairs", len(pairs))
+        count(self.namespace, "pairs.from_pages", len(found))
+        count(self.namespace, "funnel.pairs", len(found))
         count_all(self.namespace, "filter", reasons)
-        yield from pairs
+        for position, (pair, rejected_by) in enumerate(found):
+            pair = dataclasses.replace(pair, warc_filename=page.warc_filename, warc_offset=page.warc_offset,
+                                       position=position)
+            if rejected_by is None:
+                yield pair
+            else:
+                count(self.namespace, f"funnel.filtered.{rejected_by}")
+                yield dropped(pair, "filtered", rejected_by)
 
 
 class _TablePairsFn(beam.DoFn):
@@ -149,15 +199,22 @@ class _TablePairsFn(beam.DoFn):
             count(self.namespace, "funnel.pages")  # a table row is an input, like a page
             url, caption = row.get(self.url_column), row.get(self.caption_column)
             if not isinstance(url, str) or not url.strip() or not isinstance(caption, str):
-                count(self.namespace, "funnel.not_extracted.missing_url_or_caption")
-                yield dead_letter(self.namespace, "table", "missing_url_or_caption", f"{table_url}#{index}",
-                                  f"columns {self.url_column!r}/{self.caption_column!r} in {sorted(row)}")
-                continue
-            try:
-                pair = make_pair(url.strip(), normalize_text(caption), source=table_url)
-            except Exception as err:  # noqa: BLE001 - no row may fail the job
-                count(self.namespace, "funnel.not_extracted.exception")
-                yield dead_letter(self.namespace, "table", "exception", f"{table_url}#{index}", _describe(err))
+                reason = "missing_url_or_caption"
+                detail = f"columns {self.url_column!r}/{self.caption_column!r} in {sorted(row)}"
+            else:
+                try:
+                    pair = make_pair(url.strip(), normalize_text(caption), source=table_url, position=index)
+                except Exception as err:  # noqa: BLE001 - no row may fail the job
+                    reason, detail = "exception", _describe(err)
+                else:
+                    reason = detail = ""
+            if reason:
+                count(self.namespace, f"funnel.not_extracted.{reason}")
+                yield dead_letter(self.namespace, "table", reason, f"{table_url}#{index}", detail)
+                key = make_key("table_row", table_url, index)
+                yield TaggedOutput(ROWS, ShardItem(key=key, row=lineage_row(
+                    key=key, status="failed_to_extract", reason=reason, detail=detail, url=table_url,
+                    warc_filename=None, warc_offset=None, source=table_url, source_row=index)))
                 continue
             count(self.namespace, "pairs.from_tables")
             count(self.namespace, "funnel.extracted")
@@ -166,7 +223,10 @@ class _TablePairsFn(beam.DoFn):
 
 
 class ReadCaptionPairs(beam.PTransform):
-    """Input globs -> filtered, deduplicated `CaptionPair`s; returns (pairs, dead_letters).
+    """Input globs -> filtered, deduplicated `CaptionPair`s; returns (pairs, rows, dead_letters):
+    `rows` holds a lineage row (`ShardItem`) for each page or table row that gave no candidate
+    (extraction failed) and each candidate dropped here (filtered, failed, duplicate: naming the
+    pair key kept), so every input ends in one place.
 
     A glob naming tables (`.parquet`, `.csv`, `.tsv`, `.jsonl`) reads URL + caption rows; any
     other glob is read as WARC pages whose images (`kind="image"`) or videos (`kind="video"`)
@@ -189,29 +249,31 @@ class ReadCaptionPairs(beam.PTransform):
                        | "SpreadTables" >> beam.Reshuffle()
                        | "TableRows" >> beam.ParDo(_TablePairsFn(namespace=namespace, url_column=self.url_column,
                                                                  caption_column=self.caption_column))
-                       .with_outputs(DEAD_LETTER, main="pairs"))
+                       .with_outputs(DEAD_LETTER, ROWS, main="pairs"))
         from_pages = (warcs | "ReadWarcPages" >> ReadWarcPages(namespace=namespace, skip_truncated=self.skip_truncated)
                       | "PagePairs" >> beam.ParDo(_PagePairsFn(namespace=namespace, kind=self.kind,
                                                                filters=self.filters, use_alt_text=self.use_alt_text))
-                      .with_outputs(DEAD_LETTER, main="pairs"))
+                      .with_outputs(DEAD_LETTER, ROWS, main="pairs"))
         steps = caption_filters(languages=self.filters.languages)
 
-        def keep_caption(pair: CaptionPair) -> Iterator[CaptionPair]:
+        def keep_caption(pair: CaptionPair) -> Iterator[Any]:
             reasons: Counter = Counter()
             try:
                 reason = run_filters(steps, pair.caption, reasons)
             except Exception as err:  # noqa: BLE001 - no pair may fail the job
                 count(namespace, "funnel.failed.caption_exception")
                 yield dead_letter(namespace, "caption", "exception", pair.url, _describe(err))
+                yield dropped(pair, "failed", "caption_exception", detail=_describe(err))
                 return
             count_all(namespace, "caption", reasons)
             if reason is None:
                 yield pair
             else:
                 count(namespace, f"funnel.filtered.{reason}")
+                yield dropped(pair, "filtered", reason)
 
-        def first(element: tuple[str, Any]) -> CaptionPair:
-            # one streaming pass: the same pair (a site's logo and its alt text) may be on
+        def first(element: tuple[str, Any]) -> Iterator[Any]:
+            # two streaming passes: the same pair (a site's logo and its alt text) may be on
             # every page of a crawl
             best, members = None, 0
             for pair in element[1]:
@@ -222,22 +284,38 @@ class ReadCaptionPairs(beam.PTransform):
             count(namespace, "dedup.same_pair", members - 1)
             count(namespace, "funnel.deduplicated.same_pair", members - 1)
             count(namespace, "funnel.to_download")
-            return best
+            kept = _pair_order(best)
+            for pair in element[1]:
+                if kept is not None and _pair_order(pair) == kept:
+                    kept = None  # the kept one (once, should the same finding be read twice)
+                else:
+                    yield dropped(pair, "duplicate", "same_pair", duplicate_of=best.key)
+            yield best
 
         captioned = ((from_tables.pairs, from_pages.pairs) | "AllPairs" >> beam.Flatten()
-                     | "CaptionFilters" >> beam.FlatMap(keep_caption).with_outputs(DEAD_LETTER, main="pairs"))
+                     | "CaptionFilters" >> beam.FlatMap(keep_caption).with_outputs(DEAD_LETTER, ROWS, main="pairs"))
         pairs = (captioned.pairs
                  | "KeyByPair" >> beam.Map(lambda p: (p.key, p))
                  | "GroupSamePairs" >> beam.GroupByKey()
-                 | "OncePerPair" >> beam.Map(first))
+                 | "OncePerPair" >> beam.FlatMap(first).with_outputs(ROWS, main="pairs"))
+        rows = ((from_tables[ROWS], from_pages[ROWS], captioned[ROWS], pairs[ROWS])
+                | "PairRows" >> beam.Flatten())
         dead = ((from_tables[DEAD_LETTER], from_pages[DEAD_LETTER], captioned[DEAD_LETTER])
                 | "PairDeadLetters" >> beam.Flatten())
-        return pairs, dead
+        return pairs.pairs, rows, dead
 
 
-def _pair_order(pair: CaptionPair) -> tuple[str, list[tuple[str, Any]]]:
-    """Which of the pairs sharing a key is kept: the smallest source, then metadata (deterministic)."""
-    return pair.source, sorted(pair.metadata.items(), key=str)
+def _pair_order(pair: CaptionPair) -> tuple[Any, ...]:
+    """Which of the pairs sharing a key is kept: the smallest source, then metadata, then the
+    WARC location and position (unique: deterministic whatever the order of the group)."""
+    return (pair.source, sorted(pair.metadata.items(), key=str), pair.warc_filename or "",
+            -1 if pair.warc_offset is None else pair.warc_offset, pair.position)
+
+
+def sample_row(pair: CaptionPair) -> dict[str, Any]:
+    """Columns a kept pair's parquet row gets besides the shard writer's own: where it was found."""
+    # the lineage columns, empty, so that every shard's parquet has the same ones
+    return {"key": pair.key, "reason": None, "duplicate_of": None, **_found_at(pair)}
 
 
 def is_heldout(key: str, fraction: float) -> bool:
@@ -250,7 +328,13 @@ def count_download(namespace: str, item: Any) -> None:
     if item.sample is not None:
         count(namespace, "funnel.downloaded")
     else:
-        count(namespace, f"funnel.not_downloaded.{item.row.get('error_message') or 'failed'}")
+        count(namespace, f"funnel.not_downloaded.{item.row.get('reason') or 'failed'}")
+
+
+def failed_download(pair: CaptionPair, status: str, reason: str) -> ShardItem:
+    """The row of a kept pair whose medium did not arrive (`status` and `reason` from the download),
+    under the pair's key."""
+    return ShardItem(key=pair.key, row=pair_row(pair, status, reason, key=pair.key))
 
 
 class JoinMedia(beam.PTransform):

@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from .common import (
     DEAD_LETTER,
+    AssignRows,
     AssignShards,
     ShardItem,
     WriteDeadLetters,
@@ -27,7 +28,7 @@ from .common import (
 )
 from .config import VideoTextConfig
 from .media import DownloadVideosFn, VideoResult
-from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download
+from .pairs import CaptionPair, JoinMedia, ReadCaptionPairs, count_download, failed_download, sample_row
 
 NAMESPACE = "video_text"
 # Reasons found after the bytes arrived (the rest are fetch failures).
@@ -40,25 +41,23 @@ def to_shard_item(pair: CaptionPair, result: VideoResult | None, *, fps: float) 
 
     if result is None or not result.ok:
         reason = "not_downloaded" if result is None else (result.reason or "failed")
-        status = "failed_to_decode" if reason in _DECODE_REASONS else "failed_to_download"
-        return ShardItem(key=pair.key, row={"key": pair.key, "url": pair.url, "caption": pair.caption,
-                                            "status": status, "error_message": reason})
+        return failed_download(pair, "failed_to_decode" if reason in _DECODE_REASONS else "failed_to_download", reason)
     metadata = {"url": pair.url, "duration": result.duration, "fps": fps, "timestamps": list(result.timestamps),
                 "source": pair.source, **pair.metadata}
     return ShardItem(key=pair.key, sample=VideoTextSample(key=pair.key, frames=list(result.frames),
                                                           caption=pair.caption, metadata=metadata,
-                                                          video=result.video))
+                                                          video=result.video), row=sample_row(pair))
 
 
 def build_video_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str, config: VideoTextConfig) -> None:
     """Add the video-text job to `pipeline`: `inputs` (WARC or table globs) -> video_text shards."""
     namespace = NAMESPACE
-    pairs, pair_dead = (pipeline | "Inputs" >> beam.Create(inputs)
-                        | "ReadCaptionPairs" >> ReadCaptionPairs(namespace=namespace, kind="video",
-                                                                 url_column=config.url_column,
-                                                                 caption_column=config.caption_column,
-                                                                 skip_truncated=config.skip_truncated))
-    assigned, pending, _ = (pairs
+    pairs, rows, pair_dead = (pipeline | "Inputs" >> beam.Create(inputs)
+                              | "ReadCaptionPairs" >> ReadCaptionPairs(namespace=namespace, kind="video",
+                                                                       url_column=config.url_column,
+                                                                       caption_column=config.caption_column,
+                                                                       skip_truncated=config.skip_truncated))
+    assigned, pending, total = (pairs
                             | "KeyByPair" >> beam.Map(lambda pair: (pair.key, pair))
                             | "AssignShards" >> AssignShards(output=output, samples_per_shard=config.samples_per_shard,
                                                              namespace=namespace))
@@ -80,10 +79,14 @@ def build_video_text(pipeline: beam.Pipeline, *, inputs: list[str], output: str,
         count_download(namespace, shard_item)
         return shard, shard_item
 
-    _ = (refs
-         | "JoinVideosByUrl" >> JoinMedia(results=downloaded.videos, namespace=namespace)
-         | "ShardItems" >> beam.Map(item)
-         | "WriteShards" >> WriteShards(output=output, kind="video_text", namespace=namespace, pending=pending))
+    rows = rows | "AssignRows" >> AssignRows(output=output, samples_per_shard=config.samples_per_shard,
+                                             namespace=namespace, total=total, count_rows=True)
+    _ = ((refs
+          | "JoinVideosByUrl" >> JoinMedia(results=downloaded.videos, namespace=namespace)
+          | "ShardItems" >> beam.Map(item), rows)
+         | "SamplesAndRows" >> beam.Flatten()
+         | "WriteShards" >> WriteShards(output=output, kind="video_text", namespace=namespace, pending=pending,
+                                        count_rows=True))
     _ = ((pair_dead, downloaded[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
          | "WriteDeadLetters" >> WriteDeadLetters(output, namespace=namespace))
 

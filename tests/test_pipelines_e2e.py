@@ -111,8 +111,11 @@ def test_image_text_end_to_end(crawled):
     failed = [row for split in ("train", "heldout")
               for f in sorted((root / "image_text" / split).glob("*.parquet"))
               for row in pq.read_table(f).to_pylist() if row["status"] != "success"]
-    assert sorted(r["error_message"] for r in failed) == ["disallowed_by_x_robots_tag"] * sum(
-        noai for _, noai in expected.values())
+    # every candidate that gave no sample has its row (the funnel's rows check counts them all)
+    assert sorted(r["reason"] for r in failed if r["status"] == "failed_to_download") == [
+        "disallowed_by_x_robots_tag"] * sum(noai for _, noai in expected.values())
+    assert {r["status"] for r in failed} <= {"failed_to_extract", "filtered", "duplicate", "failed_to_download"}
+    assert all(r["warc_filename"] and r["warc_offset"] is not None for r in failed)
     assert counters["pairs.train"] + counters["pairs.heldout"] == len(want)
 
 

@@ -1,6 +1,7 @@
 """Image-text and video-text jobs from URL + caption tables (parquet, CSV, JSONL) over a loopback
-server: caption filters, duplicate pairs, dead letters, the held-out split, failure rows, and
-corrupt / oversized videos counted rather than fatal."""
+server: caption filters, duplicate pairs, dead letters, the held-out split, and corrupt /
+oversized videos counted rather than fatal; every input row ends in exactly one place (a sample,
+or a parquet row with its status, reason and table row) and the funnel adds up."""
 
 from __future__ import annotations
 
@@ -63,18 +64,30 @@ def test_image_text_from_tables(tmp_path):
             got[key] = (json.loads(members["json"])["url"], members["txt"].decode())
             assert members["jpg"][:2] == b"\xff\xd8"
     assert got == keys
-    failed = [r for split in ("train", "heldout") for r in _rows(tmp_path / "out" / split) if r["status"] != "success"]
-    assert [(r["url"], r["status"], r["error_message"]) for r in failed] == [
-        (f"{base}/img/noai.png", "failed_to_download", "disallowed_by_x_robots_tag")]
+    # every input row ends in exactly one place: a sample, or a parquet row saying why not
+    rows = [r for split in ("train", "heldout") for r in _rows(tmp_path / "out" / split)]
+    places = sorted((Path(r["source"]).name, int(r["source_row"]), r["status"], r["reason"], r["duplicate_of"])
+                    for r in rows)
+    assert places == [
+        ("bad.jsonl", 0, "failed_to_extract", "missing_url_or_caption", None),
+        ("more.csv", 0, "success", None, None), ("more.csv", 1, "success", None, None),
+        ("pairs.parquet", 0, "success", None, None), ("pairs.parquet", 1, "success", None, None),
+        ("pairs.parquet", 2, "success", None, None), ("pairs.parquet", 3, "success", None, None),
+        ("pairs.parquet", 4, "duplicate", "same_pair", make_pair(*good[0]).key),  # kept: row 0, the same pair
+        ("pairs.parquet", 5, "failed_to_download", "disallowed_by_x_robots_tag", None),
+        ("pairs.parquet", 6, "filtered", "caption_boilerplate", None)]
+    assert sorted(r["key"] for r in rows if r["status"] == "success") == sorted(keys)
     dead = [json.loads(line) for line in (tmp_path / "out" / "dead_letter" / "table.jsonl").read_text().splitlines()]
     assert [(d["reason"], d["ref"].rsplit("/", 1)[-1]) for d in dead] == [("missing_url_or_caption", "bad.jsonl#0")]
     assert funnel_of(counters) == {
         "pages": 10, "not_extracted": {"missing_url_or_caption": 1}, "pairs": 9,
         "filtered": {"caption_boilerplate": 1}, "deduplicated": {"same_pair": 1}, "failed": {}, "to_download": 7,
         "already_written": 0, "not_downloaded": {"disallowed_by_x_robots_tag": 1}, "downloaded": 6, "written": 6,
+        "rows": 4,
         "checks": {"pages = extracted + not_extracted": True,
                    "pairs = filtered + deduplicated + failed + to_download": True,
-                   "to_download = already_written + not_downloaded + downloaded": True, "written = downloaded": True}}
+                   "to_download = already_written + not_downloaded + downloaded": True, "written = downloaded": True,
+                   "rows = not_extracted + filtered + deduplicated + failed + not_downloaded": True}}
     assert {k: v for k, v in counters.items() if not k.startswith("funnel.")} == {
         "pairs.from_tables": 9, "table.missing_url_or_caption": 1, "caption.caption_boilerplate": 1,
         "dedup.same_pair": 1, "image.downloaded": 6, "image.disallowed_by_x_robots_tag": 1,
@@ -104,18 +117,20 @@ def test_video_text_from_table_counts_bad_videos(tmp_path):
     meta = json.loads(members["json"])
     assert meta["url"] == f"{base}/v/good.mp4" and meta["timestamps"] == [0.0, 1.0, 2.0, 3.0]
     assert sorted(k for k in members if k.endswith(".jpg")) == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
-    failed = sorted((r["url"].rsplit("/", 1)[-1], r["status"], r["error_message"])
-                    for r in _rows(tmp_path / "out") if r["status"] != "success")
-    assert failed == [("big.mp4", "failed_to_download", "too_large"),
-                      ("corrupt.mp4", "failed_to_decode", "corrupt"),
-                      ("missing.mp4", "failed_to_download", "http_404")]
+    places = sorted((r["url"].rsplit("/", 1)[-1], int(r["source_row"]), r["status"], r["reason"])
+                    for r in _rows(tmp_path / "out"))
+    assert places == [("big.mp4", 2, "failed_to_download", "too_large"),
+                      ("corrupt.mp4", 1, "failed_to_decode", "corrupt"),
+                      ("good.mp4", 0, "success", None),
+                      ("missing.mp4", 3, "failed_to_download", "http_404")]
     assert funnel_of(counters) == {
         "pages": 4, "not_extracted": {}, "pairs": 4, "filtered": {}, "deduplicated": {}, "failed": {},
         "to_download": 4, "already_written": 0, "not_downloaded": {"corrupt": 1, "http_404": 1, "too_large": 1},
-        "downloaded": 1, "written": 1,
+        "downloaded": 1, "written": 1, "rows": 3,
         "checks": {"pages = extracted + not_extracted": True,
                    "pairs = filtered + deduplicated + failed + to_download": True,
-                   "to_download = already_written + not_downloaded + downloaded": True, "written = downloaded": True}}
+                   "to_download = already_written + not_downloaded + downloaded": True, "written = downloaded": True,
+                   "rows = not_extracted + filtered + deduplicated + failed + not_downloaded": True}}
     assert {k: v for k, v in counters.items() if not k.startswith("funnel.")} == {
         "pairs.from_tables": 4, "video.downloaded": 1, "video.corrupt": 1, "video.too_large": 1,
                         "video.http_404": 1, "pairs.kept": 1, "pairs.failed": 3, "samples.written": 1,
