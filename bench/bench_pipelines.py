@@ -95,10 +95,15 @@ SKEW_SHARE = 0.85
 """Share of the skewed input's pages that are near-copies of one template page, on one domain."""
 SKEW_HOSTS = 64
 """Domains the other pages (and every page of the unskewed input) are spread over."""
-SKEW_OWN_TEXT = 0.35
-"""Words of its own a page adds to its article, as a share of the template article's words: two
-template copies then share about 64% of their word 5-grams, below the near-duplicate threshold
-(0.7) yet often in the same LSH bands (what templated sites do)."""
+SKEW_OWN_TEXT = 0.1
+"""Words of its own a page adds to its article, as a share of the template article's words: at
+0.1 the template copies are near-duplicates of each other (the issue's skewed input: most pages
+near-copies of one template, a templated site whose pages differ by a few lines)."""
+SKEW_STRESS_OWN_TEXT = 0.35
+"""The stress variant: two template copies share about 64% of their word 5-grams, below the
+near-duplicate threshold (0.7) yet often in the same LSH bands, so nearly every comparison fails
+(and the copies' own text, drawn from the sample web's finite sentence pool, makes more of them
+near-duplicates as the input grows: 129 -> 768 dropped from 1,000 -> 4,000 pages)."""
 
 
 def make_skew_warcs(root: Path, *, num_pages: int, skewed: bool, files: int,
@@ -277,6 +282,21 @@ def run_job(glob: str, *, workers: int, output: Path, download: bool = False) ->
             "peak_runner_rss_mb": round(peak["runner"] / 2**20, 1),
             "peak_workers_rss_mb": round(peak["workers"] / 2**20, 1),
             "sdk_worker_processes": peak["processes"]}
+
+
+def skew_stress_runs(root: Path, *, pages: int, files: int, own_text: float = SKEW_STRESS_OWN_TEXT) -> dict:
+    """The skewed input with `own_text` (copies close to, but below, the near-duplicate threshold)
+    at `pages` and 4 x `pages`: how each work counter grows (reported, not a target: see
+    `SKEW_STRESS_OWN_TEXT`)."""
+    out: dict = {"pages": pages, "own_text": own_text}
+    for size, n in (("1x", pages), ("4x", 4 * pages)):
+        glob, _ = make_skew_warcs(root / f"stress_{size}", num_pages=n, skewed=True, files=files, own_text=own_text)
+        out[f"skewed_{size}"] = run_job(glob, workers=2, output=root / f"out-stress-{size}")
+    small, large = out["skewed_1x"]["work"], out["skewed_4x"]["work"]
+    out["work_growth_4x"] = {key: round(large[key] / small[key], 3) if isinstance(small[key], int | float)
+                             and small[key] > 0 and isinstance(large[key], int | float) else None for key in WORK_KEYS}
+    out["near_duplicates"] = [out[f"skewed_{size}"]["counters"].get("dedup.near_duplicate", 0) for size in ("1x", "4x")]
+    return out
 
 
 def skew_runs(root: Path, *, pages: int, files: int, own_text: float = SKEW_OWN_TEXT) -> dict:
@@ -493,6 +513,8 @@ def main() -> None:
         if "skew" in sections:
             results["skew"] = skew_runs(root / "skew", pages=100 if args.quick else args.skew_pages, files=args.files,
                                         own_text=args.skew_own_text)
+            results["skew_stress"] = skew_stress_runs(root / "skew", pages=100 if args.quick else args.skew_pages,
+                                                      files=args.files)
         if "cost" in sections:
             cost = results["cost"] = stage_costs(root / "cost", pages=40 if args.quick else args.cost_pages,
                                                  files=args.files)
@@ -557,6 +579,11 @@ def main() -> None:
                   f"({results['job_2_workers_100x']['peak_rss_mb']} MB)")
     if "skew" in results:
         _print_skew(results["skew"])
+        st = results["skew_stress"]
+        print(f"  stress (own text {st['own_text']}: copies just below the near-duplicate threshold), "
+              f"{st['pages']} -> {4 * st['pages']} skewed pages: near duplicates {st['near_duplicates'][0]} -> "
+              f"{st['near_duplicates'][1]}; work growth " + ", ".join(
+                  f"{k} {'n/a' if v is None else f'{v}x'}" for k, v in st["work_growth_4x"].items()))
     if "cost" in results:
         cost = results["cost"]
         print(f"CPU per page by stage ({cost['pages']} sample-web pages, {cost['images_downloaded']} images "
