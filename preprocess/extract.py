@@ -26,12 +26,13 @@ quadratic on deeply nested pages.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -296,11 +297,14 @@ class _Page:
 
     def parse(self) -> etree._Element:
         if self._data is None:
-            source, dropped = bound_attributes(self.source, self.config.max_attributes)
+            # Scripts and styles are emptied on the way: no stage reads their text.
+            source, dropped = bound_attributes(self.source, self.config.max_attributes, empty_scripts=True)
             self.bounded["attributes_dropped"] = dropped
+            if "\x00" in source:
+                source = source.replace("\x00", "")
             # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
             # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
-            self._data = source.replace("\x00", "").encode("utf-8", "replace")
+            self._data = source.encode("utf-8", "replace")
         try:
             root = etree.fromstring(self._data, _parser())
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
@@ -478,58 +482,81 @@ class _Stats:
     ONE bottom-up pass so that no rule has to re-read a subtree's text (that is quadratic on
     deeply nested pages). With `detailed`, also the counts conditional cleaning needs."""
 
-    __slots__ = ("text", "link", "commas", "block", "counts")
+    __slots__ = ("text", "link", "commas", "block", "counts", "detailed")
 
     def __init__(self, root: etree._Element, *, detailed: bool = False) -> None:
-        text: dict[etree._Element, int] = {}
-        link: dict[etree._Element, float] = {}
-        commas: dict[etree._Element, int] = {}
-        block: dict[etree._Element, bool] = {}
-        counts: dict[etree._Element, list[float]] = {}
+        self.text: dict[etree._Element, int] = {}
+        self.link: dict[etree._Element, float] = {}
+        self.commas: dict[etree._Element, int] = {}
+        self.block: dict[etree._Element, bool] = {}
+        self.counts: dict[etree._Element, list[float]] = {}
+        self.detailed = detailed
+        self.measure(reversed(list(root.iter())))
+
+    def measure(self, elements: Iterable[etree._Element]) -> None:
+        """Measure `elements` (again), children before parents: each one's element children are
+        measured already."""
+        text, link, commas, block, counts = self.text, self.link, self.commas, self.block, self.counts
+        detailed = self.detailed
         block_tags, silent, counted, headings = _DIV_BLOCK_CHILDREN, _SILENT_TAGS, _COUNTED, _HEADINGS
-        comma_re = _COMMAS
-        for el in reversed(list(root.iter())):
+        comma_findall = _COMMAS.findall
+        for el in elements:
             tag = el.tag
-            if not isinstance(tag, str):
+            if tag.__class__ is not str:
                 continue
             if tag in silent:
                 text[el], link[el], commas[el], block[el] = 0, 0.0, 0, False
                 if detailed:
                     counts[el] = [0.0] * _N_COUNTS
                 continue
-            # Inlined `_visible_len` / `_count_commas`: this loop runs over every element.
+            # Inlined `_visible_len` / `_count_commas`: this loop runs over every element, and
+            # most tails (and half the texts) are indentation.
             own = el.text
-            if own:
+            if own and not own.isspace():
                 total = len("".join(own.split()))
-                n_commas = own.count(",") if own.isascii() else len(comma_re.findall(own))
+                n_commas = own.count(",") if own.isascii() else len(comma_findall(own))
             else:
                 total = n_commas = 0
             links = 0.0
             has_block = False
-            mine = [0.0] * _N_COUNTS if detailed else None
-            for child in el:
-                child_tag = child.tag
-                if child_tag.__class__ is str:
-                    total += text[child]
-                    links += link[child]
-                    n_commas += commas[child]
-                    if not has_block:
-                        has_block = child_tag in block_tags or block[child]
-                    if mine is not None:
+            if detailed:
+                mine: list[float] | None = None
+                for child in el:
+                    child_tag = child.tag
+                    if child_tag.__class__ is str:
+                        size = text[child]
+                        total += size
+                        links += link[child]
+                        n_commas += commas[child]
+                        if not has_block:
+                            has_block = child_tag in block_tags or block[child]
                         theirs = counts[child]
-                        for i in range(_N_COUNTS):
-                            mine[i] += theirs[i]
+                        mine = theirs.copy() if mine is None else list(map(operator.add, mine, theirs))
                         index = counted.get(child_tag)
                         if index is not None:
                             mine[index] += 1
-                        if child_tag in ("ul", "ol"):
-                            mine[_C_LIST_TEXT] += text[child]
+                        if child_tag == "ul" or child_tag == "ol":
+                            mine[_C_LIST_TEXT] += size
                         elif child_tag in headings:
-                            mine[_C_HEADING_TEXT] = mine[_C_HEADING_TEXT] - theirs[_C_HEADING_TEXT] + text[child]
-                tail = child.tail
-                if tail:
-                    total += len("".join(tail.split()))
-                    n_commas += tail.count(",") if tail.isascii() else len(comma_re.findall(tail))
+                            mine[_C_HEADING_TEXT] += size - theirs[_C_HEADING_TEXT]
+                    tail = child.tail
+                    if tail and not tail.isspace():
+                        total += len("".join(tail.split()))
+                        n_commas += tail.count(",") if tail.isascii() else len(comma_findall(tail))
+                counts[el] = mine if mine is not None else [0.0] * _N_COUNTS
+            else:
+                for child in el:
+                    child_tag = child.tag
+                    if child_tag.__class__ is str:
+                        total += text[child]
+                        links += link[child]
+                        n_commas += commas[child]
+                        if not has_block:
+                            has_block = child_tag in block_tags or block[child]
+                    tail = child.tail
+                    if tail and not tail.isspace():
+                        total += len("".join(tail.split()))
+                        n_commas += tail.count(",") if tail.isascii() else len(comma_findall(tail))
             if tag == "a":
                 # In-page anchors (footnotes, tables of contents) count less than outbound links.
                 links = total * (0.3 if (el.get("href") or "").startswith("#") else 1.0)
@@ -537,13 +564,23 @@ class _Stats:
             link[el] = links
             commas[el] = n_commas
             block[el] = has_block
-            if mine is not None:
-                counts[el] = mine
-        self.text = text
-        self.link = link
-        self.commas = commas
-        self.block = block
-        self.counts = counts
+
+    def refresh(self, parents: Iterable[etree._Element]) -> None:
+        """Measure again, bottom up, `parents` (elements that lost children without `remove`) and
+        all their measured ancestors: one pass over the touched chains instead of one walk to the
+        root per removal."""
+        depth: dict[etree._Element, int] = {}
+        for parent in parents:
+            chain = []
+            node = parent
+            while node is not None and node not in depth and node in self.text:
+                chain.append(node)
+                node = node.getparent()
+            level = depth.get(node, 0) if node is not None else 0
+            for element in reversed(chain):
+                level += 1
+                depth[element] = level
+        self.measure(sorted(depth, key=depth.__getitem__, reverse=True))
 
     def density(self, el: etree._Element) -> float:
         total = self.text.get(el, 0)
@@ -565,17 +602,6 @@ class _Stats:
             if not changed or ancestor is stop:
                 break
             skip = None
-            ancestor = ancestor.getparent()
-
-    def add(self, el: etree._Element, stop: etree._Element | None = None) -> None:
-        """Account for `el` (already measured) being inserted at its current place."""
-        self._adjust(el, stop, 1)
-        grows = el.tag in _DIV_BLOCK_CHILDREN or self.block.get(el, False)
-        ancestor = el.getparent()
-        while grows and ancestor is not None and ancestor in self.block and not self.block[ancestor]:
-            self.block[ancestor] = True
-            if ancestor is stop:
-                break
             ancestor = ancestor.getparent()
 
     def _adjust(self, el: etree._Element, stop: etree._Element | None, sign: int) -> None:
@@ -659,14 +685,21 @@ def _drop(el: etree._Element) -> None:
 # --------------------------------------------------------------------------- stage 2: prepare
 def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects) -> _Stats:
     """Drop boilerplate, hidden and unlikely elements; resolve lazy images. Returns the body's
-    statistics, kept up to date through every removal (one measuring pass per attempt)."""
+    statistics after the removals (one measuring pass per attempt, then the touched ancestors
+    measured again)."""
     _unwrap_noscript_images(body)
     stats = _Stats(body)
     lengths = stats.text
     body_text = max(1, lengths.get(body, 0))
+    # The walk is pre-order and never looks at an element again, so every length it reads is
+    # that of an element none of whose descendants was dropped yet: the statistics can be
+    # brought up to date once, at the end, from the parents that lost children.
+    emptied: list[etree._Element] = []
 
     def drop(el: etree._Element) -> None:
-        stats.remove(el)
+        parent = el.getparent()
+        if parent is not None:
+            emptied.append(parent)
         _drop(el)
 
     # Explicit pre-order walk that does not descend into dropped subtrees.
@@ -684,12 +717,10 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                 # An article's own header: title, standfirst, byline and dates go, its lead
                 # picture or video stays (moved out in front of the header).
                 media = _outermost(el, ("figure", "picture", "img", "video"))
-                stats.remove(el)
                 for item in media:
                     item.tail = None
                     el.addprevious(item)
-                    stats.add(item)
-                _drop(el)  # already taken out of the statistics above
+                drop(el)
                 stack.extend(reversed(media))
                 continue
             if tag in _SOFT_DROP_TAGS:
@@ -733,6 +764,7 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
         if tag == "img":
             _fix_lazy(el)
         stack.extend(reversed(el))
+    stats.refresh(emptied)
     return stats
 
 
