@@ -129,7 +129,7 @@ _KIND: dict[str, TextKind] = {
     "figcaption": "caption", "caption": "caption", "blockquote": "quote", "pre": "preformatted",
     "listing": "preformatted", "xmp": "preformatted", "tr": "table", "table": "table",
 }
-_TAG_SCORE = {"div": 5, "article": 8, "main": 5, "pre": 3, "td": 3, "blockquote": 3,
+_TAG_SCORE = {"div": 5, "article": 0, "main": 5, "pre": 3, "td": 3, "blockquote": 3,
               "address": -3, "ol": -3, "ul": -3, "dl": -3, "dd": -3, "dt": -3, "li": -3, "form": -3,
               "h1": -5, "h2": -5, "h3": -5, "h4": -5, "h5": -5, "h6": -5, "th": -5}
 
@@ -748,9 +748,11 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                     and lengths.get(el, 0) < 100 and el.find(".//img") is None:
                 drop(el)
                 continue
+            # Not inside a heading either: a heading stays or goes whole, and the ids of its
+            # parts are anchors spelt from its text (Wikipedia's "Eich_CEO_promotion_controversy").
             if (flags.strip_unlikely and tag not in ("a", "img", "figure", "picture", "video")
                     and hints & _H_UNLIKELY
-                    and not _has_ancestor(el, ("table", "code", "pre"))):
+                    and not _has_ancestor(el, ("table", "code", "pre", *_HEADINGS))):
                 effects.unlikely_dropped += 1
                 drop(el)
                 continue
@@ -946,21 +948,23 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
         if top not in final:
             final[top] = initialise(top) * (1 - stats.density(top))
 
-    # Climb while the parent scores about as well (the candidate was one part of the article).
+    # Climb while the parent scores about as well (the candidate was one part of the article),
+    # for the first few levels only: a score that rises again far above the candidate is the
+    # page around the article (its class says "content"), not more of it.
     last = final.get(top, 0.0)
     threshold = last / 3
     parent = top.getparent()
-    while parent is not None and parent is not body and parent.tag != "html":
-        if parent not in final:
-            parent = parent.getparent()
-            continue
-        parent_score = final[parent]
-        if parent_score < threshold:
+    for _ in range(_CLIMB_LEVELS):
+        if parent is None or parent is body or parent.tag == "html":
             break
-        if parent_score > last:
-            top = parent
-            break
-        last = parent_score
+        parent_score = final.get(parent)
+        if parent_score is not None:
+            if parent_score < threshold:
+                break
+            if parent_score > last:
+                top = parent
+                break
+            last = parent_score
         parent = parent.getparent()
     # An only child stands for its parent.
     parent = top.getparent()
@@ -1006,6 +1010,7 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
     return wrapper
 
 
+_CLIMB_LEVELS = 3
 _SCORE_TAGS = ("p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote", "div", "article", "main")
 
 
