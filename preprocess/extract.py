@@ -442,19 +442,26 @@ _H_COMMENTS, _H_CAPTION, _H_BYLINE, _H_UNLIKELY, _H_SHARE, _H_LOGO, _H_PORTRAIT 
 def _hints(match: str) -> int:
     match = match.lower()
     flags = 0
-    if _COMMENTS.search(match):
+    # Each regex runs only when a word every one of its alternatives contains is there: most
+    # class strings ("css-1a48zt4", "row") name nothing, and a substring test is far cheaper.
+    if ("comment" in match or "disqus" in match or "respond" in match or "replies" in match) \
+            and _COMMENTS.search(match):
         flags |= _H_COMMENTS
-    if _CAPTION_CLASS.search(match) or _DATE_CLASS.search(match):
+    if (("caption" in match or "credit" in match) and _CAPTION_CLASS.search(match)) or (
+            ("date" in match or "timestamp" in match or "published" in match or "posted" in match
+             or "meta" in match) and _DATE_CLASS.search(match)):
         flags |= _H_CAPTION
     if _BYLINE.search(match):
         flags |= _H_BYLINE
     if _UNLIKELY.search(match) and not _MAYBE.search(match):
         flags |= _H_UNLIKELY
-    if _SHARE.search(match):
+    if ("shar" in match or "social" in match) and _SHARE.search(match):
         flags |= _H_SHARE
-    if _LOGO_WORD.search(match):
+    if ("logo" in match or "icon" in match or "emoji" in match or "spinner" in match or "sprite" in match
+            or "badge" in match or "button" in match) and _LOGO_WORD.search(match):
         flags |= _H_LOGO
-    if _PORTRAIT_WORD.search(match):
+    if ("avatar" in match or "headshot" in match or "mugshot" in match or "author" in match) \
+            and _PORTRAIT_WORD.search(match):
         flags |= _H_PORTRAIT
     return flags
 
