@@ -26,12 +26,13 @@ quadratic on deeply nested pages.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -128,35 +129,36 @@ _KIND: dict[str, TextKind] = {
     "figcaption": "caption", "caption": "caption", "blockquote": "quote", "pre": "preformatted",
     "listing": "preformatted", "xmp": "preformatted", "tr": "table", "table": "table",
 }
-_TAG_SCORE = {"div": 5, "article": 8, "main": 5, "pre": 3, "td": 3, "blockquote": 3,
+_TAG_SCORE = {"div": 5, "article": 0, "main": 5, "pre": 3, "td": 3, "blockquote": 3,
               "address": -3, "ol": -3, "ul": -3, "dl": -3, "dd": -3, "dt": -3, "li": -3, "form": -3,
               "h1": -5, "h2": -5, "h3": -5, "h4": -5, "h5": -5, "h6": -5, "th": -5}
 
+# Class/id vocabularies: matched against the LOWERCASED class and id (a case-insensitive regex
+# alternation is several times slower, and pages bring tens of thousands of distinct strings).
 _UNLIKELY = re.compile(
     r"-ad-|ai2html|banner|breadcrumb|combx|comment|communit|cover-wrap|disqus|extra|footer|gdpr|header"
     r"|legends|menu|related|remark|replies|rss|shoutbox|sidebar|skyscraper|social|sponsor|supplemental"
     r"|ad-break|agegate|pagination|pager|popup|yom-remote|cookie|consent|newsletter|subscribe|signup"
     r"|promo|outbrain|taboola|recommend|trending|most-?popular|navbar|toolbar"
-    r"|masthead|paywall|print-only|skip-?link|sr-only|visually-?hidden|screen-reader", re.I)
-_MAYBE = re.compile(r"and|article|body|column|content|main|mathjax|shadow|story|entry|text", re.I)
+    r"|masthead|paywall|print-only|skip-?link|sr-only|visually-?hidden|screen-reader")
+_MAYBE = re.compile(r"and|article|body|column|content|main|mathjax|shadow|story|entry|text")
 _POSITIVE = re.compile(r"article|body|content|entry|hentry|h-entry|main|page|pagination|post|text|blog"
-                       r"|story|prose", re.I)
+                       r"|story|prose")
 _NEGATIVE = re.compile(
     r"-ad-|hidden|^hid$| hid$| hid |^hid |banner|combx|comment|com-|contact|footer|gdpr|masthead|media"
     r"|meta|outbrain|promo|related|scroll|share|shoutbox|sidebar|skyscraper|sponsor|shopping|tags"
-    r"|widget|byline|author|dateline|caption-credit|credit|subscribe|newsletter|taboola|teaser", re.I)
+    r"|widget|byline|author|dateline|caption-credit|credit|subscribe|newsletter|taboola|teaser")
 # Always removed, whatever the retry ladder relaxes: reader comments and photo credits/captions
 # outside <figcaption> (short elements only, see `_prepare`).
 _COMMENTS = re.compile(r"(^|[\s_-])(comments?|comment-?list|commentlist|disqus(_thread)?|respond|replies"
-                       r"|comment-?section|user-?comments)([\s_-]|$)", re.I)
-_CAPTION_CLASS = re.compile(r"(^|[\s_-])(caption|credits?|photo-?credit|image-?credit|wp-caption-text)s?([\s_-]|$)",
-                            re.I)
+                       r"|comment-?section|user-?comments)([\s_-]|$)")
+_CAPTION_CLASS = re.compile(r"(^|[\s_-])(caption|credits?|photo-?credit|image-?credit|wp-caption-text)s?([\s_-]|$)")
 _DATE_CLASS = re.compile(r"(^|[\s_-])(date|dateline|timestamp|published|pubdate|posted-?on|entry-meta|post-meta"
-                         r"|article-meta|updated|publish-?date)([\s_-]|$)", re.I)
-_BYLINE = re.compile(r"byline|author|dateline|writtenby|p-author", re.I)
+                         r"|article-meta|updated|publish-?date)([\s_-]|$)")
+_BYLINE = re.compile(r"byline|author|dateline|writtenby|p-author")
 _UNLIKELY_ROLES = frozenset({"menu", "menubar", "complementary", "navigation", "alert", "alertdialog",
                              "dialog", "banner", "contentinfo", "search", "toolbar"})
-_SHARE = re.compile(r"(\b|_)(share|sharedaddy|social|sharing)(\b|_)", re.I)
+_SHARE = re.compile(r"(\b|_)(share|sharedaddy|social|sharing)(\b|_)")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 # "READ MORE: <a>...</a>" points at another page: a line like it without a link ("See the
 # following example:") introduces the article's own content and stays.
@@ -182,16 +184,12 @@ _IMAGE_SRCSET = re.compile(r"\.(jpe?g|png|webp|gif|avif)\S*\s+\d", re.I)
 _PLACEHOLDER = re.compile(r"^data:|/(?:[\w-]*[-_])?(?:blank|spacer|pixel|placeholder|transparent|lazy-?load|loader"
                           r"|loading|grey|gray|empty|1x1|dot|clear)(?:[-_.][\w-]*)?\.(?:gif|png|svg)(?:\?|#|$)", re.I)
 _IMAGE_URL_LIKE = re.compile(r"\.(jpe?g|png|webp|gif|avif)|/", re.I)
-_LOGO_WORD = re.compile(r"(^|[^a-z])(logo|icons?|emoji|spinner|sprite|badge|button)([^a-z]|$)", re.I)
+_LOGO_WORD = re.compile(r"(^|[^a-z])(logo|icons?|emoji|spinner|sprite|badge|button)([^a-z]|$)")
 # Pictures of the author, recognisable from the image's container too (a.headshot > img).
-_PORTRAIT_WORD = re.compile(r"(^|[^a-z])(avatar|gravatar|headshot|mugshot|author-?(photo|image|img|pic))([^a-z]|$)",
-                            re.I)
+_PORTRAIT_WORD = re.compile(r"(^|[^a-z])(avatar|gravatar|headshot|mugshot|author-?(photo|image|img|pic))([^a-z]|$)")
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(\.\d*)?\s*(px)?\s*$", re.I)
 _SKIP_SCHEMES = ("javascript:", "data:", "about:", "mailto:", "tel:", "blob:", "#")
 
-
-_ANY_HINT = re.compile("|".join(f"(?:{p.pattern})" for p in (_COMMENTS, _CAPTION_CLASS, _DATE_CLASS, _BYLINE,
-                                                               _UNLIKELY, _SHARE, _LOGO_WORD, _PORTRAIT_WORD)), re.I)
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -296,11 +294,14 @@ class _Page:
 
     def parse(self) -> etree._Element:
         if self._data is None:
-            source, dropped = bound_attributes(self.source, self.config.max_attributes)
+            # Scripts and styles are emptied on the way: no stage reads their text.
+            source, dropped = bound_attributes(self.source, self.config.max_attributes, empty_scripts=True)
             self.bounded["attributes_dropped"] = dropped
+            if "\x00" in source:
+                source = source.replace("\x00", "")
             # lxml refuses str input with an XML encoding declaration; bytes plus an explicit
             # UTF-8 parser encoding always work. Surrogates (invalid in UTF-8) are replaced.
-            self._data = source.replace("\x00", "").encode("utf-8", "replace")
+            self._data = source.encode("utf-8", "replace")
         try:
             root = etree.fromstring(self._data, _parser())
         except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
@@ -429,6 +430,7 @@ def _class_weight(el: etree._Element) -> int:
 def _value_weight(value: str | None) -> int:
     if not value:
         return 0
+    value = value.lower()
     return (25 if _POSITIVE.search(value) else 0) - (25 if _NEGATIVE.search(value) else 0)
 
 
@@ -438,22 +440,28 @@ _H_COMMENTS, _H_CAPTION, _H_BYLINE, _H_UNLIKELY, _H_SHARE, _H_LOGO, _H_PORTRAIT 
 
 @functools.lru_cache(maxsize=16384)
 def _hints(match: str) -> int:
-    if not _ANY_HINT.search(match):
-        return 0  # most class strings ("css-1a48zt4", "row") name nothing: one search instead of seven
+    match = match.lower()
     flags = 0
-    if _COMMENTS.search(match):
+    # Each regex runs only when a word every one of its alternatives contains is there: most
+    # class strings ("css-1a48zt4", "row") name nothing, and a substring test is far cheaper.
+    if ("comment" in match or "disqus" in match or "respond" in match or "replies" in match) \
+            and _COMMENTS.search(match):
         flags |= _H_COMMENTS
-    if _CAPTION_CLASS.search(match) or _DATE_CLASS.search(match):
+    if (("caption" in match or "credit" in match) and _CAPTION_CLASS.search(match)) or (
+            ("date" in match or "timestamp" in match or "published" in match or "posted" in match
+             or "meta" in match) and _DATE_CLASS.search(match)):
         flags |= _H_CAPTION
     if _BYLINE.search(match):
         flags |= _H_BYLINE
     if _UNLIKELY.search(match) and not _MAYBE.search(match):
         flags |= _H_UNLIKELY
-    if _SHARE.search(match):
+    if ("shar" in match or "social" in match) and _SHARE.search(match):
         flags |= _H_SHARE
-    if _LOGO_WORD.search(match):
+    if ("logo" in match or "icon" in match or "emoji" in match or "spinner" in match or "sprite" in match
+            or "badge" in match or "button" in match) and _LOGO_WORD.search(match):
         flags |= _H_LOGO
-    if _PORTRAIT_WORD.search(match):
+    if ("avatar" in match or "headshot" in match or "mugshot" in match or "author" in match) \
+            and _PORTRAIT_WORD.search(match):
         flags |= _H_PORTRAIT
     return flags
 
@@ -478,58 +486,81 @@ class _Stats:
     ONE bottom-up pass so that no rule has to re-read a subtree's text (that is quadratic on
     deeply nested pages). With `detailed`, also the counts conditional cleaning needs."""
 
-    __slots__ = ("text", "link", "commas", "block", "counts")
+    __slots__ = ("text", "link", "commas", "block", "counts", "detailed")
 
     def __init__(self, root: etree._Element, *, detailed: bool = False) -> None:
-        text: dict[etree._Element, int] = {}
-        link: dict[etree._Element, float] = {}
-        commas: dict[etree._Element, int] = {}
-        block: dict[etree._Element, bool] = {}
-        counts: dict[etree._Element, list[float]] = {}
+        self.text: dict[etree._Element, int] = {}
+        self.link: dict[etree._Element, float] = {}
+        self.commas: dict[etree._Element, int] = {}
+        self.block: dict[etree._Element, bool] = {}
+        self.counts: dict[etree._Element, list[float]] = {}
+        self.detailed = detailed
+        self.measure(reversed(list(root.iter())))
+
+    def measure(self, elements: Iterable[etree._Element]) -> None:
+        """Measure `elements` (again), children before parents: each one's element children are
+        measured already."""
+        text, link, commas, block, counts = self.text, self.link, self.commas, self.block, self.counts
+        detailed = self.detailed
         block_tags, silent, counted, headings = _DIV_BLOCK_CHILDREN, _SILENT_TAGS, _COUNTED, _HEADINGS
-        comma_re = _COMMAS
-        for el in reversed(list(root.iter())):
+        comma_findall = _COMMAS.findall
+        for el in elements:
             tag = el.tag
-            if not isinstance(tag, str):
+            if tag.__class__ is not str:
                 continue
             if tag in silent:
                 text[el], link[el], commas[el], block[el] = 0, 0.0, 0, False
                 if detailed:
                     counts[el] = [0.0] * _N_COUNTS
                 continue
-            # Inlined `_visible_len` / `_count_commas`: this loop runs over every element.
+            # Inlined `_visible_len` / `_count_commas`: this loop runs over every element, and
+            # most tails (and half the texts) are indentation.
             own = el.text
-            if own:
+            if own and not own.isspace():
                 total = len("".join(own.split()))
-                n_commas = own.count(",") if own.isascii() else len(comma_re.findall(own))
+                n_commas = own.count(",") if own.isascii() else len(comma_findall(own))
             else:
                 total = n_commas = 0
             links = 0.0
             has_block = False
-            mine = [0.0] * _N_COUNTS if detailed else None
-            for child in el:
-                child_tag = child.tag
-                if child_tag.__class__ is str:
-                    total += text[child]
-                    links += link[child]
-                    n_commas += commas[child]
-                    if not has_block:
-                        has_block = child_tag in block_tags or block[child]
-                    if mine is not None:
+            if detailed:
+                mine: list[float] | None = None
+                for child in el:
+                    child_tag = child.tag
+                    if child_tag.__class__ is str:
+                        size = text[child]
+                        total += size
+                        links += link[child]
+                        n_commas += commas[child]
+                        if not has_block:
+                            has_block = child_tag in block_tags or block[child]
                         theirs = counts[child]
-                        for i in range(_N_COUNTS):
-                            mine[i] += theirs[i]
+                        mine = theirs.copy() if mine is None else list(map(operator.add, mine, theirs))
                         index = counted.get(child_tag)
                         if index is not None:
                             mine[index] += 1
-                        if child_tag in ("ul", "ol"):
-                            mine[_C_LIST_TEXT] += text[child]
+                        if child_tag == "ul" or child_tag == "ol":
+                            mine[_C_LIST_TEXT] += size
                         elif child_tag in headings:
-                            mine[_C_HEADING_TEXT] = mine[_C_HEADING_TEXT] - theirs[_C_HEADING_TEXT] + text[child]
-                tail = child.tail
-                if tail:
-                    total += len("".join(tail.split()))
-                    n_commas += tail.count(",") if tail.isascii() else len(comma_re.findall(tail))
+                            mine[_C_HEADING_TEXT] += size - theirs[_C_HEADING_TEXT]
+                    tail = child.tail
+                    if tail and not tail.isspace():
+                        total += len("".join(tail.split()))
+                        n_commas += tail.count(",") if tail.isascii() else len(comma_findall(tail))
+                counts[el] = mine if mine is not None else [0.0] * _N_COUNTS
+            else:
+                for child in el:
+                    child_tag = child.tag
+                    if child_tag.__class__ is str:
+                        total += text[child]
+                        links += link[child]
+                        n_commas += commas[child]
+                        if not has_block:
+                            has_block = child_tag in block_tags or block[child]
+                    tail = child.tail
+                    if tail and not tail.isspace():
+                        total += len("".join(tail.split()))
+                        n_commas += tail.count(",") if tail.isascii() else len(comma_findall(tail))
             if tag == "a":
                 # In-page anchors (footnotes, tables of contents) count less than outbound links.
                 links = total * (0.3 if (el.get("href") or "").startswith("#") else 1.0)
@@ -537,13 +568,23 @@ class _Stats:
             link[el] = links
             commas[el] = n_commas
             block[el] = has_block
-            if mine is not None:
-                counts[el] = mine
-        self.text = text
-        self.link = link
-        self.commas = commas
-        self.block = block
-        self.counts = counts
+
+    def refresh(self, parents: Iterable[etree._Element]) -> None:
+        """Measure again, bottom up, `parents` (elements that lost children without `remove`) and
+        all their measured ancestors: one pass over the touched chains instead of one walk to the
+        root per removal."""
+        depth: dict[etree._Element, int] = {}
+        for parent in parents:
+            chain = []
+            node = parent
+            while node is not None and node not in depth and node in self.text:
+                chain.append(node)
+                node = node.getparent()
+            level = depth.get(node, 0) if node is not None else 0
+            for element in reversed(chain):
+                level += 1
+                depth[element] = level
+        self.measure(sorted(depth, key=depth.__getitem__, reverse=True))
 
     def density(self, el: etree._Element) -> float:
         total = self.text.get(el, 0)
@@ -565,17 +606,6 @@ class _Stats:
             if not changed or ancestor is stop:
                 break
             skip = None
-            ancestor = ancestor.getparent()
-
-    def add(self, el: etree._Element, stop: etree._Element | None = None) -> None:
-        """Account for `el` (already measured) being inserted at its current place."""
-        self._adjust(el, stop, 1)
-        grows = el.tag in _DIV_BLOCK_CHILDREN or self.block.get(el, False)
-        ancestor = el.getparent()
-        while grows and ancestor is not None and ancestor in self.block and not self.block[ancestor]:
-            self.block[ancestor] = True
-            if ancestor is stop:
-                break
             ancestor = ancestor.getparent()
 
     def _adjust(self, el: etree._Element, stop: etree._Element | None, sign: int) -> None:
@@ -659,14 +689,24 @@ def _drop(el: etree._Element) -> None:
 # --------------------------------------------------------------------------- stage 2: prepare
 def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects) -> _Stats:
     """Drop boilerplate, hidden and unlikely elements; resolve lazy images. Returns the body's
-    statistics, kept up to date through every removal (one measuring pass per attempt)."""
+    statistics after the removals (one measuring pass per attempt, then the touched ancestors
+    measured again)."""
     _unwrap_noscript_images(body)
+    # Tags always dropped (nav, aside, footer, svg, ...: about half the elements of a news page)
+    # go first, in one C pass, so that no later pass touches them. Their tails stay.
+    etree.strip_elements(body, *_HARD_DROP_TAGS, with_tail=False)
     stats = _Stats(body)
     lengths = stats.text
     body_text = max(1, lengths.get(body, 0))
+    # The walk is pre-order and never looks at an element again, so every length it reads is
+    # that of an element none of whose descendants was dropped yet: the statistics can be
+    # brought up to date once, at the end, from the parents that lost children.
+    emptied: list[etree._Element] = []
 
     def drop(el: etree._Element) -> None:
-        stats.remove(el)
+        parent = el.getparent()
+        if parent is not None:
+            emptied.append(parent)
         _drop(el)
 
     # Explicit pre-order walk that does not descend into dropped subtrees.
@@ -684,12 +724,10 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                 # An article's own header: title, standfirst, byline and dates go, its lead
                 # picture or video stays (moved out in front of the header).
                 media = _outermost(el, ("figure", "picture", "img", "video"))
-                stats.remove(el)
                 for item in media:
                     item.tail = None
                     el.addprevious(item)
-                    stats.add(item)
-                _drop(el)  # already taken out of the statistics above
+                drop(el)
                 stack.extend(reversed(media))
                 continue
             if tag in _SOFT_DROP_TAGS:
@@ -720,9 +758,11 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
                     and lengths.get(el, 0) < 100 and el.find(".//img") is None:
                 drop(el)
                 continue
+            # Not inside a heading either: a heading stays or goes whole, and the ids of its
+            # parts are anchors spelt from its text (Wikipedia's "Eich_CEO_promotion_controversy").
             if (flags.strip_unlikely and tag not in ("a", "img", "figure", "picture", "video")
                     and hints & _H_UNLIKELY
-                    and not _has_ancestor(el, ("table", "code", "pre"))):
+                    and not _has_ancestor(el, ("table", "code", "pre", *_HEADINGS))):
                 effects.unlikely_dropped += 1
                 drop(el)
                 continue
@@ -733,6 +773,7 @@ def _prepare(body: etree._Element, flags: _Flags, title: str, effects: _Effects)
         if tag == "img":
             _fix_lazy(el)
         stack.extend(reversed(el))
+    stats.refresh(emptied)
     return stats
 
 
@@ -917,21 +958,23 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
         if top not in final:
             final[top] = initialise(top) * (1 - stats.density(top))
 
-    # Climb while the parent scores about as well (the candidate was one part of the article).
+    # Climb while the parent scores about as well (the candidate was one part of the article),
+    # for the first few levels only: a score that rises again far above the candidate is the
+    # page around the article (its class says "content"), not more of it.
     last = final.get(top, 0.0)
     threshold = last / 3
     parent = top.getparent()
-    while parent is not None and parent is not body and parent.tag != "html":
-        if parent not in final:
-            parent = parent.getparent()
-            continue
-        parent_score = final[parent]
-        if parent_score < threshold:
+    for _ in range(_CLIMB_LEVELS):
+        if parent is None or parent is body or parent.tag == "html":
             break
-        if parent_score > last:
-            top = parent
-            break
-        last = parent_score
+        parent_score = final.get(parent)
+        if parent_score is not None:
+            if parent_score < threshold:
+                break
+            if parent_score > last:
+                top = parent
+                break
+            last = parent_score
         parent = parent.getparent()
     # An only child stands for its parent.
     parent = top.getparent()
@@ -977,6 +1020,7 @@ def _choose_content(body: etree._Element, flags: _Flags, config: ExtractConfig,
     return wrapper
 
 
+_CLIMB_LEVELS = 3
 _SCORE_TAGS = ("p", "pre", "td", "section", "h2", "h3", "h4", "h5", "h6", "blockquote", "div", "article", "main")
 
 

@@ -250,3 +250,20 @@ def test_stray_trailing_word_is_trimmed_after_a_long_text():
     # after a short text a single closing word is kept (it may be all there is)
     short = _page(f"<article><p>{LONG}</p><p>Thanks</p></article>")
     assert [n.text for n in extract_document(short, PAGE_URL).texts] == [LONG, "Thanks"]
+
+
+def test_heading_parts_are_not_unlikely_candidates():
+    # The anchor id of a Wikipedia headline is its text: "promotion" is not a promo box.
+    body = ('<h3><span class="mw-headline" id="Eich_CEO_promotion_controversy">Eich CEO promotion controversy'
+            f'</span></h3><p>{LONG} Controversy.</p><div id="promo-box">Subscribe to our daily promotions</div>')
+    texts = [n.text for n in extract_document(_wiki(body), PAGE_URL).texts]
+    assert texts == ["Eich CEO promotion controversy", LONG + " Controversy.", *WIKI_TAIL]
+
+
+def test_article_element_has_no_bonus_over_its_best_block():
+    # As in Readability, <article> scores only through its paragraphs: the first block wins, its
+    # sibling block joins it, the headings between them (not scored) stay out.
+    blocks = [f"<div><p>{LONG}, part {i}, one.</p><p>{LONG}, part {i}, two.</p></div>" for i in range(2)]
+    page = _page(f"<article><h1>Lorem</h1>{blocks[0]}<h2>Foo</h2>{blocks[1]}</article>")
+    texts = [n.text for n in extract_document(page, PAGE_URL).texts]
+    assert texts == [f"{LONG}, part {i}, {n}." for i in range(2) for n in ("one", "two")]
