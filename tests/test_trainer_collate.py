@@ -151,6 +151,26 @@ def test_caption_template_and_packed_pairs(tokenizer) -> None:
     assert packed(SimpleNamespace(key="d", image=red, caption="red circle"), random.Random(0)) is None
 
 
+def test_packed_pairs_random_size(tokenizer) -> None:
+    # the size of each pack is randint(1, pairs) on the rng of its first record: seed 5 -> 3,
+    # seed 1 -> 1, seed 0 -> 2 (later records' rngs do not change it)
+    inner = ImageTextCollator(tokenizer=tokenizer, image_transform=_marker_transform, max_tokens=32)
+    packed = PackedPairs(inner, pairs=3, random_size=True)
+    images = [Image.new("RGB", (4, 4), (10 * i, 0, 0)) for i in range(1, 7)]
+    seeds = [5, 1, 1, 1, 0, 5]
+    out = [packed(SimpleNamespace(key=str(i), image=im, caption="red circle"), random.Random(seed))
+           for i, (im, seed) in enumerate(zip(images, seeds))]
+    assert [o is not None for o in out] == [False, False, True, True, False, True]
+    assert [[int(m) for m in o.media[:, 0, 0, 0, 0]] for o in out if o is not None] == [[10, 20, 30], [40], [50, 60]]
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert [int((o.input_ids == image_id).sum()) for o in out if o is not None] == [3, 1, 2]
+    fixed = PackedPairs(inner, pairs=3)  # without random_size every pack holds exactly 3
+    assert [fixed(SimpleNamespace(key=str(i), image=images[0], caption="red"), random.Random(1)) is None
+            for i in range(3)] == [True, True, False]
+    with pytest.raises(ValueError, match="pairs must be >= 1"):
+        PackedPairs(inner, pairs=0)
+
+
 def test_select_frames() -> None:
     assert select_frames(16, 8) == [0, 2, 4, 6, 9, 11, 13, 15]
     assert select_frames(8, 8) == list(range(8))

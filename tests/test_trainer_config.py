@@ -81,6 +81,9 @@ def test_example_configs_load() -> None:
     assert [s.weight for s in demo.data.sources().values()] == [1.0, 0.2, 0.03]
     assert demo.data.m3w.max_tokens == 256 and demo.data.m3w.max_images == 5
     assert demo.data.video_text.num_frames == 8
+    packs = demo.data.image_text
+    assert (packs.pairs_per_sequence, packs.random_pack_size) == (9, True)  # 0..8-shot contexts
+    assert demo.data.video_text.random_pack_size is False
     gpu = load_config(CONFIGS / "gpu.yaml")
     assert gpu.parallel.strategy == "fsdp" and gpu.parallel.precision == "bf16"
     assert gpu.parallel.activation_checkpointing and gpu.optim.lr == 1e-4

@@ -252,17 +252,29 @@ class PackedPairs:
     returned, so a pack never spans a batch boundary and stream positions stay exact for resume.
     Each caption still attends only to its own medium (the model's per-image masking). Like a
     few-shot prompt, a pack has one BOS (when the tokenizer uses one), at its start.
+
+    With ``random_size`` a pack holds a uniform random 1..``pairs`` pairs, drawn with the ``rng`` of
+    its first record (so a resumed stream packs the same way): queries then occur after every
+    number of context pairs (and at every position) up to the largest pack, as in 0..pairs-1-shot
+    prompts; a fixed size trains the last caption only after exactly ``pairs - 1`` others.
     """
 
-    def __init__(self, collator: Any, *, pairs: int) -> None:
+    def __init__(self, collator: Any, *, pairs: int, random_size: bool = False) -> None:
+        if pairs < 1:
+            raise ValueError(f"pairs must be >= 1, got {pairs}")
         self.collator = collator
         self.pairs = pairs
+        self.random_size = random_size
         self._skip = len(collator.tokens.bos)  # BOS of every pair but the first
         self._pending: list[Sample] = []
+        self._size = pairs
 
     def __call__(self, record: Any, rng: random.Random) -> Sample | None:
-        self._pending.append(self.collator(record, rng))
-        if len(self._pending) < self.pairs:
+        sample = self.collator(record, rng)
+        if not self._pending and self.random_size:
+            self._size = rng.randint(1, self.pairs)
+        self._pending.append(sample)
+        if len(self._pending) < self._size:
             return None
         pack, self._pending = self._pending, []
         cut = [0] + [self._skip] * (len(pack) - 1)
@@ -287,7 +299,9 @@ def build_collator(kind: str, *, tokenizer: Any, image_transform: ImageTransform
         common["caption_template"] = source.caption_template
         collator = (ImageTextCollator(**common) if kind == "image_text"
                     else VideoTextCollator(**common, num_frames=source.num_frames))
-        return PackedPairs(collator, pairs=source.pairs_per_sequence) if source.pairs_per_sequence > 1 else collator
+        if source.pairs_per_sequence == 1:
+            return collator
+        return PackedPairs(collator, pairs=source.pairs_per_sequence, random_size=source.random_pack_size)
     raise ValueError(f"unknown source kind {kind!r}; expected m3w, image_text or video_text")
 
 

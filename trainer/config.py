@@ -63,6 +63,11 @@ class SourceConfig:
     (``<image>c1<EOC><image>c2<EOC>...``, each caption attending only to its own medium). FL trains
     single pairs (1); packing gives a from-scratch LM the multi-image context of few-shot prompts."""
 
+    random_pack_size: bool = False
+    """Image/video-text with ``pairs_per_sequence`` > 1: each sample packs a uniform random
+    1..``pairs_per_sequence`` pairs instead of exactly that many, so captions are trained after every
+    number of preceding pairs (0..N-1 shots) and at every position up to the longest pack."""
+
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
             self.urls = [self.urls]
