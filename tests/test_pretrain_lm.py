@@ -93,3 +93,30 @@ def test_shard_texts_reads_documents_and_captions_as_flamingo_sequences(tmp_path
     expected += [f"{IMAGE_TOKEN}{p.caption}{EOC_TOKEN}" for p in pairs[:3]]
     assert expected[1].count(IMAGE_TOKEN) == 1 and expected[1].endswith(EOC_TOKEN)  # markers kept
     assert texts == expected
+
+
+class _CopyOracle(torch.nn.Module):
+    """A 'language model' that, from the second copy of a run of `length` tokens on, predicts the
+    token `length` positions back with certainty, and knows nothing before (uniform logits)."""
+
+    def __init__(self, vocab: int, length: int) -> None:
+        super().__init__()
+        self.vocab, self.length = vocab, length
+
+    def forward(self, input_ids):
+        rows, tokens = input_ids.shape
+        logits = torch.zeros(rows, tokens, self.vocab)
+        for t in range(self.length - 1, tokens - 1):  # position t predicts token t + 1
+            logits[torch.arange(rows), t, input_ids[:, t + 1 - self.length]] = 100.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_repeat_copy_loss_scores_the_first_and_the_second_copy_separately():
+    from flamboyance.trainer.pretrain_lm import repeat_copy_loss
+
+    first, second = repeat_copy_loss(_CopyOracle(64, 10), 64, length=10, rows=4)
+    assert first == pytest.approx(torch.log(torch.tensor(64.0)).item(), rel=1e-5)  # uniform: ln V
+    assert second == pytest.approx(0.0, abs=1e-6)
+    # an oracle that starts copying one position too late leaves the second copy's first target unknown
+    first, second = repeat_copy_loss(_CopyOracle(64, 11), 64, length=10, rows=4)
+    assert second > 0.1

@@ -223,6 +223,24 @@ def induction_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, seed: int
     return correct / queries
 
 
+def repeat_copy_loss(lm: Any, vocab_size: int, *, length: int = 30, rows: int = 32, seed: int = 7) -> tuple[float, float]:
+    """Mean next-token loss (nats) on the first and on the second copy of `rows` random token runs
+    of `length` shown twice. Without induction both are about ln(vocab_size); once induction heads
+    form (the phase change) the second copy's loss drops towards 0."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    run = torch.randint(0, vocab_size, (rows, length), generator=generator)
+    ids = torch.cat([run, run], dim=1)
+    was_training = lm.training
+    lm.eval()
+    with torch.inference_mode():
+        logp = lm(input_ids=ids).logits[:, :-1].log_softmax(-1).gather(2, ids[:, 1:, None])[..., 0]
+    lm.train(was_training)
+    # position i predicts token i + 1: the first copy's targets are 1..length-1, the second's length..
+    return float(-logp[:, : length - 1].mean()), float(-logp[:, length - 1 :].mean())
+
+
 def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the LM of `cfg` and write it (model + tokenizer, `save_pretrained`) to `cfg.output`
     atomically; returns (and writes as ``pretrain_lm.json``) the report."""
@@ -248,6 +266,7 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     log(f"pretrain-lm: {cfg.family} {cfg.num_layers}x{cfg.hidden_size}, vocab {len(tokenizer)}, "
         f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M parameters; {len(texts)} shard texts")
     before = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
+    copy_losses: list[tuple[int, float, float]] = []  # (step, first copy, second copy): the phase change
     optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_at(step: int) -> float:  # linear warmup, cosine to 10 %
@@ -273,11 +292,15 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
         running = value if running is None else 0.9 * running + 0.1 * value
         if step % 100 == 0 or step == cfg.steps - 1:
             losses.append((step, round(running, 4)))
-            log(f"pretrain-lm step {step}/{cfg.steps} loss {running:.3f} ({time.monotonic() - started:.0f}s)")
+            first, second = repeat_copy_loss(lm, len(tokenizer))
+            copy_losses.append((step, round(first, 4), round(second, 4)))
+            log(f"pretrain-lm step {step}/{cfg.steps} loss {running:.3f}, random run shown twice: loss "
+                f"{first:.2f} on the first copy, {second:.2f} on the second ({time.monotonic() - started:.0f}s)")
     after = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
     log(f"pretrain-lm: held-out induction accuracy (2 names, chance 0.5) {before:.3f} -> {after:.3f}")
     report = {"config": asdict(cfg), "parameters": sum(p.numel() for p in lm.parameters()),
               "vocab_size": len(tokenizer), "shard_texts": len(texts), "loss": losses,
+              "repeat_copy_loss": copy_losses,
               "induction_accuracy": {"before": before, "after": after},
               "seconds": round(time.monotonic() - started, 1)}
     out = Path(cfg.output)
@@ -326,4 +349,4 @@ def run(args: argparse.Namespace) -> int:
 COMMANDS = {"pretrain-lm": (HELP, add_arguments, run)}
 
 __all__ = ["BINDING_TEMPLATE", "KEY_WORDS", "PretrainLMConfig", "binding_passage", "induction_accuracy",
-           "pretrain_lm", "shard_texts"]
+           "pretrain_lm", "repeat_copy_loss", "shard_texts"]
