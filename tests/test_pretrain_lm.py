@@ -59,7 +59,7 @@ def test_pretrain_lm_saves_a_huggingface_folder_that_flamingo_loads_frozen(tmp_p
     assert set(report["induction_accuracy"]) == {"before", "after"}
     lm = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert lm.config.model_type == "gpt2" and lm.config.n_embd == 32 and lm.config.vocab_size == len(tokenizer)
+    assert lm.config.model_type == "llama" and lm.config.hidden_size == 32 and lm.config.vocab_size == len(tokenizer)
     for token in (IMAGE_TOKEN, EOC_TOKEN):
         assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id
         assert tokenizer.tokenize(f"a{token}b").count(token) == 1
