@@ -25,7 +25,7 @@ def test_binding_passages_repeat_each_binding():
         for _ in range(50):
             lines = binding_passage(rng, held_out=held_out).split(EOC_TOKEN)
             assert lines[-1] == ""
-            pairs = [re.fullmatch(r"<image>This is the (\w+) (\w+)\.", line).groups() for line in lines[:-1]]
+            pairs = [re.fullmatch(r"<image>This is (\w+) (\w+)\.", line).groups() for line in lines[:-1]]
             by_key = collections.defaultdict(set)
             for key, name in pairs:
                 by_key[key].add(name)

@@ -5,7 +5,7 @@ name it saw in the context. This stage makes one here, on text only:
 
 - the shards' text (M3W documents with the special tokens removed, image-text captions), and
 - generated "binding" text in which made-up names are bound to key words differently in every
-  passage and repeated (``This is the red tobax. This is the blue melup. This is the red tobax.``),
+  passage and repeated (``This is red tobax. This is blue melup. This is red tobax.``),
 - and random token runs shown twice (the classic setting in which induction heads form fast),
 so that induction (copying what followed an earlier match) forms.
 
@@ -42,9 +42,12 @@ KEY_WORDS = (
 ).split()
 """Words a generated passage binds names to (one token or a few each)."""
 
-BINDING_TEMPLATE = "<image>This is the {key} {name}.<EOC>"
-"""One line of a generated binding passage: a chunk as Flamingo sees them (where the key word
-stands, Flamingo has the image)."""
+BINDING_TEMPLATE = "<image>This is {key} {name}.<EOC>"
+"""One line of a generated binding passage: a chunk as Flamingo sees them. The key word stands
+where a naming story has "the" (``This is the tobax``): the token right before the name, the one
+an induction head keys on. In Flamingo that "the" carries its image (the gated cross-attention
+writes into it), so it plays the key; with "This is the {key} {name}" the LM learns that "the" is
+followed by a key word, never by a name."""
 
 REPORT_NAME = "pretrain_lm.json"
 
