@@ -253,6 +253,8 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     """Train the LM of `cfg` and write it (model + tokenizer, `save_pretrained`) to `cfg.output`
     atomically; returns (and writes as ``pretrain_lm.json``) the report."""
     import torch
+    from flamboyance.crawl.sample_text import distinct_names
+    from flamboyance.crawl.sample_web import NAMING_SENTENCE
     from flamboyance.model.tiny import build_tokenizer, tiny_lm_config
     from transformers import AutoModelForCausalLM
 
@@ -265,6 +267,9 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     if cfg.text_fraction > 0 and not texts:
         raise ValueError(f"no text in the first {cfg.records} records of {cfg.m3w + cfg.image_text}")
     generated = [binding_passage(random.Random(f"tok{i}")) for i in range(max(200, len(texts) // 2))]
+    # the naming stories' and novel-names' sentence, so that " the" (the token before the name,
+    # where Flamingo's image stands) is one token even when no shard text is given
+    generated += [NAMING_SENTENCE.format(name=name) + "." for name in distinct_names(random.Random(0), 10)] * 20
     tokenizer = build_tokenizer(texts + generated, vocab_size=cfg.vocab_size)
     lm_config = tiny_lm_config(cfg.family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                eos_token_id=tokenizer.eos_token_id, num_layers=cfg.num_layers,
