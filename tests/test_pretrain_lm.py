@@ -25,7 +25,7 @@ def test_binding_passages_repeat_each_binding():
         for _ in range(50):
             lines = binding_passage(rng, held_out=held_out).split(EOC_TOKEN)
             assert lines[-1] == ""
-            pairs = [re.fullmatch(r"<image>This is the (\w+) (\w+)\.", line).groups() for line in lines[:-1]]
+            pairs = [re.fullmatch(r"<image>This is (\w+) (\w+)\.", line).groups() for line in lines[:-1]]
             by_key = collections.defaultdict(set)
             for key, name in pairs:
                 by_key[key].add(name)
@@ -59,7 +59,7 @@ def test_pretrain_lm_saves_a_huggingface_folder_that_flamingo_loads_frozen(tmp_p
     assert set(report["induction_accuracy"]) == {"before", "after"}
     lm = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert lm.config.model_type == "gpt2" and lm.config.n_embd == 32 and lm.config.vocab_size == len(tokenizer)
+    assert lm.config.model_type == "llama" and lm.config.hidden_size == 32 and lm.config.vocab_size == len(tokenizer)
     for token in (IMAGE_TOKEN, EOC_TOKEN):
         assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id
         assert tokenizer.tokenize(f"a{token}b").count(token) == 1
@@ -93,3 +93,30 @@ def test_shard_texts_reads_documents_and_captions_as_flamingo_sequences(tmp_path
     expected += [f"{IMAGE_TOKEN}{p.caption}{EOC_TOKEN}" for p in pairs[:3]]
     assert expected[1].count(IMAGE_TOKEN) == 1 and expected[1].endswith(EOC_TOKEN)  # markers kept
     assert texts == expected
+
+
+class _CopyOracle(torch.nn.Module):
+    """A 'language model' that, from the second copy of a run of `length` tokens on, predicts the
+    token `length` positions back with certainty, and knows nothing before (uniform logits)."""
+
+    def __init__(self, vocab: int, length: int) -> None:
+        super().__init__()
+        self.vocab, self.length = vocab, length
+
+    def forward(self, input_ids):
+        rows, tokens = input_ids.shape
+        logits = torch.zeros(rows, tokens, self.vocab)
+        for t in range(self.length - 1, tokens - 1):  # position t predicts token t + 1
+            logits[torch.arange(rows), t, input_ids[:, t + 1 - self.length]] = 100.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_repeat_copy_loss_scores_the_first_and_the_second_copy_separately():
+    from flamboyance.trainer.pretrain_lm import repeat_copy_loss
+
+    first, second = repeat_copy_loss(_CopyOracle(64, 10), 64, length=10, rows=4)
+    assert first == pytest.approx(torch.log(torch.tensor(64.0)).item(), rel=1e-5)  # uniform: ln V
+    assert second == pytest.approx(0.0, abs=1e-6)
+    # an oracle that starts copying one position too late leaves the second copy's first target unknown
+    first, second = repeat_copy_loss(_CopyOracle(64, 11), 64, length=10, rows=4)
+    assert second > 0.1

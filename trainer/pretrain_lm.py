@@ -5,7 +5,7 @@ name it saw in the context. This stage makes one here, on text only:
 
 - the shards' text (M3W documents with the special tokens removed, image-text captions), and
 - generated "binding" text in which made-up names are bound to key words differently in every
-  passage and repeated (``This is the red tobax. This is the blue melup. This is the red tobax.``),
+  passage and repeated (``This is red tobax. This is blue melup. This is red tobax.``),
 - and random token runs shown twice (the classic setting in which induction heads form fast),
 so that induction (copying what followed an earlier match) forms.
 
@@ -42,9 +42,12 @@ KEY_WORDS = (
 ).split()
 """Words a generated passage binds names to (one token or a few each)."""
 
-BINDING_TEMPLATE = "<image>This is the {key} {name}.<EOC>"
-"""One line of a generated binding passage: a chunk as Flamingo sees them (where the key word
-stands, Flamingo has the image)."""
+BINDING_TEMPLATE = "<image>This is {key} {name}.<EOC>"
+"""One line of a generated binding passage: a chunk as Flamingo sees them. The key word stands
+where a naming story has "the" (``This is the tobax``): the token right before the name, the one
+an induction head keys on. In Flamingo that "the" carries its image (the gated cross-attention
+writes into it), so it plays the key; with "This is the {key} {name}" the LM learns that "the" is
+followed by a key word, never by a name."""
 
 REPORT_NAME = "pretrain_lm.json"
 
@@ -60,28 +63,33 @@ class PretrainLMConfig:
     """Image-text shard roots whose captions are used."""
     records: int = 2000
     """Records read per source (in shard order)."""
-    family: str = "gpt2"
+    family: str = "llama"
+    """Llama (rotary positions): its induction heads formed at ~900 steps here; a GPT-2 of the same
+    size (learned absolute positions) had not begun to copy at 1000."""
     num_layers: int = 2
     hidden_size: int = 128
     num_heads: int = 4
     max_positions: int = 512
     vocab_size: int = 512
-    seq_len: int = 64
-    batch_size: int = 16
-    steps: int = 2000
-    lr: float = 1e-3
+    seq_len: int = 128
+    batch_size: int = 32
+    steps: int = 1500
+    lr: float = 2e-3
     warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    """The lr is constant after warmup and decays (cosine, to 10 %) over this last share of steps
+    only: an early decay delays the induction phase change."""
     weight_decay: float = 0.01
-    binding_fraction: float = 0.3
+    binding_fraction: float = 0.45
     """Share of training sequences that are generated binding passages."""
-    repeat_fraction: float = 0.5
+    repeat_fraction: float = 0.45
     """Share of training sequences that are random token runs repeated (the rest: shard text)."""
     seed: int = 0
     threads: int = 1
     eval_queries: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("binding_fraction", "repeat_fraction"):
+        for name in ("binding_fraction", "repeat_fraction", "decay_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.binding_fraction + self.repeat_fraction > 1.0:
@@ -223,10 +231,30 @@ def induction_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, seed: int
     return correct / queries
 
 
+def repeat_copy_loss(lm: Any, vocab_size: int, *, length: int = 30, rows: int = 32, seed: int = 7) -> tuple[float, float]:
+    """Mean next-token loss (nats) on the first and on the second copy of `rows` random token runs
+    of `length` shown twice. Without induction both are about ln(vocab_size); once induction heads
+    form (the phase change) the second copy's loss drops towards 0."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    run = torch.randint(0, vocab_size, (rows, length), generator=generator)
+    ids = torch.cat([run, run], dim=1)
+    was_training = lm.training
+    lm.eval()
+    with torch.inference_mode():
+        logp = lm(input_ids=ids).logits[:, :-1].log_softmax(-1).gather(2, ids[:, 1:, None])[..., 0]
+    lm.train(was_training)
+    # position i predicts token i + 1: the first copy's targets are 1..length-1, the second's length..
+    return float(-logp[:, : length - 1].mean()), float(-logp[:, length - 1 :].mean())
+
+
 def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the LM of `cfg` and write it (model + tokenizer, `save_pretrained`) to `cfg.output`
     atomically; returns (and writes as ``pretrain_lm.json``) the report."""
     import torch
+    from flamboyance.crawl.sample_text import distinct_names
+    from flamboyance.crawl.sample_web import NAMING_SENTENCE
     from flamboyance.model.tiny import build_tokenizer, tiny_lm_config
     from transformers import AutoModelForCausalLM
 
@@ -239,6 +267,9 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     if cfg.text_fraction > 0 and not texts:
         raise ValueError(f"no text in the first {cfg.records} records of {cfg.m3w + cfg.image_text}")
     generated = [binding_passage(random.Random(f"tok{i}")) for i in range(max(200, len(texts) // 2))]
+    # the naming stories' and novel-names' sentence, so that " the" (the token before the name,
+    # where Flamingo's image stands) is one token even when no shard text is given
+    generated += [NAMING_SENTENCE.format(name=name) + "." for name in distinct_names(random.Random(0), 10)] * 20
     tokenizer = build_tokenizer(texts + generated, vocab_size=cfg.vocab_size)
     lm_config = tiny_lm_config(cfg.family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                eos_token_id=tokenizer.eos_token_id, num_layers=cfg.num_layers,
@@ -248,12 +279,17 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     log(f"pretrain-lm: {cfg.family} {cfg.num_layers}x{cfg.hidden_size}, vocab {len(tokenizer)}, "
         f"{sum(p.numel() for p in lm.parameters()) / 1e6:.2f}M parameters; {len(texts)} shard texts")
     before = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
+    copy_losses: list[tuple[int, float, float]] = []  # (step, first copy, second copy): the phase change
     optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def lr_at(step: int) -> float:  # linear warmup, cosine to 10 %
+    decay_start = max(cfg.warmup_steps, round(cfg.steps * (1.0 - cfg.decay_fraction)))
+
+    def lr_at(step: int) -> float:  # linear warmup, constant, cosine to 10 % over the last steps
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if step < decay_start:
+            return cfg.lr
+        progress = (step - decay_start) / max(1, cfg.steps - decay_start)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     stream = iter(_Stream(tokenizer, texts, cfg, rng))
@@ -273,11 +309,15 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
         running = value if running is None else 0.9 * running + 0.1 * value
         if step % 100 == 0 or step == cfg.steps - 1:
             losses.append((step, round(running, 4)))
-            log(f"pretrain-lm step {step}/{cfg.steps} loss {running:.3f} ({time.monotonic() - started:.0f}s)")
+            first, second = repeat_copy_loss(lm, len(tokenizer))
+            copy_losses.append((step, round(first, 4), round(second, 4)))
+            log(f"pretrain-lm step {step}/{cfg.steps} loss {running:.3f}, random run shown twice: loss "
+                f"{first:.2f} on the first copy, {second:.2f} on the second ({time.monotonic() - started:.0f}s)")
     after = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
     log(f"pretrain-lm: held-out induction accuracy (2 names, chance 0.5) {before:.3f} -> {after:.3f}")
     report = {"config": asdict(cfg), "parameters": sum(p.numel() for p in lm.parameters()),
               "vocab_size": len(tokenizer), "shard_texts": len(texts), "loss": losses,
+              "repeat_copy_loss": copy_losses,
               "induction_accuracy": {"before": before, "after": after},
               "seconds": round(time.monotonic() - started, 1)}
     out = Path(cfg.output)
@@ -292,15 +332,19 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     return report
 
 
+_OPTIONS = ("records", "family", "num_layers", "hidden_size", "num_heads", "max_positions", "vocab_size", "seq_len",
+            "batch_size", "steps", "lr", "warmup_steps", "decay_fraction", "binding_fraction", "repeat_fraction", "seed",
+            "threads", "eval_queries")
+"""The config fields `flamboyance pretrain-lm` takes as options."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `flamboyance pretrain-lm`."""
     defaults = PretrainLMConfig(output="", binding_fraction=0.5, repeat_fraction=0.5)
     parser.add_argument("--output", required=True, help="folder for the model (save_pretrained)")
     parser.add_argument("--m3w", action="append", default=[], help="M3W shard root (repeatable)")
     parser.add_argument("--image-text", action="append", default=[], help="image-text shard root (repeatable)")
-    for name in ("records", "family", "num_layers", "hidden_size", "num_heads", "max_positions", "vocab_size",
-                 "seq_len", "batch_size", "steps", "lr", "warmup_steps", "binding_fraction", "repeat_fraction",
-                 "seed", "threads", "eval_queries"):
+    for name in _OPTIONS:
         value = getattr(defaults, name)
         default = getattr(PretrainLMConfig, name, value) if name.endswith("_fraction") else value
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=default,
@@ -309,12 +353,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and save; prints the report's headline."""
-    names = ("records", "family", "num_layers", "hidden_size", "num_heads", "max_positions", "vocab_size",
-             "seq_len", "batch_size", "steps", "lr", "warmup_steps", "binding_fraction", "repeat_fraction",
-             "seed", "threads", "eval_queries")
     try:
         cfg = PretrainLMConfig(output=args.output, m3w=args.m3w, image_text=args.image_text,
-                               **{n: getattr(args, n) for n in names})
+                               **{n: getattr(args, n) for n in _OPTIONS})
     except ValueError as err:
         raise SystemExit(f"pretrain-lm: {err}") from err
     report = pretrain_lm(cfg, log=lambda message: print(message, file=sys.stderr, flush=True))
@@ -326,4 +367,4 @@ def run(args: argparse.Namespace) -> int:
 COMMANDS = {"pretrain-lm": (HELP, add_arguments, run)}
 
 __all__ = ["BINDING_TEMPLATE", "KEY_WORDS", "PretrainLMConfig", "binding_passage", "induction_accuracy",
-           "pretrain_lm", "shard_texts"]
+           "pretrain_lm", "repeat_copy_loss", "shard_texts"]
