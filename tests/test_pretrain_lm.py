@@ -120,3 +120,46 @@ def test_repeat_copy_loss_scores_the_first_and_the_second_copy_separately():
     # an oracle that starts copying one position too late leaves the second copy's first target unknown
     first, second = repeat_copy_loss(_CopyOracle(64, 11), 64, length=10, rows=4)
     assert second > 0.1
+
+
+def test_soft_key_rows_mark_each_chunk_with_its_object(tmp_path):
+    from flamboyance.model.tiny import build_tokenizer
+    from flamboyance.trainer.pretrain_lm import soft_key_embeddings, soft_key_rows, soft_key_story
+
+    tokenizer = build_tokenizer([binding_passage(random.Random(i)) for i in range(50)], vocab_size=300)
+    ids, objects = soft_key_story(tokenizer, random.Random(3), num_lines=6)
+    image = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    starts = [i for i, token in enumerate(ids) if token == image]
+    assert len(starts) == 6 and starts[0] == 0
+    for start, end in zip(starts, starts[1:] + [len(ids)]):
+        assert len(set(objects[start:end])) == 1  # a chunk carries one object, from its <image> on
+    text = tokenizer.decode(ids)
+    names = [m.group(1) for m in re.finditer(r"This is the (\w+)\.", text)]
+    owner = {names[k]: objects[s] for k, s in enumerate(starts)}
+    assert all(names.count(n) >= 2 for n in names) and len(set(owner.values())) == len(owner)
+
+    rows, owners = soft_key_rows(tokenizer, random.Random(0), rows=3, seq_len=40)
+    assert rows.shape == owners.shape == (3, 41)
+    assert bool((owners[rows == tokenizer.eos_token_id] == -1).all())
+    embedding = torch.nn.Embedding(len(tokenizer), 8)
+    added = soft_key_embeddings(embedding, rows, owners, scale=1.0, generator=torch.Generator().manual_seed(0))
+    delta = (added - embedding(rows)).detach()
+    assert torch.equal(delta[owners == -1], torch.zeros_like(delta[owners == -1]))
+    for row in range(3):  # one vector per object of a row, the same at every token of it
+        for obj in set(owners[row].tolist()) - {-1}:
+            vectors = delta[row][owners[row] == obj]
+            assert torch.allclose(vectors, vectors[:1].expand_as(vectors)) and float(vectors[0].norm()) > 0
+
+
+def test_pretrain_lm_with_soft_keys_reports_their_binding(tmp_path):
+    out = tmp_path / "lm"
+    cfg = PretrainLMConfig(output=str(out), binding_fraction=0.5, repeat_fraction=0.5, soft_key_fraction=0.5,
+                           steps=2, hidden_size=32, num_heads=2, seq_len=32, batch_size=2, vocab_size=300,
+                           eval_queries=4)
+    from flamboyance.trainer.pretrain_lm import pretrain_lm
+
+    report = pretrain_lm(cfg)
+    assert set(report["soft_key_accuracy"]) == {"before", "after"}
+    assert all(0.0 <= v <= 1.0 for v in report["soft_key_accuracy"].values())
+    with pytest.raises(ValueError, match="soft_key_fraction"):
+        PretrainLMConfig(output=str(out), soft_key_fraction=1.5)

@@ -84,12 +84,20 @@ class PretrainLMConfig:
     """Share of training sequences that are generated binding passages."""
     repeat_fraction: float = 0.45
     """Share of training sequences that are random token runs repeated (the rest: shard text)."""
+    soft_key_fraction: float = 0.0
+    """Share of each batch that is naming stories in Flamingo's format (``<image>This is the
+    {name}.<EOC>``) with "soft keys": every token of an image's chunk gets its object's random
+    vector added to its input embedding, the same vector wherever the object comes back in the
+    sequence. The LM learns to bind names to whatever vector a chunk carries, which is what
+    Flamingo's cross-attention writes for an image (0: text only)."""
+    soft_key_scale: float = 1.0
+    """Soft key vectors are drawn with this many times the embeddings' standard deviation."""
     seed: int = 0
     threads: int = 1
     eval_queries: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("binding_fraction", "repeat_fraction", "decay_fraction"):
+        for name in ("binding_fraction", "repeat_fraction", "decay_fraction", "soft_key_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.binding_fraction + self.repeat_fraction > 1.0:
@@ -121,6 +129,108 @@ def binding_passage(rng: random.Random, *, held_out: bool = False, num_lines: in
     order = [k % count for k in range(num_lines or rng.randint(2 * count, 10))]
     rng.shuffle(order)
     return "".join(BINDING_TEMPLATE.format(key=keys[i], name=names[i]) for i in order)
+
+
+def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False,
+                   num_lines: int | None = None) -> tuple[list[int], list[int]]:
+    """A naming story as Flamingo reads it (2..3 objects, each shown at least twice, each image's
+    chunk ``<image>This is the {name}.<EOC>``): its token ids, and for every token the object its
+    chunk shows (0, 1, ...)."""
+    from flamboyance.crawl.sample_text import distinct_names
+    from flamboyance.crawl.sample_web import NAMING_SENTENCE
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+
+    count = rng.randint(2, 3)
+    names = distinct_names(rng, count, held_out=held_out)
+    order = [k % count for k in range(num_lines or rng.randint(2 * count, 8))]
+    rng.shuffle(order)
+    ids: list[int] = []
+    objects: list[int] = []
+    for index in order:
+        chunk = tokenizer(f"{IMAGE_TOKEN}{NAMING_SENTENCE.format(name=names[index])}.{EOC_TOKEN}",
+                          add_special_tokens=False)["input_ids"]
+        ids += chunk
+        objects += [index] * len(chunk)
+    return ids, objects
+
+
+def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int) -> tuple[Any, Any]:
+    """`rows` training rows of `seq_len` + 1 tokens packed with soft-key stories (an EOS before
+    each): ids (rows, seq_len + 1) and objects (same shape; -1 on EOS, objects numbered apart
+    across the stories of a row)."""
+    import torch
+
+    all_ids, all_objects = [], []
+    for _ in range(rows):
+        ids, objects = [], []
+        while len(ids) < seq_len + 1:
+            story, owners = soft_key_story(tokenizer, rng)
+            base = max(objects, default=-1) + 1
+            ids += [tokenizer.eos_token_id] + story
+            objects += [-1] + [base + owner for owner in owners]
+        all_ids.append(ids[: seq_len + 1])
+        all_objects.append(objects[: seq_len + 1])
+    return torch.tensor(all_ids), torch.tensor(all_objects)
+
+
+def soft_key_embeddings(embedding: Any, ids: Any, objects: Any, *, scale: float, generator: Any = None) -> Any:
+    """`embedding(ids)` plus, on every token with an object (`objects` >= 0), that object's random
+    vector (one per row and object; standard deviation `scale` x the embeddings')."""
+    import torch
+
+    embedded = embedding(ids)
+    if not bool((objects >= 0).any()):
+        return embedded
+    dim = embedded.shape[-1]
+    std = float(embedding.weight.detach().std()) * scale
+    vectors = torch.randn(ids.shape[0], int(objects.max()) + 1, dim, generator=generator) * std
+    picked = vectors.gather(1, objects.clamp(min=0)[..., None].expand(-1, -1, dim))
+    return embedded + picked * (objects >= 0)[..., None]
+
+
+def soft_key_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, shots: int = 4, seed: int = 4321,
+                      scale: float = 1.0) -> float:
+    """Share of held-out soft-key stories (two held-out names, `shots` chunks, then a query chunk
+    carrying one object's vector) whose name, ranked by log-likelihood between the two, is right
+    (chance 0.5): whether the LM binds a name to the vector its chunk carries."""
+    import torch
+    from flamboyance.crawl.sample_text import distinct_names
+    from flamboyance.crawl.sample_web import NAMING_SENTENCE
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    embedding = lm.get_input_embeddings()
+    was_training = lm.training
+    lm.eval()
+    correct = 0
+    with torch.inference_mode():
+        for _ in range(queries):
+            names = distinct_names(rng, 2, held_out=True)
+            order = [0, 1] * (shots // 2)
+            rng.shuffle(order)
+            target = rng.randrange(2)
+            ids: list[int] = []
+            objects: list[int] = []
+            for index in order:
+                chunk = tokenizer(f"{IMAGE_TOKEN}{NAMING_SENTENCE.format(name=names[index])}.{EOC_TOKEN}",
+                                  add_special_tokens=False)["input_ids"]
+                ids += chunk
+                objects += [index] * len(chunk)
+            prompt = tokenizer(f"{IMAGE_TOKEN}{NAMING_SENTENCE.format(name='').rstrip()}",
+                               add_special_tokens=False)["input_ids"]
+            vectors = torch.randn(2, embedding.weight.shape[1], generator=generator)
+            vectors *= float(embedding.weight.std()) * scale
+            scores = []
+            for name in names:
+                answer = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+                row = torch.tensor([ids + prompt + answer])
+                owners = torch.tensor(objects + [target] * (len(prompt) + len(answer)))
+                logp = lm(inputs_embeds=embedding(row) + vectors[owners][None]).logits[0, :-1].log_softmax(-1)
+                scores.append(float(logp.gather(1, row[0, 1:, None])[-len(answer):].sum()))
+            correct += max(range(2), key=lambda i: scores[i]) == target
+    lm.train(was_training)
+    return correct / queries
 
 
 def shard_texts(m3w: Sequence[str], image_text: Sequence[str], *, records: int) -> list[str]:
@@ -296,11 +406,21 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     losses: list[tuple[int, float]] = []
     lm.train()
     running = None
+    soft_rows = round(cfg.soft_key_fraction * cfg.batch_size)
+    soft_before = soft_key_accuracy(lm, tokenizer, queries=cfg.eval_queries, scale=cfg.soft_key_scale) \
+        if soft_rows else None
     for step in range(cfg.steps):
-        batch = torch.tensor([next(stream) for _ in range(cfg.batch_size)])
+        batch = torch.tensor([next(stream) for _ in range(cfg.batch_size - soft_rows)])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = lm(input_ids=batch, labels=batch).loss
+        if soft_rows:
+            soft_ids, objects = soft_key_rows(tokenizer, rng, rows=soft_rows, seq_len=cfg.seq_len)
+            batch = torch.cat([soft_ids, batch])
+            objects = torch.cat([objects, torch.full((cfg.batch_size - soft_rows, cfg.seq_len + 1), -1)])
+            embedded = soft_key_embeddings(lm.get_input_embeddings(), batch, objects, scale=cfg.soft_key_scale)
+            loss = lm(inputs_embeds=embedded, labels=batch).loss
+        else:
+            loss = lm(input_ids=batch, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -315,10 +435,17 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
                 f"{first:.2f} on the first copy, {second:.2f} on the second ({time.monotonic() - started:.0f}s)")
     after = induction_accuracy(lm, tokenizer, queries=cfg.eval_queries)
     log(f"pretrain-lm: held-out induction accuracy (2 names, chance 0.5) {before:.3f} -> {after:.3f}")
+    soft = None
+    if soft_rows:
+        soft = {"before": soft_before,
+                "after": soft_key_accuracy(lm, tokenizer, queries=cfg.eval_queries, scale=cfg.soft_key_scale)}
+        log(f"pretrain-lm: held-out soft-key binding accuracy (4 chunks, chance 0.5) {soft['before']:.3f} -> "
+            f"{soft['after']:.3f}")
     report = {"config": asdict(cfg), "parameters": sum(p.numel() for p in lm.parameters()),
               "vocab_size": len(tokenizer), "shard_texts": len(texts), "loss": losses,
               "repeat_copy_loss": copy_losses,
               "induction_accuracy": {"before": before, "after": after},
+              "soft_key_accuracy": soft,
               "seconds": round(time.monotonic() - started, 1)}
     out = Path(cfg.output)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -333,8 +460,8 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
 
 
 _OPTIONS = ("records", "family", "num_layers", "hidden_size", "num_heads", "max_positions", "vocab_size", "seq_len",
-            "batch_size", "steps", "lr", "warmup_steps", "decay_fraction", "binding_fraction", "repeat_fraction", "seed",
-            "threads", "eval_queries")
+            "batch_size", "steps", "lr", "warmup_steps", "decay_fraction", "binding_fraction", "repeat_fraction",
+            "soft_key_fraction", "soft_key_scale", "seed", "threads", "eval_queries")
 """The config fields `flamboyance pretrain-lm` takes as options."""
 
 
@@ -367,4 +494,5 @@ def run(args: argparse.Namespace) -> int:
 COMMANDS = {"pretrain-lm": (HELP, add_arguments, run)}
 
 __all__ = ["BINDING_TEMPLATE", "KEY_WORDS", "PretrainLMConfig", "binding_passage", "induction_accuracy",
-           "pretrain_lm", "repeat_copy_loss", "shard_texts"]
+           "pretrain_lm", "repeat_copy_loss", "shard_texts", "soft_key_accuracy", "soft_key_embeddings",
+           "soft_key_rows", "soft_key_story"]
