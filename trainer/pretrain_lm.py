@@ -131,19 +131,12 @@ def binding_passage(rng: random.Random, *, held_out: bool = False, num_lines: in
     return "".join(BINDING_TEMPLATE.format(key=keys[i], name=names[i]) for i in order)
 
 
-def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False,
-                   num_lines: int | None = None) -> tuple[list[int], list[int]]:
-    """A naming story as Flamingo reads it (2..3 objects, each shown at least twice, each image's
-    chunk ``<image>This is the {name}.<EOC>``): its token ids, and for every token the object its
-    chunk shows (0, 1, ...)."""
-    from flamboyance.crawl.sample_text import distinct_names
+def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The token ids of the chunks ``<image>This is the {names[i]}.<EOC>`` for i in `order`, and
+    for every token the object i of its chunk."""
     from flamboyance.crawl.sample_web import NAMING_SENTENCE
     from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
 
-    count = rng.randint(2, 3)
-    names = distinct_names(rng, count, held_out=held_out)
-    order = [k % count for k in range(num_lines or rng.randint(2 * count, 8))]
-    rng.shuffle(order)
     ids: list[int] = []
     objects: list[int] = []
     for index in order:
@@ -152,6 +145,20 @@ def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False
         ids += chunk
         objects += [index] * len(chunk)
     return ids, objects
+
+
+def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False,
+                   num_lines: int | None = None) -> tuple[list[int], list[int]]:
+    """A naming story as Flamingo reads it (2..3 objects, each shown at least twice, each image's
+    chunk ``<image>This is the {name}.<EOC>``): its token ids, and for every token the object its
+    chunk shows (0, 1, ...)."""
+    from flamboyance.crawl.sample_text import distinct_names
+
+    count = rng.randint(2, 3)
+    names = distinct_names(rng, count, held_out=held_out)
+    order = [k % count for k in range(num_lines or rng.randint(2 * count, 8))]
+    rng.shuffle(order)
+    return _story_tokens(tokenizer, names, order)
 
 
 def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int) -> tuple[Any, Any]:
@@ -196,7 +203,7 @@ def soft_key_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, shots: int
     import torch
     from flamboyance.crawl.sample_text import distinct_names
     from flamboyance.crawl.sample_web import NAMING_SENTENCE
-    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
+    from flamboyance.preprocess.tokens import IMAGE_TOKEN
 
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -210,13 +217,7 @@ def soft_key_accuracy(lm: Any, tokenizer: Any, *, queries: int = 200, shots: int
             order = [0, 1] * (shots // 2)
             rng.shuffle(order)
             target = rng.randrange(2)
-            ids: list[int] = []
-            objects: list[int] = []
-            for index in order:
-                chunk = tokenizer(f"{IMAGE_TOKEN}{NAMING_SENTENCE.format(name=names[index])}.{EOC_TOKEN}",
-                                  add_special_tokens=False)["input_ids"]
-                ids += chunk
-                objects += [index] * len(chunk)
+            ids, objects = _story_tokens(tokenizer, names, order)
             prompt = tokenizer(f"{IMAGE_TOKEN}{NAMING_SENTENCE.format(name='').rstrip()}",
                                add_special_tokens=False)["input_ids"]
             vectors = torch.randn(2, embedding.weight.shape[1], generator=generator)
