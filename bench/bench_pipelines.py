@@ -284,6 +284,13 @@ def run_job(glob: str, *, workers: int, output: Path, download: bool = False) ->
             "sdk_worker_processes": peak["processes"]}
 
 
+def work_growth(small: dict, large: dict) -> dict:
+    """How much each work counter grew from the `small` run to the `large` one (None where the
+    job does not report it)."""
+    return {key: round(large[key] / small[key], 3) if isinstance(small[key], int | float) and small[key] > 0
+            and isinstance(large[key], int | float) else None for key in WORK_KEYS}
+
+
 def skew_stress_runs(root: Path, *, pages: int, files: int, own_text: float = SKEW_STRESS_OWN_TEXT) -> dict:
     """The skewed input with `own_text` (copies close to, but below, the near-duplicate threshold)
     at `pages` and 4 x `pages`: how each work counter grows (reported, not a target: see
@@ -292,9 +299,7 @@ def skew_stress_runs(root: Path, *, pages: int, files: int, own_text: float = SK
     for size, n in (("1x", pages), ("4x", 4 * pages)):
         glob, _ = make_skew_warcs(root / f"stress_{size}", num_pages=n, skewed=True, files=files, own_text=own_text)
         out[f"skewed_{size}"] = run_job(glob, workers=2, output=root / f"out-stress-{size}")
-    small, large = out["skewed_1x"]["work"], out["skewed_4x"]["work"]
-    out["work_growth_4x"] = {key: round(large[key] / small[key], 3) if isinstance(small[key], int | float)
-                             and small[key] > 0 and isinstance(large[key], int | float) else None for key in WORK_KEYS}
+    out["work_growth_4x"] = work_growth(out["skewed_1x"]["work"], out["skewed_4x"]["work"])
     out["near_duplicates"] = [out[f"skewed_{size}"]["counters"].get("dedup.near_duplicate", 0) for size in ("1x", "4x")]
     return out
 
@@ -315,10 +320,7 @@ def skew_runs(root: Path, *, pages: int, files: int, own_text: float = SKEW_OWN_
                                                  / out[f"unskewed_{size}"]["pages_per_s"], 3)
     out["pages_per_s_ratio"] = min(out["pages_per_s_ratio_1x"], out["pages_per_s_ratio_4x"])
     for kind in ("skewed", "unskewed"):
-        small, large = out[f"{kind}_1x"]["work"], out[f"{kind}_4x"]["work"]
-        out[f"work_growth_4x_{kind}"] = {
-            key: round(large[key] / small[key], 3) if isinstance(small[key], int | float) and small[key] > 0
-            and isinstance(large[key], int | float) else None for key in WORK_KEYS}
+        out[f"work_growth_4x_{kind}"] = work_growth(out[f"{kind}_1x"]["work"], out[f"{kind}_4x"]["work"])
     return out
 
 

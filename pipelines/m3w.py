@@ -65,6 +65,7 @@ from .common import (
     held,
     join_url,
     make_key,
+    page_key,
     run_and_report,
 )
 from .config import M3WConfig
@@ -129,11 +130,6 @@ class Outcome:
         if self.duplicate_of:
             row["duplicate_of"] = self.duplicate_of
         return ShardItem(key=self.key, row=row)
-
-
-def page_key(page: Any) -> str:
-    """The sample key of a WARC `PageRecord` (URL, fetch time, WARC location)."""
-    return make_key(page.url, page.fetch_time, page.warc_filename, page.warc_offset)
 
 
 def page_ref(page: Any) -> str:

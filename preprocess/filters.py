@@ -538,11 +538,12 @@ i you he she it we they
 of them (lower-case), by sentence punctuation or by nothing marks disordered words."""
 _ARTICLE = r"(?<![\w'’-])(?:[Tt]he|[Aa]n|a)(?![\w'’-])"
 _ARTICLE_RE = re.compile(_ARTICLE)
-_BROKEN_ARTICLE_RE = re.compile(_ARTICLE + r"(?=\s*(?:[.,;:!?](?!\w)|$)|\s+(?:"
-                                + "|".join(sorted(ARTICLE_BREAKERS)) + r")(?![\w'’-]))")
-_ARTICLE_TAIL_RE = re.compile(r"(?=\s*(?:[.,;:!?](?!\w)|$)|\s+(?:" + "|".join(sorted(ARTICLE_BREAKERS))
-                              + r")(?![\w'’-]))")
-"""What follows a disordered article (`_BROKEN_ARTICLE_RE` after the article)."""
+_ARTICLE_TAIL = (r"(?=\s*(?:[.,;:!?](?!\w)|$)|\s+(?:" + "|".join(sorted(ARTICLE_BREAKERS))
+                 + r")(?![\w'’-]))")
+_ARTICLE_TAIL_RE = re.compile(_ARTICLE_TAIL)
+"""What follows a disordered article."""
+_BROKEN_ARTICLE_RE = re.compile(_ARTICLE + _ARTICLE_TAIL)
+"""A disordered article (the definition `article_disorder` counts without scanning by regex)."""
 _SYMBOL_RUN_RE = re.compile(r"([^\w\s])\1{3,}")
 _LETTER_WORD_RE = re.compile(r"(?<![^\W\d_])[^\W\d_]{2,}(?![^\W\d_])")
 
@@ -556,19 +557,19 @@ def article_disorder(text: str, *, min_articles: int = 10, ids: np.ndarray | Non
     with whole-array comparisons on the character ids (`ids`: `_char_ids(text)`, if the caller
     has them) instead of a regex scan that tries its look-behind at every character; only the
     article ends are matched against `_ARTICLE_TAIL_RE`."""
-    ends = _article_ends(text, _char_ids(text) if ids is None else ids)
+    ends = _article_ends(_char_ids(text) if ids is None else ids)
     if len(ends) < max(1, min_articles):
         return 0.0
     tail = _ARTICLE_TAIL_RE.match
     return sum(tail(text, end) is not None for end in ends.tolist()) / len(ends)
 
 
-def _article_ends(text: str, ids: np.ndarray) -> np.ndarray:
-    """End offsets of `_ARTICLE_RE`'s matches in `text` (`ids`: its character ids)."""
+def _article_ends(ids: np.ndarray) -> np.ndarray:
+    """End offsets of `_ARTICLE_RE`'s matches in the text whose character ids are `ids`."""
     n = len(ids)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    codes = {ch: int(_CHAR_IDS[ord(ch)]) for ch in "tTheaAn'’-"}  # 0: not met yet, so nowhere in `ids`
+    codes = {ch: int(_CHAR_IDS[ord(ch)]) for ch in "tTheaAn’-"}  # 0: not met yet, so nowhere in `ids`
     # joins[i + 1]: character i is in [\w'’-] (an article cannot touch one); joins[0], joins[n + 1]: the ends
     joins = np.zeros(n + 2, dtype=bool)
     joins[1:-1] = (_ID_FLAGS[ids] & _F_WORD) != 0
@@ -619,7 +620,7 @@ def _uppercase_word_ratio(flags: np.ndarray) -> float:
     return int(np.count_nonzero(words & ~lowish & upper)) / n if n else 0.0
 
 
-def _symbol_run_ratio(text: str, ids: np.ndarray, flags: np.ndarray) -> float:
+def _symbol_run_ratio(ids: np.ndarray, flags: np.ndarray) -> float:
     """`_SYMBOL_RUN_RE`'s matched characters / `len(text)`: the lengths of the maximal runs of one
     repeated character outside `[\\w\\s]` that are 4 or more long (what the greedy back-reference
     matches, scanning left to right), by whole-array operations on the character ids."""
@@ -796,7 +797,7 @@ class _TextScores:
 
     @functools.cached_property
     def symbol_run_ratio(self) -> float:
-        return _symbol_run_ratio(self.text, self._ids, self._flags)
+        return _symbol_run_ratio(self._ids, self._flags)
 
     @functools.cached_property
     def top_word_fraction(self) -> float:
