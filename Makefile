@@ -9,7 +9,9 @@ export BIN
 # The bundled sample web is served on 127.0.0.1:$(WEB_PORT) while crawling and downloading.
 WEB_PORT ?= 8765
 WEB_PAGES ?= 300
-WEB_NAMING_PAGES ?= 0
+# naming stories on the sample web: none for `make demo` and the ETL targets, 300 for `make ablation`
+# (empty: each script's default)
+WEB_NAMING_PAGES ?=
 export WEB_PORT WEB_PAGES WEB_NAMING_PAGES
 # empty: flamboyance's LocalRunner (the DirectRunner's engine, 2 worker processes); `portable`: a
 # local Beam job service + external SDK worker pool (scripts/portable_runner.py, stopped on exit);

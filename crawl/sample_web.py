@@ -59,20 +59,25 @@ _LAST_MODIFIED = email.utils.format_datetime(_EPOCH, usegmt=True)
 NAMING_SENTENCE = "This is the {name}"
 """How a naming story's text right after an image names the object (the novel-names eval uses it too)."""
 NAMING_IMAGE_SIDE = 160
+_SENTENCE_END = re.compile(r"(?<=[.!?]) ")
 _NAMING_TAILS = (
-    "{P} said as the children gathered around the table",
-    "and everyone in {PL} seemed to have an opinion about it",
-    "the one that {P} brought back {TIME}",
-    "which the whole family talks about every {D}",
-    "as {P} explained to the visitors from {PL}",
-    "and it was placed by the window {TIME}",
-    "the favourite of the youngest children in {PL}",
-    "said {P}, who has kept it since {M}",
-    "and nobody could quite remember who had found it",
-    "as the sign next to it in {PL} explains",
-    "which the neighbours admired {TIME}",
-    "{P} told us with a smile",
+    "said {P}",
+    "{P} told us",
+    "as {P} explained",
+    "the pride of {PL}",
+    "found {TIME}",
+    "back again {TIME}",
+    "talked about every {D}",
+    "kept since {M}",
+    "by the window",
+    "on the kitchen table",
+    "again",
+    "the one from {PL}",
+    "once more",
+    "on the shelf",
 )
+"""Short clauses after a naming sentence (``This is the tobax, said Lena Mensah.``): each chunk stays
+a few tokens, so a training window of a naming story holds several images of the same objects."""
 
 
 def naming_text(name: str, tail: str = "") -> str:
@@ -248,7 +253,7 @@ class SampleWeb:
         return _Page(key, path, article, published, tuple(figures), tuple(videos))
 
     def _make_naming_page(self, number: int) -> _Page:
-        """A naming story: an article's prose around 6..8 images of 2..3 objects (distinct colours
+        """A naming story: an article's prose around 8..10 images of 2..3 objects (distinct colours
         and shapes, one background), each shown at least twice, each bound to a made-up name."""
         rng = self._rng("naming", number)
         article = generate_article(rng, num_paragraphs=2)
@@ -258,7 +263,7 @@ class SampleWeb:
         background = rng.choice([b for b in BACKGROUNDS if b not in colours])
         specs = [ShapeSpec(c, s, background, "large") for c, s in zip(colours, shapes)]
         names = distinct_names(rng, count)
-        order = [k % count for k in range(rng.randint(6, 8))]
+        order = [k % count for k in range(rng.randint(8, 10))]
         rng.shuffle(order)
         figures = tuple(
             _Figure(
@@ -453,13 +458,16 @@ class SampleWeb:
         )
 
     def _naming_body(self, page: _Page) -> list[str]:
-        """A naming story's body: the intro paragraph, then each image followed by the sentence that
-        names its object, then the closing paragraph."""
+        """A naming story's body: two sentences of intro, then each image followed by the sentence
+        that names its object and a short clause (a different one each time), then one closing
+        sentence. The prose around the images stays short, so a training window (128 tokens) of the
+        story holds most of its images, and with them the names bound and repeated."""
         rng = self._rng("naming-text", page.key)
         topic = next(t for t in TOPICS if t.name == page.article.topic)
         tails = list(_NAMING_TAILS)
         rng.shuffle(tails)
-        blocks = [f"<p>{html.escape(page.article.paragraphs[0])}</p>"]
+        intro = " ".join(_SENTENCE_END.split(page.article.paragraphs[0])[:2])
+        blocks = [f"<p>{html.escape(intro)}</p>"]
         for k, (fig, name) in enumerate(zip(page.figures, page.names)):
             blocks.append(self._figure_html(fig))
             template = tails[k % len(tails)]
@@ -467,7 +475,8 @@ class SampleWeb:
             if template[0].islower():  # keep a person's name capitalised
                 tail = tail[0].lower() + tail[1:]
             blocks.append(f"<p>{html.escape(naming_text(name, tail))}</p>")
-        blocks.extend(f"<p>{html.escape(p)}</p>" for p in page.article.paragraphs[1:])
+        closing = _SENTENCE_END.split(page.article.paragraphs[-1])[-1]
+        blocks.append(f"<p>{html.escape(closing)}</p>")
         return blocks
 
     def _article_html(self, page: _Page, *, archive: bool = False) -> str:

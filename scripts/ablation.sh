@@ -7,13 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${BIN:-.venv/bin}"; export BIN
-# Its own data (the sample web with 150 naming stories), LM and runs: the demo's stay as they are.
+# Its own data (the sample web with 300 naming stories), LM and runs: the demo's stay as they are.
 DATA="${ICL_DATA:-data/icl}"
 SHARDS="$DATA/shards"
 CONFIG="${ICL_CONFIG:-trainer/configs/icl.yaml}"   # reads data/icl/shards and runs/icl/lm
 RUN_DIR="${ICL_RUN_DIR:-runs/icl/with_m3w}"
 ABLATION_DIR="${ICL_ABLATION_DIR:-runs/icl}"
-export DATA CONFIG RUN_DIR PRETRAIN_LM=1 LM_DIR="${ICL_LM_DIR:-runs/icl/lm}" WEB_NAMING_PAGES="${WEB_NAMING_PAGES:-150}"
+export DATA CONFIG RUN_DIR PRETRAIN_LM=1 LM_DIR="${ICL_LM_DIR:-runs/icl/lm}" WEB_NAMING_PAGES="${WEB_NAMING_PAGES:-300}"
 SEEDS="${SEEDS:-0,1}"
 unset RAY_ADDRESS
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}" NO_ALBUMENTATIONS_UPDATE=1 RAY_DEDUP_LOGS=0

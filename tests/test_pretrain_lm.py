@@ -151,6 +151,35 @@ def test_soft_key_rows_mark_each_chunk_with_its_object(tmp_path):
             assert torch.allclose(vectors, vectors[:1].expand_as(vectors)) and float(vectors[0].norm()) > 0
 
 
+def test_soft_key_stories_with_prose_read_like_a_page():
+    from flamboyance.model.tiny import build_tokenizer
+    from flamboyance.trainer.pretrain_lm import soft_key_story
+
+    prose = ["the harbour lanterns were lit early that evening by the fishermen of the bay",
+             "quiet streets and old stone walls"]
+    tokenizer = build_tokenizer([binding_passage(random.Random(i)) for i in range(50)] + prose, vocab_size=300)
+    image, eoc = (tokenizer.convert_tokens_to_ids(t) for t in (IMAGE_TOKEN, EOC_TOKEN))
+    pages = tails = 0
+    for seed in range(40):
+        ids, objects = soft_key_story(tokenizer, random.Random(seed), num_lines=6, prose=prose)
+        starts = [i for i, token in enumerate(ids) if token == image]
+        ends = [i for i, token in enumerate(ids) if token == eoc]
+        assert len(starts) == len(ends) == 6
+        # prose before the first image and after the last <EOC> carries no object; each chunk one
+        assert set(objects[: starts[0]]) <= {-1} and set(objects[ends[-1] + 1 :]) <= {-1}
+        pages += starts[0] > 0
+        assert (starts[0] > 0) == (ends[-1] < len(ids) - 1)
+        for start, end in zip(starts, ends):
+            assert len(set(objects[start : end + 1])) == 1 and objects[start] >= 0
+        text = tokenizer.decode(ids)
+        names = re.findall(r"This is the (\w+)[.,]", text)
+        assert len(names) == 6 and all(names.count(n) >= 2 for n in names)
+        tails += len(re.findall(r"This is the \w+,", text))
+    assert 10 <= pages <= 30 and 60 <= tails <= 180  # about half of the stories, half of the chunks
+    bare, _ = soft_key_story(tokenizer, random.Random(0), num_lines=6)  # no prose: the bare chunks
+    assert re.fullmatch(r"(<image>Thisisthe\w+\.<EOC>){6}", tokenizer.decode(bare).replace(" ", ""))
+
+
 def test_pretrain_lm_with_soft_keys_reports_their_binding(tmp_path):
     out = tmp_path / "lm"
     cfg = PretrainLMConfig(output=str(out), binding_fraction=0.5, repeat_fraction=0.5, soft_key_fraction=0.5,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 from types import SimpleNamespace
 
@@ -191,3 +192,13 @@ def test_pad_batch(tokenizer) -> None:
     assert batch["labels"][0, n0:].tolist() == [IGNORE_INDEX] * (length - n0)
     assert batch["attention_mask"].sum(dim=1).tolist() == [n0, length]
     assert batch["media"].shape == (2, 1, 1, 3, 2, 2)
+
+
+def test_m3w_window_always_holds_an_image_even_between_far_apart_images():
+    from flamboyance.trainer.collate import _window_start
+    positions, length, size = [5, 500, 990], 1000, 20
+    starts = collections.Counter(_window_start(positions, length, size, random.Random(i)) for i in range(3000))
+    assert all(any(s <= p < s + size for p in positions) for s in starts)
+    # every allowed start is drawn, and only those: [0, 5], [481, 500], [971, 980]
+    assert set(starts) == set(range(0, 6)) | set(range(481, 501)) | set(range(971, 981))
+    assert _window_start([1], 2, 8, random.Random(0)) == 0  # a document shorter than the window

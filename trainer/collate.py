@@ -174,11 +174,7 @@ class M3WCollator:
         ids = self.tokens.encode(place_images(spans, next_image_p=self.next_image_p, rng=rng))
         image_positions = [i for i, t in enumerate(ids) if t == self.tokens.image]
         size = max(1, self.max_tokens - len(self.tokens.bos))  # BOS goes in front of the window
-        # the window must contain an image: it starts at most at the last image and ends after
-        # the first one (a window whose image is its last token has no target and is rejected)
-        latest_start = min(max(0, len(ids) - size), image_positions[-1])
-        earliest_start = min(max(0, image_positions[0] - size + 1), latest_start)
-        start = rng.randint(earliest_start, latest_start)
+        start = _window_start(image_positions, len(ids), size, rng)
         window = ids[start : start + size]
         first_image = sum(1 for p in image_positions if p < start)
         in_window = [p - start for p in image_positions if start <= p < start + size]
@@ -190,6 +186,27 @@ class M3WCollator:
         labels = _labels(window, self.tokens, ignore_before_first_image=True)
         media = _stack_media([[self.image_transform(im)] for im in images])
         return _sample(window, labels, media)
+
+
+def _window_start(image_positions: list[int], length: int, size: int, rng: random.Random) -> int:
+    """A start drawn uniformly among those whose window of `size` tokens holds an image: a start in
+    [p - size + 1, p] for some image position p (and at most `length - size`). Drawing between the
+    first and the last image instead gives windows between two far-apart images that hold none
+    (a window whose image is its last token has no target and is rejected later)."""
+    last = max(0, length - size)
+    spans: list[list[int]] = []
+    for p in image_positions:  # ascending, so the spans are too
+        lo, hi = max(0, p - size + 1), min(p, last)
+        if spans and lo <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    pick = rng.randrange(sum(hi - lo + 1 for lo, hi in spans))
+    for lo, hi in spans:
+        if pick <= hi - lo:
+            return lo + pick
+        pick -= hi - lo + 1
+    raise AssertionError("unreachable: pick < the spans' total length")
 
 
 def _stack_media(media: list[list[torch.Tensor]]) -> torch.Tensor:  # (M, F, C, H, W)

@@ -73,7 +73,9 @@ class PretrainLMConfig:
     vocab_size: int = 512
     seq_len: int = 128
     batch_size: int = 32
-    steps: int = 1500
+    steps: int = 2500
+    """With soft keys the phase change (the second copy of a random run suddenly predictable) came at
+    ~1400-1600 steps; the soft-key binding forms right after it."""
     lr: float = 2e-3
     warmup_steps: int = 50
     decay_fraction: float = 0.2
@@ -84,7 +86,7 @@ class PretrainLMConfig:
     """Share of training sequences that are generated binding passages."""
     repeat_fraction: float = 0.45
     """Share of training sequences that are random token runs repeated (the rest: shard text)."""
-    soft_key_fraction: float = 0.0
+    soft_key_fraction: float = 0.25
     """Share of each batch that is naming stories in Flamingo's format (``<image>This is the
     {name}.<EOC>``) with "soft keys": every token of an image's chunk gets its object's random
     vector added to its input embedding, the same vector wherever the object comes back in the
@@ -93,7 +95,8 @@ class PretrainLMConfig:
     soft_key_scale: float = 1.0
     """Soft key vectors are drawn with this many times the embeddings' standard deviation."""
     seed: int = 0
-    threads: int = 1
+    threads: int = 0
+    """torch threads (0: torch's default, one per core)."""
     eval_queries: int = 200
 
     def __post_init__(self) -> None:
@@ -109,6 +112,8 @@ class PretrainLMConfig:
         for name in ("steps", "batch_size", "seq_len", "records", "eval_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.seq_len > self.max_positions:
             raise ValueError(f"seq_len {self.seq_len} exceeds max_positions {self.max_positions}")
 
@@ -131,50 +136,76 @@ def binding_passage(rng: random.Random, *, held_out: bool = False, num_lines: in
     return "".join(BINDING_TEMPLATE.format(key=keys[i], name=names[i]) for i in order)
 
 
-def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int]) -> tuple[list[int], list[int]]:
+def _words(rng: random.Random, prose: Sequence[str], low: int, high: int) -> str:
+    """A run of `low`..`high` consecutive words from a random text of `prose` (texts with words)."""
+    words = rng.choice(prose).split()
+    count = rng.randint(low, high)
+    start = rng.randrange(max(1, len(words) - count + 1))
+    return " ".join(words[start : start + count])
+
+
+def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int], *, rng: random.Random | None = None,
+                  prose: Sequence[str] = ()) -> tuple[list[int], list[int]]:
     """The token ids of the chunks ``<image>This is the {names[i]}.<EOC>`` for i in `order`, and
-    for every token the object i of its chunk."""
+    for every token the object i of its chunk (-1: no object). With `prose` (shard texts) the story
+    reads like a web page's: in half of the stories a few sentences' worth of words before the
+    first image and after the last, and a short clause after the name in half of the chunks
+    (``This is the tobax, kept by the window.``)."""
     from flamboyance.crawl.sample_web import NAMING_SENTENCE
     from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
 
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    page = bool(prose) and rng is not None and rng.random() < 0.5
     ids: list[int] = []
     objects: list[int] = []
+    if page:
+        intro = encode(_words(rng, prose, 5, 40))
+        ids, objects = intro, [-1] * len(intro)
     for index in order:
-        chunk = tokenizer(f"{IMAGE_TOKEN}{NAMING_SENTENCE.format(name=names[index])}.{EOC_TOKEN}",
-                          add_special_tokens=False)["input_ids"]
+        sentence = NAMING_SENTENCE.format(name=names[index])
+        if prose and rng is not None and rng.random() < 0.5:
+            sentence += ", " + _words(rng, prose, 1, 6).rstrip(".,;:!?")
+        chunk = encode(f"{IMAGE_TOKEN}{sentence}.{EOC_TOKEN}")
         ids += chunk
         objects += [index] * len(chunk)
+    if page:
+        closing = encode(" " + _words(rng, prose, 5, 30))
+        ids, objects = ids + closing, objects + [-1] * len(closing)
     return ids, objects
 
 
 def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False,
-                   num_lines: int | None = None) -> tuple[list[int], list[int]]:
+                   num_lines: int | None = None, prose: Sequence[str] = ()) -> tuple[list[int], list[int]]:
     """A naming story as Flamingo reads it (2..3 objects, each shown at least twice, each image's
-    chunk ``<image>This is the {name}.<EOC>``): its token ids, and for every token the object its
-    chunk shows (0, 1, ...)."""
+    chunk ``<image>This is the {name}.<EOC>``, with `prose` around it and in it as on a web page
+    (`_story_tokens`)): its token ids, and for every token the object its chunk shows (0, 1, ...;
+    -1 on the prose around the images)."""
     from flamboyance.crawl.sample_text import distinct_names
 
     count = rng.randint(2, 3)
     names = distinct_names(rng, count, held_out=held_out)
     order = [k % count for k in range(num_lines or rng.randint(2 * count, 8))]
     rng.shuffle(order)
-    return _story_tokens(tokenizer, names, order)
+    return _story_tokens(tokenizer, names, order, rng=rng, prose=prose)
 
 
-def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int) -> tuple[Any, Any]:
+def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int,
+                  prose: Sequence[str] = ()) -> tuple[Any, Any]:
     """`rows` training rows of `seq_len` + 1 tokens packed with soft-key stories (an EOS before
-    each): ids (rows, seq_len + 1) and objects (same shape; -1 on EOS, objects numbered apart
-    across the stories of a row)."""
+    each): ids (rows, seq_len + 1) and objects (same shape; -1 on EOS and prose, objects numbered
+    apart across the stories of a row)."""
     import torch
 
     all_ids, all_objects = [], []
     for _ in range(rows):
         ids, objects = [], []
         while len(ids) < seq_len + 1:
-            story, owners = soft_key_story(tokenizer, rng)
+            story, owners = soft_key_story(tokenizer, rng, prose=prose)
             base = max(objects, default=-1) + 1
             ids += [tokenizer.eos_token_id] + story
-            objects += [-1] + [base + owner for owner in owners]
+            objects += [-1] + [base + owner if owner >= 0 else -1 for owner in owners]
         all_ids.append(ids[: seq_len + 1])
         all_objects.append(objects[: seq_len + 1])
     return torch.tensor(all_ids), torch.tensor(all_objects)
@@ -367,12 +398,14 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     from flamboyance.crawl.sample_text import distinct_names
     from flamboyance.crawl.sample_web import NAMING_SENTENCE
     from flamboyance.model.tiny import build_tokenizer, tiny_lm_config
+    from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
     from transformers import AutoModelForCausalLM
 
     log = log or (lambda message: None)
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
     texts = shard_texts(cfg.m3w, cfg.image_text, records=cfg.records) if cfg.text_fraction > 0 else []
     if cfg.text_fraction > 0 and not texts:
@@ -408,6 +441,8 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     lm.train()
     running = None
     soft_rows = round(cfg.soft_key_fraction * cfg.batch_size)
+    prose = [" ".join(t.replace(IMAGE_TOKEN, " ").replace(EOC_TOKEN, " ").split()) for t in texts]
+    prose = [t for t in prose if t]
     soft_before = soft_key_accuracy(lm, tokenizer, queries=cfg.eval_queries, scale=cfg.soft_key_scale) \
         if soft_rows else None
     for step in range(cfg.steps):
@@ -415,7 +450,7 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         if soft_rows:
-            soft_ids, objects = soft_key_rows(tokenizer, rng, rows=soft_rows, seq_len=cfg.seq_len)
+            soft_ids, objects = soft_key_rows(tokenizer, rng, rows=soft_rows, seq_len=cfg.seq_len, prose=prose)
             batch = torch.cat([soft_ids, batch])
             objects = torch.cat([objects, torch.full((cfg.batch_size - soft_rows, cfg.seq_len + 1), -1)])
             embedded = soft_key_embeddings(lm.get_input_embeddings(), batch, objects, scale=cfg.soft_key_scale)
