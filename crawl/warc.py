@@ -485,7 +485,9 @@ def _read_records(
     cut_reason: str = "truncated_record",
 ) -> Iterator[PageRecord]:
     """The records of a plain WARC or of one decompressed gzip member. `cut_reason` counts a
-    record the input ends inside (a damaged gzip member names its damage)."""
+    record the input ends inside (a damaged gzip member names its damage). Of a damaged member,
+    only records that another record follows are kept."""
+    damaged = cut_reason != "truncated_record"
     while True:
         try:
             head, head_start = _read_head(source)
@@ -533,6 +535,11 @@ def _read_records(
         if reason is not None:
             skipped[reason] += 1
         elif record is not None:
+            if damaged and not source.peek(512).lstrip(b"\r\n").startswith(b"WARC/"):
+                # The damaged member ends with this record, so nothing vouches for it: its CRC,
+                # which would have caught a flipped bit, never came (or failed).
+                skipped[cut_reason] += 1
+                return
             yield record
 
 
