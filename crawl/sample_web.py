@@ -253,8 +253,9 @@ class SampleWeb:
         return _Page(key, path, article, published, tuple(figures), tuple(videos))
 
     def _make_naming_page(self, number: int) -> _Page:
-        """A naming story: an article's prose around 8..10 images of 2..3 objects (distinct colours
-        and shapes, one background), each shown at least twice, each bound to a made-up name."""
+        """A naming story: 8..10 images of 2..3 objects (distinct colours and shapes, one
+        background), each shown at least twice, each bound to a made-up name, with a little of an
+        article's prose around them (`_naming_body`)."""
         rng = self._rng("naming", number)
         article = generate_article(rng, num_paragraphs=2)
         count = rng.randint(2, 3)

@@ -157,7 +157,9 @@ def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int], *,
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    page = bool(prose) and rng is not None and rng.random() < 0.5
+    if prose and rng is None:
+        raise ValueError("prose needs an rng to place it")
+    page = bool(prose) and rng.random() < 0.5
     ids: list[int] = []
     objects: list[int] = []
     if page:
@@ -165,7 +167,7 @@ def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int], *,
         ids, objects = intro, [-1] * len(intro)
     for index in order:
         sentence = NAMING_SENTENCE.format(name=names[index])
-        if prose and rng is not None and rng.random() < 0.5:
+        if prose and rng.random() < 0.5:
             sentence += ", " + _words(rng, prose, 1, 6).rstrip(".,;:!?")
         chunk = encode(f"{IMAGE_TOKEN}{sentence}.{EOC_TOKEN}")
         ids += chunk
