@@ -22,7 +22,8 @@ SHARDS ?= $(DATA)/shards
 CONFIG ?= trainer/configs/demo.yaml
 RUN_DIR ?= runs/demo
 LM_DIR ?= runs/lm
-export LM_DIR
+LM_FLAGS ?=
+export LM_DIR LM_FLAGS
 WITH_WEB := scripts/with-sample-web.sh
 
 .PHONY: setup test lint demo bench bench-extract bench-filters crawl m3w image-text video-text etl stats report \
@@ -97,7 +98,7 @@ report: setup
 ## ---- training and evaluation ----
 # The small causal LM the demo's Flamingo keeps frozen: text of the shards + name-binding text.
 pretrain-lm: setup
-	$(BIN)/flamboyance pretrain-lm --output $(LM_DIR) --m3w $(SHARDS)/m3w --image-text $(SHARDS)/image_text/train
+	$(BIN)/flamboyance pretrain-lm --output $(LM_DIR) --m3w $(SHARDS)/m3w --image-text $(SHARDS)/image_text/train $(LM_FLAGS)
 
 train: setup
 	$(BIN)/flamboyance train --config $(CONFIG) run_dir=$(RUN_DIR) $(OVERRIDES)

@@ -15,6 +15,7 @@ SHARDS="$DATA/shards"
 RUN_DIR="${RUN_DIR:-runs/demo}"
 LM_DIR="${LM_DIR:-runs/lm}"
 PRETRAIN_LM="${PRETRAIN_LM:-0}"
+LM_FLAGS="${LM_FLAGS:-}"   # extra `flamboyance pretrain-lm` options, e.g. --keys-on-text
 DATA_ONLY=0; [ "${1:-}" = "--data-only" ] && DATA_ONLY=1
 CONFIG="${CONFIG:-trainer/configs/demo.yaml}"
 : "${WEB_PORT:=8765}" "${WEB_PAGES:=300}" "${WEB_NAMING_PAGES:=0}"
@@ -56,7 +57,8 @@ stage 4/7 "pretrain the small causal LM on the shards' text (+ name-binding text
 if [ "$PRETRAIN_LM" != 1 ]; then
   echo "  skipped: the demo's frozen LM is a tiny random one (PRETRAIN_LM=1 pretrains one; make ablation)"
 elif ! done_mark "$LM_DIR/config.json"; then
-  "$BIN/flamboyance" pretrain-lm --output "$LM_DIR" --m3w "$SHARDS/m3w" --image-text "$SHARDS/image_text/train"
+  # shellcheck disable=SC2086  # LM_FLAGS: words on purpose
+  "$BIN/flamboyance" pretrain-lm --output "$LM_DIR" --m3w "$SHARDS/m3w" --image-text "$SHARDS/image_text/train" $LM_FLAGS
 fi
 [ "$DATA_ONLY" = 1 ] && exit 0
 

@@ -3,7 +3,9 @@ Flamingo that the trainer builds on it (LM loaded with from_pretrained, frozen).
 
 from __future__ import annotations
 
+import argparse
 import collections
+import dataclasses
 import json
 import random
 import re
@@ -167,6 +169,10 @@ def test_soft_key_stories_with_prose_read_like_a_page():
         assert len(starts) == len(ends) == 6
         # prose before the first image and after the last <EOC> carries no object; each chunk one
         assert set(objects[: starts[0]]) <= {-1} and set(objects[ends[-1] + 1 :]) <= {-1}
+        # with keys on text, the same story's closing words carry the last image's object
+        keyed_ids, keyed = soft_key_story(tokenizer, random.Random(seed), num_lines=6, prose=prose, keys_on_text=True)
+        assert keyed_ids == ids and keyed[: ends[-1] + 1] == objects[: ends[-1] + 1]
+        assert keyed[ends[-1] + 1 :] == [objects[ends[-1]]] * (len(ids) - ends[-1] - 1)
         pages += starts[0] > 0
         assert (starts[0] > 0) == (ends[-1] < len(ids) - 1)
         for start, end in zip(starts, ends):
@@ -180,6 +186,16 @@ def test_soft_key_stories_with_prose_read_like_a_page():
     assert re.fullmatch(r"(<image>Thisisthe\w+\.<EOC>){6}", tokenizer.decode(bare).replace(" ", ""))
 
 
+def test_image_owners_follow_flamingos_per_image_masking():
+    from flamboyance.trainer.pretrain_lm import image_owners
+
+    img, eos = 7, 2
+    #        text before any image | image 0 and its text | image 1 | EOS ends the text | next text
+    ids = [5, 6, img, 5, 6, 9, img, 5, eos, 5, img, 6, eos]
+    assert image_owners(ids, image_id=img, eos_id=eos) == [-1, -1, 0, 0, 0, 0, 1, 1, -1, -1, 2, 2, -1]
+    assert image_owners([], image_id=img, eos_id=eos) == []
+
+
 def test_pretrain_lm_with_soft_keys_reports_their_binding(tmp_path):
     out = tmp_path / "lm"
     cfg = PretrainLMConfig(output=str(out), binding_fraction=0.5, repeat_fraction=0.5, soft_key_fraction=0.5,
@@ -189,6 +205,16 @@ def test_pretrain_lm_with_soft_keys_reports_their_binding(tmp_path):
 
     report = pretrain_lm(cfg)
     assert set(report["soft_key_accuracy"]) == {"before", "after"}
+    assert report["config"]["keys_on_text"] is False
+    report = pretrain_lm(dataclasses.replace(cfg, keys_on_text=True))
+    assert report["config"]["keys_on_text"] is True and set(report["soft_key_accuracy"]) == {"before", "after"}
+
+    from flamboyance.trainer.pretrain_lm import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--output", "x"]).keys_on_text is False
+    assert parser.parse_args(["--output", "x", "--keys-on-text"]).keys_on_text is True
     assert all(0.0 <= v <= 1.0 for v in report["soft_key_accuracy"].values())
     with pytest.raises(ValueError, match="soft_key_fraction"):
         PretrainLMConfig(output=str(out), soft_key_fraction=1.5)

@@ -94,6 +94,12 @@ class PretrainLMConfig:
     Flamingo's cross-attention writes for an image (0: text only)."""
     soft_key_scale: float = 1.0
     """Soft key vectors are drawn with this many times the embeddings' standard deviation."""
+    keys_on_text: bool = False
+    """Soft keys on all text that follows an image, as Flamingo's cross-attention writes into every
+    token after an image, prose included: the shard text in the rest of the batch gets a random
+    vector per image (`image_owners`), and a soft-key story's closing words carry its last chunk's
+    key. An LM that saw keys on naming chunks only is thrown by them on a page's prose (README, "In-
+    context learning at CPU scale"); off by default until the Flamingo trained on it does better."""
     seed: int = 0
     threads: int = 0
     """torch threads (0: torch's default, one per core)."""
@@ -145,12 +151,13 @@ def _words(rng: random.Random, prose: Sequence[str], low: int, high: int) -> str
 
 
 def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int], *, rng: random.Random | None = None,
-                  prose: Sequence[str] = ()) -> tuple[list[int], list[int]]:
+                  prose: Sequence[str] = (), keys_on_text: bool = False) -> tuple[list[int], list[int]]:
     """The token ids of the chunks ``<image>This is the {names[i]}.<EOC>`` for i in `order`, and
     for every token the object i of its chunk (-1: no object). With `prose` (shard texts) the story
     reads like a web page's: in half of the stories a few sentences' worth of words before the
     first image and after the last, and a short clause after the name in half of the chunks
-    (``This is the tobax, kept by the window.``)."""
+    (``This is the tobax, kept by the window.``). With `keys_on_text` the words after the last
+    chunk belong to its object, as in Flamingo every token sees the latest image before it."""
     from flamboyance.crawl.sample_web import NAMING_SENTENCE
     from flamboyance.preprocess.tokens import EOC_TOKEN, IMAGE_TOKEN
 
@@ -172,29 +179,30 @@ def _story_tokens(tokenizer: Any, names: Sequence[str], order: Sequence[int], *,
         chunk = encode(f"{IMAGE_TOKEN}{sentence}.{EOC_TOKEN}")
         ids += chunk
         objects += [index] * len(chunk)
-    if page:
+    if page:  # after the last chunk's <EOC>, before any next image: Flamingo shows it the last image
         closing = encode(" " + _words(rng, prose, 5, 30))
-        ids, objects = ids + closing, objects + [-1] * len(closing)
+        ids, objects = ids + closing, objects + [order[-1] if keys_on_text else -1] * len(closing)
     return ids, objects
 
 
 def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False,
-                   num_lines: int | None = None, prose: Sequence[str] = ()) -> tuple[list[int], list[int]]:
+                   num_lines: int | None = None, prose: Sequence[str] = (),
+                   keys_on_text: bool = False) -> tuple[list[int], list[int]]:
     """A naming story as Flamingo reads it (2..3 objects, each shown at least twice, each image's
     chunk ``<image>This is the {name}.<EOC>``, with `prose` around it and in it as on a web page
     (`_story_tokens`)): its token ids, and for every token the object its chunk shows (0, 1, ...;
-    -1 on the prose around the images)."""
+    -1 on the prose around the images, or before the first image only with `keys_on_text`)."""
     from flamboyance.crawl.sample_text import distinct_names
 
     count = rng.randint(2, 3)
     names = distinct_names(rng, count, held_out=held_out)
     order = [k % count for k in range(num_lines or rng.randint(2 * count, 8))]
     rng.shuffle(order)
-    return _story_tokens(tokenizer, names, order, rng=rng, prose=prose)
+    return _story_tokens(tokenizer, names, order, rng=rng, prose=prose, keys_on_text=keys_on_text)
 
 
 def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int,
-                  prose: Sequence[str] = ()) -> tuple[Any, Any]:
+                  prose: Sequence[str] = (), keys_on_text: bool = False) -> tuple[Any, Any]:
     """`rows` training rows of `seq_len` + 1 tokens packed with soft-key stories (an EOS before
     each): ids (rows, seq_len + 1) and objects (same shape; -1 on EOS and prose, objects numbered
     apart across the stories of a row)."""
@@ -204,13 +212,28 @@ def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int
     for _ in range(rows):
         ids, objects = [], []
         while len(ids) < seq_len + 1:
-            story, owners = soft_key_story(tokenizer, rng, prose=prose)
+            story, owners = soft_key_story(tokenizer, rng, prose=prose, keys_on_text=keys_on_text)
             base = max(objects, default=-1) + 1
             ids += [tokenizer.eos_token_id] + story
             objects += [-1] + [base + owner if owner >= 0 else -1 for owner in owners]
         all_ids.append(ids[: seq_len + 1])
         all_objects.append(objects[: seq_len + 1])
     return torch.tensor(all_ids), torch.tensor(all_objects)
+
+
+def image_owners(ids: Sequence[int], *, image_id: int, eos_id: int) -> list[int]:
+    """For every token of a training row, the image its text follows as Flamingo's per-image masking
+    has it: the index (within the row) of the latest ``<image>`` at or before it in its own text
+    (texts end at EOS), or -1 (before a text's first image)."""
+    owners: list[int] = []
+    latest, count = -1, 0
+    for token in ids:
+        if token == eos_id:
+            latest = -1
+        elif token == image_id:
+            latest, count = count, count + 1
+        owners.append(latest)
+    return owners
 
 
 def soft_key_embeddings(embedding: Any, ids: Any, objects: Any, *, scale: float, generator: Any = None) -> Any:
@@ -443,6 +466,7 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
     lm.train()
     running = None
     soft_rows = round(cfg.soft_key_fraction * cfg.batch_size)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     prose = [" ".join(t.replace(IMAGE_TOKEN, " ").replace(EOC_TOKEN, " ").split()) for t in texts]
     prose = [t for t in prose if t]
     soft_before = soft_key_accuracy(lm, tokenizer, queries=cfg.eval_queries, scale=cfg.soft_key_scale) \
@@ -452,9 +476,15 @@ def pretrain_lm(cfg: PretrainLMConfig, *, log: Callable[[str], None] | None = No
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         if soft_rows:
-            soft_ids, objects = soft_key_rows(tokenizer, rng, rows=soft_rows, seq_len=cfg.seq_len, prose=prose)
+            soft_ids, objects = soft_key_rows(tokenizer, rng, rows=soft_rows, seq_len=cfg.seq_len, prose=prose,
+                                              keys_on_text=cfg.keys_on_text)
+            if cfg.keys_on_text:  # the other rows' shard text: a key per image on what follows it
+                text_objects = torch.tensor([image_owners(row, image_id=image_id, eos_id=tokenizer.eos_token_id)
+                                             for row in batch.tolist()])
+            else:
+                text_objects = torch.full((cfg.batch_size - soft_rows, cfg.seq_len + 1), -1)
             batch = torch.cat([soft_ids, batch])
-            objects = torch.cat([objects, torch.full((cfg.batch_size - soft_rows, cfg.seq_len + 1), -1)])
+            objects = torch.cat([objects, text_objects])
             embedded = soft_key_embeddings(lm.get_input_embeddings(), batch, objects, scale=cfg.soft_key_scale)
             loss = lm(inputs_embeds=embedded, labels=batch).loss
         else:
@@ -509,6 +539,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for the model (save_pretrained)")
     parser.add_argument("--m3w", action="append", default=[], help="M3W shard root (repeatable)")
     parser.add_argument("--image-text", action="append", default=[], help="image-text shard root (repeatable)")
+    parser.add_argument("--keys-on-text", action="store_true",
+                        help="soft keys on all text after an image too (shard text, story closings)")
     for name in _OPTIONS:
         value = getattr(defaults, name)
         default = getattr(PretrainLMConfig, name, value) if name.endswith("_fraction") else value
@@ -520,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
     """Train and save; prints the report's headline."""
     try:
         cfg = PretrainLMConfig(output=args.output, m3w=args.m3w, image_text=args.image_text,
-                               **{n: getattr(args, n) for n in _OPTIONS})
+                               keys_on_text=args.keys_on_text, **{n: getattr(args, n) for n in _OPTIONS})
     except ValueError as err:
         raise SystemExit(f"pretrain-lm: {err}") from err
     report = pretrain_lm(cfg, log=lambda message: print(message, file=sys.stderr, flush=True))
