@@ -206,8 +206,10 @@ def test_pretrain_lm_with_soft_keys_reports_their_binding(tmp_path):
     report = pretrain_lm(cfg)
     assert set(report["soft_key_accuracy"]) == {"before", "after"}
     assert report["config"]["keys_on_text"] is False
+    assert all(0.0 <= v <= 1.0 for v in report["soft_key_accuracy"].values())
     report = pretrain_lm(dataclasses.replace(cfg, keys_on_text=True))
     assert report["config"]["keys_on_text"] is True and set(report["soft_key_accuracy"]) == {"before", "after"}
+    assert all(0.0 <= v <= 1.0 for v in report["soft_key_accuracy"].values())
 
     from flamboyance.trainer.pretrain_lm import add_arguments
 
@@ -215,6 +217,5 @@ def test_pretrain_lm_with_soft_keys_reports_their_binding(tmp_path):
     add_arguments(parser)
     assert parser.parse_args(["--output", "x"]).keys_on_text is False
     assert parser.parse_args(["--output", "x", "--keys-on-text"]).keys_on_text is True
-    assert all(0.0 <= v <= 1.0 for v in report["soft_key_accuracy"].values())
     with pytest.raises(ValueError, match="soft_key_fraction"):
         PretrainLMConfig(output=str(out), soft_key_fraction=1.5)

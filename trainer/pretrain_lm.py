@@ -204,8 +204,8 @@ def soft_key_story(tokenizer: Any, rng: random.Random, *, held_out: bool = False
 def soft_key_rows(tokenizer: Any, rng: random.Random, *, rows: int, seq_len: int,
                   prose: Sequence[str] = (), keys_on_text: bool = False) -> tuple[Any, Any]:
     """`rows` training rows of `seq_len` + 1 tokens packed with soft-key stories (an EOS before
-    each): ids (rows, seq_len + 1) and objects (same shape; -1 on EOS and prose, objects numbered
-    apart across the stories of a row)."""
+    each): ids (rows, seq_len + 1) and objects (same shape; -1 on EOS and on the prose without an
+    object (`soft_key_story`), objects numbered apart across the stories of a row)."""
     import torch
 
     all_ids, all_objects = [], []
