@@ -7,6 +7,7 @@ Everything else (resampler, cross-attention, freezing) is a plain field with a p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -71,6 +72,23 @@ class FlamingoConfig:
     """A text token attends only to the latest image at or before it (paper). False: to all
     previous images of its document (the paper's ablation)."""
 
+    relative_media: bool = False
+    """Not in the paper. True adds a second visual stream: each medium's patch features minus
+    their mean over its document's media (zero for a document's only medium) go through their own
+    Perceiver Resampler and, in every XATTN-Dense block, their own masked cross-attention with its
+    own tanh gate (0 at init: a fresh model still computes what the frozen LM computes). For weak
+    vision towers (tiny, random) in which a page's images share most of their features: that shared
+    part hides what tells the page's objects apart, which in-context naming needs, while captions
+    need the absolute features the paper's stream keeps (README, "In-context learning at CPU
+    scale"). The mean takes all of a document's media, so a medium's relative tokens depend on the
+    media after it (never on text): fine for few-shot prompts, whose images are all given up front."""
+
+    relative_gate_init: float = 0.0
+    """Where the relative stream's tanh gates start (``relative_media``). 0: a fresh model computes
+    exactly what the frozen LM computes. Open a little (0.3 in trainer/configs/icl.yaml), the
+    stream's writes reach the LM from the first step, and the in-context binding forms in every
+    run of the CPU-scale experiment instead of in about half."""
+
     freeze_lm: bool = True
     """Keep the language model frozen (only the new tokens' embedding rows train)."""
 
@@ -132,6 +150,10 @@ class FlamingoConfig:
             raise ValueError(
                 f"FlamingoConfig.frozen_dtype must be one of {sorted(FROZEN_DTYPES)} or None, got {self.frozen_dtype!r}"
             )
+        if not isinstance(self.relative_gate_init, int | float) or not math.isfinite(self.relative_gate_init):
+            raise ValueError(f"FlamingoConfig.relative_gate_init must be a finite number, got {self.relative_gate_init!r}")
+        if self.relative_gate_init != 0 and not self.relative_media:
+            raise ValueError("FlamingoConfig.relative_gate_init is the relative stream's: set relative_media=True")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"FlamingoConfig.image_size must be positive, got {self.image_size}")
 

@@ -52,6 +52,18 @@ TOKENIZER_DIR = "tokenizer"
 IGNORE_INDEX = -100
 
 
+def relative_features(
+    features: torch.Tensor,  # (media, frames, patches, dim)
+    documents: torch.Tensor,  # (media,) int: the document each medium belongs to
+) -> torch.Tensor:  # (media, frames, patches, dim)
+    """Each medium's features minus their mean over its document's media (frame by frame, patch by
+    patch): zero for a document's only medium (``FlamingoConfig.relative_media``)."""
+    _, group = torch.unique(documents, return_inverse=True)
+    sums = features.new_zeros((int(group.max()) + 1, *features.shape[1:])).index_add_(0, group, features)
+    counts = torch.bincount(group).to(features.dtype)
+    return features - sums[group] / counts[group].view(-1, 1, 1, 1)
+
+
 @dataclass
 class FlamingoOutput:
     """Result of ``Flamingo.forward``."""
@@ -141,6 +153,17 @@ class Flamingo(nn.Module):
                 f"cross_attn_every={config.cross_attn_every} leaves no cross-attention layer in a "
                 f"{num_layers}-layer LM; use a value <= {num_layers}"
             )
+        self.relative_resampler: PerceiverResampler | None = None
+        if config.relative_media:  # made last: every other weight is what it is without the option
+            self.relative_resampler = copy.deepcopy(self.resampler)
+            for module in self.relative_resampler.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            with torch.no_grad():
+                self.relative_resampler.latents.normal_(std=0.02)
+                self.relative_resampler.frame_embeddings.normal_(std=0.02)
+            for block in self.xattn.values():
+                block.add_relative_stream(gate=config.relative_gate_init)
         self._hooks = attach_cross_attention(lm, {int(k): block for k, block in self.xattn.items()})
         self._init_new_token_rows()
 
@@ -247,11 +270,18 @@ class Flamingo(nn.Module):
         self,
         input_ids: torch.Tensor,  # (batch, tokens)
         media: torch.Tensor | None,  # (batch, media, frames, C, H, W) or None
+        *,
+        segment_ids: torch.Tensor | None = None,  # (batch, tokens): documents of packed rows
     ) -> torch.Tensor:  # (batch, media, latents, dim_visual)
         """Visual tokens per media slot. Slot k of row b is real iff row b has more than k <image>
-        tokens; only real slots go through the vision tower, the rest stay zero."""
+        tokens; only real slots go through the vision tower, the rest stay zero. With
+        ``config.relative_media`` each medium's tokens are followed by as many relative tokens: its
+        features minus their mean over its document's media (``relative_features``), through the
+        relative resampler."""
         batch = input_ids.shape[0]
         latents, dim = self.resampler.latents.shape
+        if self.relative_resampler is not None:
+            latents *= 2  # the paper's tokens, then the relative ones
         if media is None:
             return self.resampler.latents.new_zeros(batch, 0, latents, dim)
         if media.dim() == 5:  # (b, m, C, H, W): still images without a frame axis
@@ -268,9 +298,17 @@ class Flamingo(nn.Module):
         if not bool(real.any()):
             return out
         pixels = rearrange(media[real], "n f c h w -> (n f) c h w")
-        features = rearrange(self.vision(pixels), "(n f) p d -> n f p d", f=frames)
-        tokens = self.resampler(features.to(out.dtype))  # (n, latents, dim)
+        features = rearrange(self.vision(pixels), "(n f) p d -> n f p d", f=frames).to(out.dtype)
         rows, slots = real.nonzero(as_tuple=True)
+        tokens = self.resampler(features)  # (n, latents, dim)
+        if self.relative_resampler is not None:
+            documents = rows
+            if segment_ids is not None:  # a packed row holds several documents: a medium's is its <image>'s
+                is_image = input_ids == self.image_token_id
+                real_image = is_image & (is_image.cumsum(dim=1) <= num_media)
+                documents = rows * (int(segment_ids.max()) + 1) + segment_ids[real_image]
+            relative = self.relative_resampler(relative_features(features, documents))
+            tokens = torch.cat([tokens, relative], dim=1)
         return out.index_put((rows, slots), tokens.to(out.dtype))
 
     def media_context(
@@ -282,7 +320,7 @@ class Flamingo(nn.Module):
         segment_ids: torch.Tensor | None = None,  # (batch, tokens)
     ) -> MediaContext:
         """Visual tokens plus the per-token media mask for one call."""
-        visual = self.encode_media(input_ids, media)
+        visual = self.encode_media(input_ids, media, segment_ids=segment_ids)
         mask = media_attention_mask(
             input_ids,
             image_token_id=self.image_token_id,

@@ -200,6 +200,8 @@ def tiny_config(
     max_frames: int = 4,
     ff_mult: int = 2,
     only_attend_immediate_media: bool = True,
+    relative_media: bool = False,
+    relative_gate_init: float = 0.0,
     init_seed: int = 0,
 ) -> FlamingoConfig:
     """A FlamingoConfig for a tiny random model (CPU tests and demo): a ``family`` LM of
@@ -241,6 +243,8 @@ def tiny_config(
         xattn_head_dim=head_dim,
         xattn_ff_mult=ff_mult,
         only_attend_immediate_media=only_attend_immediate_media,
+        relative_media=relative_media,
+        relative_gate_init=relative_gate_init,
         init_seed=init_seed,
         extra={"tiny": {"family": family, "vision_family": vision_family}},
     )

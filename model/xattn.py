@@ -101,7 +101,12 @@ class MaskedCrossAttention(nn.Module):
 
 
 class GatedCrossAttentionBlock(nn.Module):
-    """x -> x + tanh(a) * xattn(x, media) -> x + tanh(b) * ffn(x), with a = b = 0 at init."""
+    """x -> x + tanh(a) * xattn(x, media) -> x + tanh(b) * ffn(x), with a = b = 0 at init.
+
+    With a relative stream (``add_relative_stream``; ``FlamingoConfig.relative_media``) the visual
+    tokens hold two halves per medium, the paper's then the relative ones, and a second masked
+    cross-attention with its own gate (0 at init) reads the second half:
+    x -> x + tanh(a) * xattn(x, paper's) + tanh(r) * xattn_r(x, relative) -> FFN as above."""
 
     def __init__(self, *, dim: int, dim_visual: int, heads: int = 8, head_dim: int = 64, ff_mult: int = 4):
         super().__init__()
@@ -109,12 +114,32 @@ class GatedCrossAttentionBlock(nn.Module):
         self.attn_gate = nn.Parameter(torch.zeros(1))
         self.ff = FeedForward(dim=dim, mult=ff_mult)
         self.ff_gate = nn.Parameter(torch.zeros(1))
+        self.relative_attn: MaskedCrossAttention | None = None
+        self.relative_gate: nn.Parameter | None = None
+
+    def add_relative_stream(self, *, gate: float = 0.0) -> None:
+        """The second cross-attention (fresh weights) and its gate (pre-tanh ``gate``; at 0 a
+        fresh block still computes exactly what it computed without it)."""
+        first = self.attn
+        self.relative_attn = MaskedCrossAttention(
+            dim=first.to_q.in_features,
+            dim_visual=first.to_kv.in_features,
+            heads=first.heads,
+            head_dim=first.to_q.out_features // first.heads,
+        ).to(first.to_q.weight.device)
+        self.relative_gate = nn.Parameter(torch.full((1,), float(gate), device=first.to_q.weight.device))
 
     def forward(
         self,
         x: torch.Tensor,  # (batch, tokens, dim)
         context: MediaContext,
     ) -> torch.Tensor:  # (batch, tokens, dim)
-        x = x + self.attn(x, context.visual_tokens, context.media_mask) * self.attn_gate.tanh().to(x.dtype)
+        visual = context.visual_tokens
+        if self.relative_attn is not None:
+            visual, relative = visual.chunk(2, dim=2)
+            out = self.relative_attn(x, relative, context.media_mask) * self.relative_gate.tanh().to(x.dtype)
+            x = x + self.attn(x, visual, context.media_mask) * self.attn_gate.tanh().to(x.dtype) + out
+        else:
+            x = x + self.attn(x, visual, context.media_mask) * self.attn_gate.tanh().to(x.dtype)
         x = x + self.ff(x) * self.ff_gate.tanh().to(x.dtype)
         return x

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from flamboyance.model import Flamingo, FlamingoConfig, media_attention_mask, prepare_tokenizer
+from flamboyance.model.flamingo import relative_features
 from flamboyance.model.language import decoder_layers
 from flamboyance.model.tiny import LM_FAMILIES, build_tokenizer, tiny_config
 from flamboyance.model.vision import CLIP_MEAN, CLIP_STD, VisionEncoder
@@ -248,6 +249,67 @@ def test_image_transform_and_embeddings():
         model.image_transform(torch.zeros(3, 4, 4))
 
 
+def test_relative_features_centre_each_document_on_its_media():
+    features = torch.randn(5, 2, 3, 4, generator=torch.Generator().manual_seed(0))
+    documents = torch.tensor([7, 7, 3, 9, 9])
+    out = relative_features(features, documents)
+    torch.testing.assert_close(out[0], (features[0] - features[1]) / 2)
+    torch.testing.assert_close(out[1], (features[1] - features[0]) / 2)
+    assert torch.equal(out[2], torch.zeros(2, 3, 4))  # a document's only medium: nothing sets it apart
+    torch.testing.assert_close(out[3] + out[4], torch.zeros(2, 3, 4), rtol=0, atol=1e-6)
+
+
+def set_relative_gates(model: Flamingo, value: float) -> None:
+    with torch.no_grad():
+        for block in model.xattn.values():
+            block.relative_gate.fill_(value)
+
+
+def test_relative_media_is_a_second_stream_that_starts_closed():
+    plain, relative = make_model("gpt2"), make_model("gpt2", relative_media=True)
+    text = f"{IMAGE_TOKEN}a red circle{EOC_TOKEN}{IMAGE_TOKEN}a blue square"
+    ids, attention = encode(relative, [text])
+    media = random_media(1, 2, seed=3)
+    tokens = relative.encode_media(ids, media)
+    assert tokens.shape[2] == 2 * plain.encode_media(ids, media).shape[2]
+    assert torch.equal(tokens[:, :, : tokens.shape[2] // 2], plain.encode_media(ids, media))
+    # its gates start at 0: the paper's model, exactly; the fresh model is still the frozen LM
+    assert torch.equal(relative(ids, attention, media).logits, plain(ids, attention, media).logits)
+    fresh = Flamingo.from_config(tiny_config(tokenizer=TOKENIZER, relative_media=True)).eval()
+    torch.testing.assert_close(fresh(ids, attention, media).logits, fresh.lm(ids, attention_mask=attention).logits)
+    trainable = {n for n, p in relative.named_parameters() if p.requires_grad}
+    assert {"xattn.0.relative_gate", "relative_resampler.latents"} <= trainable
+    opened = Flamingo.from_config(tiny_config(tokenizer=TOKENIZER, relative_media=True, relative_gate_init=0.3))
+    assert [float(block.relative_gate.detach()) for block in opened.xattn.values()] == [pytest.approx(0.3)] * 2
+    with pytest.raises(ValueError, match="relative_media=True"):
+        tiny_config(tokenizer=TOKENIZER, relative_gate_init=0.3)
+    # open: the text after the first image now depends on the second image, and only through it
+    set_relative_gates(relative, 0.7)
+    shifted = media.clone()
+    shifted[:, 1] = random_media(1, 1, seed=4)[:, 0]
+    second = [i for i, t in enumerate(ids[0].tolist()) if t == relative.image_token_id][1]
+    for model, moves in ((plain, False), (relative, True)):
+        before, after = model(ids, attention, media).logits, model(ids, attention, shifted).logits
+        assert torch.equal(before[0, :second], after[0, :second]) is not moves
+    # the same image in the same company gets the same relative tokens, whatever its slot
+    swapped = relative.encode_media(ids, media[:, [1, 0]])
+    torch.testing.assert_close(tokens[0, 0], swapped[0, 1])
+
+
+def test_relative_media_keeps_packed_documents_apart():
+    relative = make_model("gpt2", relative_media=True)
+    set_relative_gates(relative, 0.7)
+    one_ids, _ = encode(relative, [f"{IMAGE_TOKEN}a red circle"])
+    media = random_media(1, 2, seed=5)
+    packed_ids = torch.cat([one_ids, one_ids], dim=1)
+    segments = torch.cat([torch.zeros_like(one_ids), torch.ones_like(one_ids)], dim=1)
+    packed = relative.encode_media(packed_ids, media, segment_ids=segments)
+    alone = relative.encode_media(one_ids, media[:, 1:])
+    torch.testing.assert_close(packed[:, 1], alone[:, 0])  # a one-image document: relative part of zeros
+    # one document: the two images are each other's company
+    assert not torch.allclose(relative.encode_media(packed_ids, media)[:, 1], alone[:, 0])
+
+
 # --- training contract ------------------------------------------------------------------------------
 
 
@@ -360,13 +422,15 @@ def test_config_validation_and_dict_roundtrip():
         FlamingoConfig(language_model=3, vision_encoder="x")
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_save_and_load_give_the_same_model(tmp_path, family):
-    model = make_model(family)
+@pytest.mark.parametrize(("family", "relative"), [("gpt2", False), ("llama", False), ("gpt2", True)])
+def test_save_and_load_give_the_same_model(tmp_path, family, relative):
+    model = make_model(family, relative_media=relative)
     with torch.no_grad():
         model.new_token_embeddings.add_(0.5)
-    ids, attention = encode(model, [f"hi {IMAGE_TOKEN}a red circle{EOC_TOKEN}"])
-    media = random_media(1, 1, seed=3)
+        if relative:
+            set_relative_gates(model, 0.7)
+    ids, attention = encode(model, [f"hi {IMAGE_TOKEN}a red {IMAGE_TOKEN}circle{EOC_TOKEN}"])
+    media = random_media(1, 2, seed=3)
     before = model(ids, attention, media).logits
     model.save_pretrained(tmp_path / "m")
     loaded = Flamingo.from_pretrained(tmp_path / "m").eval()

@@ -96,3 +96,21 @@ def test_batches_without_targets_or_finite_loss_never_reach_the_optimizer(model:
     assert all(p.grad is None for p in model.parameters())
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n]), n
+
+
+def test_relative_stream_gates_are_logged_and_never_decayed():
+    from flamboyance.trainer.metrics import gate_values
+
+    relative = Flamingo.from_config(
+        tiny_config(family="gpt2", cross_attn_every=1, relative_media=True, relative_gate_init=0.3)
+    )
+    values = gate_values(relative)
+    assert set(values) == {f"gate/{layer}/{kind}" for layer in ("0", "1") for kind in ("attn", "ff", "relative")}
+    assert values["gate/0/relative"] == pytest.approx(float(torch.tanh(torch.tensor(0.3))))
+    trainable = {n for n, p in relative.named_parameters() if p.requires_grad}
+    optimizer, _ = build_optimizer(relative, trainable, OptimConfig(lr=1e-3, weight_decay=0.1))
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    named = dict(relative.named_parameters())
+    assert id(named["xattn.0.relative_gate"]) not in decayed
+    assert id(named["xattn.0.relative_attn.to_q.weight"]) in decayed
+    assert id(named["relative_resampler.layers.0.0.to_kv.weight"]) in decayed

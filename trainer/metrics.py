@@ -20,13 +20,14 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def gate_values(model: nn.Module) -> dict[str, float]:
-    """tanh of every XATTN gate, keyed ``gate/<layer>/attn`` and ``gate/<layer>/ff`` (layer = the
-    LM layer the block runs before). Under FSDP this gathers: call it on every rank."""
+    """tanh of every XATTN gate, keyed ``gate/<layer>/attn``, ``gate/<layer>/ff`` (and
+    ``gate/<layer>/relative`` with the relative stream; layer = the LM layer the block runs
+    before). Under FSDP this gathers: call it on every rank."""
     values: dict[str, float] = {}
     for name, param in model.named_parameters():
         parts = name.split(".")
         leaf = parts[-1]
-        if leaf not in ("attn_gate", "ff_gate"):
+        if leaf not in ("attn_gate", "ff_gate", "relative_gate"):
             continue
         layer = parts[-2] if len(parts) > 1 else "0"  # xattn.<layer>.attn_gate
         tensor = param.detach()
